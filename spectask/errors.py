@@ -1,0 +1,43 @@
+"""One exception root for everything spectask raises on purpose.
+
+Every message says what went wrong and, where it can, how to fix it, so a user can act on
+the error without reading our source.
+"""
+
+from __future__ import annotations
+
+
+class SpectaskError(Exception):
+    """Root of all spectask errors."""
+
+
+class ConfigError(SpectaskError):
+    """The configuration (environment, command line) is invalid."""
+
+
+class BrokerUnavailableError(SpectaskError):
+    """No RabbitMQ broker could be reached."""
+
+
+class PublishError(SpectaskError):
+    """A publish was not confirmed by the broker: the message may not have been stored."""
+
+
+class UnroutableError(PublishError):
+    """The broker returned a mandatory publish: no queue is bound for its routing key."""
+
+    def __init__(self, exchange: str, routing_key: str) -> None:
+        super().__init__(
+            f"message to exchange {exchange!r} with routing key {routing_key!r} matched no queue; "
+            "check that the spec binds a queue for this key and that the topology was declared"
+        )
+        self.exchange = exchange
+        self.routing_key = routing_key
+
+
+class MissingHandlerError(SpectaskError):
+    """A worker was started with receive operations that have no handler."""
+
+
+class TaskValidationError(SpectaskError):
+    """A task payload does not satisfy its message schema (raised before publishing)."""

@@ -1,0 +1,104 @@
+"""The broker topology and routes as plain frozen values.
+
+Generated code builds these from the spec; the runtime declares and uses them. They carry
+no behaviour and import nothing from aio-pika, so generated modules stay thin and testable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+ArgumentValue = str | int | bool
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    """An exchange to declare (`type` is one of topic, direct, fanout, headers)."""
+
+    name: str
+    type: str = "topic"
+    durable: bool = True
+    auto_delete: bool = False
+
+
+@dataclass(frozen=True)
+class BindingSpec:
+    """A binding of a queue to an exchange with a routing key (pattern for topic exchanges)."""
+
+    exchange: str
+    routing_key: str
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A queue to declare, with its `x-` arguments and its bindings."""
+
+    name: str
+    durable: bool = True
+    exclusive: bool = False
+    auto_delete: bool = False
+    arguments: tuple[tuple[str, ArgumentValue], ...] = ()
+    bindings: tuple[BindingSpec, ...] = ()
+
+    def arguments_dict(self) -> dict[str, ArgumentValue]:
+        return dict(self.arguments)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff between attempts of one task (seconds)."""
+
+    max_attempts: int = 1
+    initial_delay: float = 1.0
+    multiplier: float = 2.0
+    max_delay: float = 60.0
+    jitter: float = 0.0
+
+
+@dataclass(frozen=True)
+class TaskPolicy:
+    """Per task type reliability policy, from the spec's `x-spectask-policy`."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    time_limit: float = 300.0
+    default_priority: int = 0
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Everything the spec asks the broker to hold."""
+
+    exchanges: tuple[ExchangeSpec, ...] = ()
+    queues: tuple[QueueSpec, ...] = ()
+    priorities: tuple[tuple[str, int], ...] = ()
+
+    def priority(self, name: str) -> int:
+        """The number for a priority name from the spec (`normal`, `urgent`, ...)."""
+        table = dict(self.priorities)
+        if name not in table:
+            raise KeyError(f"unknown priority {name!r}; the spec defines {sorted(table)}")
+        return table[name]
+
+
+@dataclass(frozen=True)
+class SendRoute:
+    """Where one send operation publishes, and what it publishes."""
+
+    operation: str
+    exchange: str
+    routing_key: str
+    message_type: str
+    model: type[BaseModel]
+
+
+@dataclass(frozen=True)
+class ReceiveRoute:
+    """Where one receive operation consumes from, and how its messages decode."""
+
+    operation: str
+    queue: str
+    message_type: str
+    model: type[BaseModel]
+    policy: TaskPolicy = field(default_factory=TaskPolicy)
