@@ -90,7 +90,9 @@ class SendRoute:
     exchange: str
     routing_key: str
     message_type: str
+    task_type: str
     model: type[BaseModel]
+    default_priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,5 +102,6 @@ class ReceiveRoute:
     operation: str
     queue: str
     message_type: str
+    task_type: str
     model: type[BaseModel]
     policy: TaskPolicy = field(default_factory=TaskPolicy)

@@ -1,0 +1,34 @@
+"""Runtime settings, read from the environment so no credentials live in code.
+
+`AMQP_URL` is the broker; everything else is prefixed `SPECTASK_` (for example
+`SPECTASK_PREFETCH=64`). Defaults suit one worker process on a small machine.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RuntimeConfig(BaseSettings):
+    """How a spectask process talks to RabbitMQ and how much work it takes on."""
+
+    model_config = SettingsConfigDict(env_prefix="SPECTASK_", extra="ignore", frozen=True)
+
+    amqp_url: str = Field(
+        default="amqp://localhost:5672/",
+        validation_alias=AliasChoices("AMQP_URL", "SPECTASK_AMQP_URL"),
+        description="Broker URL; credentials belong here (guest only works on localhost).",
+    )
+    prefetch: int = Field(
+        default=32, ge=1, le=65535, description="Unacked deliveries per consumer."
+    )
+    concurrency: int = Field(default=4, ge=1, le=1024, description="Handlers running at once.")
+    heartbeat: int = Field(default=30, ge=0, le=3600, description="AMQP heartbeat (seconds).")
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to reach the broker.")
+    shutdown_timeout: float = Field(
+        default=30.0, ge=0, description="Seconds in-flight tasks get to finish on SIGTERM."
+    )
+    max_message_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1, description="Larger task bodies are dead-lettered."
+    )

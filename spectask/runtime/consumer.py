@@ -1,0 +1,359 @@
+"""The consumer loop: decode, run the handler, publish the next hop, then ack — in that order.
+
+This is the ONE place that settles deliveries. A delivery is acked only after its next hop
+(the result, or a dead letter) is confirmed by the broker; if that publish fails the delivery
+is requeued. A crash in between therefore gives a duplicate, never a loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import traceback
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiormq
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from pydantic import ValidationError
+
+from spectask.errors import PublishError
+from spectask.runtime.broker import Broker
+from spectask.runtime.context import TaskContext
+from spectask.runtime.deadletter import DeadReason, build_dead_letter
+from spectask.runtime.execution import Handler, HandlerRunner, TaskTimeoutError
+from spectask.runtime.producer import ATTEMPT_HEADER, SUBMITTED_AT_HEADER
+from spectask.runtime.publisher import OutgoingMessage, Publisher
+from spectask.runtime.topology import ReceiveRoute, SendRoute
+
+log = logging.getLogger("spectask.worker")
+
+IDLE_CHECK_SECONDS = 0.2
+BURST_IDLE_SECONDS = 0.3
+REQUEUE_BACKOFF_SECONDS = 1.0
+
+
+@dataclass
+class WorkerStats:
+    """What one worker run did; `by_type` counts processed tasks per message type."""
+
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    requeued: int = 0
+    by_type: Counter[str] = field(default_factory=Counter)
+
+
+class WorkerRuntime:
+    """Consumes the queues of the given receive routes until stopped (or idle, in burst mode)."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        worker_id: str,
+        routes: Sequence[ReceiveRoute],
+        handlers: Mapping[str, Handler],
+        result_route: SendRoute | None,
+        dead_letter_route: SendRoute,
+    ) -> None:
+        self._broker = broker
+        self._config = broker.config
+        self._worker_id = worker_id
+        self._handlers = handlers
+        self._result_route = result_route
+        self._dead_letter_route = dead_letter_route
+        self._by_queue: dict[str, dict[str, ReceiveRoute]] = {}
+        for route in routes:
+            self._by_queue.setdefault(route.queue, {})[route.message_type] = route
+        self._runner = HandlerRunner(self._config.concurrency)
+        self._slots = asyncio.Semaphore(self._config.concurrency)
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._last_delivery = time.monotonic()
+        self._publisher: Publisher | None = None
+        self.stats = WorkerStats()
+
+    async def run(self, *, stop: asyncio.Event, burst: bool = False) -> WorkerStats:
+        self._publisher = await self._broker.publisher()
+        channel = await self._broker.channel(prefetch=self._config.prefetch)
+        consumers: list[tuple[AbstractQueue, str]] = []
+        try:
+            for name in sorted(self._by_queue):
+                queue = await channel.get_queue(name, ensure=True)
+                tag = await queue.consume(self._deliver_to(name), no_ack=False)
+                consumers.append((queue, tag))
+            log.info("worker %s consuming %s", self._worker_id, ", ".join(sorted(self._by_queue)))
+            await self._wait(stop, burst)
+        finally:
+            await self._shutdown(consumers)
+            await channel.close()
+            self._runner.close()
+        return self.stats
+
+    def _deliver_to(self, queue: str) -> Any:
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await self._on_message(message, queue)
+
+        return on_message
+
+    async def _wait(self, stop: asyncio.Event, burst: bool) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=IDLE_CHECK_SECONDS)
+            if burst and await self._drained():
+                return
+
+    async def _drained(self) -> bool:
+        """Burst mode: nothing in flight, nothing delivered lately, and every queue empty."""
+        if self._in_flight or time.monotonic() - self._last_delivery < BURST_IDLE_SECONDS:
+            return False
+        channel = await self._broker.connection.channel()
+        try:
+            for name in self._by_queue:
+                queue = await channel.declare_queue(name, passive=True)
+                if queue.declaration_result.message_count:
+                    return False
+        finally:
+            await channel.close()
+        return not self._in_flight
+
+    async def _shutdown(self, consumers: list[tuple[AbstractQueue, str]]) -> None:
+        """Stop taking work, let in-flight tasks finish up to the deadline, requeue the rest."""
+        for queue, tag in consumers:
+            try:
+                await queue.cancel(tag)
+            except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
+                log.warning("could not cancel consumer on %s: %s", queue.name, exc)
+        if not self._in_flight:
+            return
+        _, pending = await asyncio.wait(set(self._in_flight), timeout=self._config.shutdown_timeout)
+        if pending:
+            log.warning("%d tasks still running at shutdown; requeueing them", len(pending))
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _on_message(self, message: AbstractIncomingMessage, queue: str) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
+        self._last_delivery = time.monotonic()
+        try:
+            next_hop = await self._decide(message, queue)
+            await self._settle(message, next_hop)
+        except asyncio.CancelledError:
+            await self._requeue(message)
+            raise
+        finally:
+            self._in_flight.discard(task)
+            self._last_delivery = time.monotonic()
+
+    async def _settle(
+        self, message: AbstractIncomingMessage, next_hop: OutgoingMessage | None
+    ) -> None:
+        """Publish the next hop with a confirm, then ack; requeue if the broker did not take it."""
+        if next_hop is not None:
+            assert self._publisher is not None
+            try:
+                await self._publisher.publish(next_hop)
+            except PublishError as exc:
+                log.error(
+                    "task %s: next hop not confirmed, requeueing: %s", message.message_id, exc
+                )
+                await asyncio.sleep(REQUEUE_BACKOFF_SECONDS)
+                await self._requeue(message)
+                return
+        try:
+            await message.ack()
+        except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
+            log.warning(
+                "task %s: ack lost (%s); the broker will redeliver it", message.message_id, exc
+            )
+
+    async def _requeue(self, message: AbstractIncomingMessage) -> None:
+        self.stats.requeued += 1
+        # If the channel is already gone, the broker requeues unacked deliveries itself.
+        with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError):
+            await message.nack(requeue=True)
+
+    async def _decide(self, message: AbstractIncomingMessage, queue: str) -> OutgoingMessage | None:
+        """Decode and run one delivery; return the message that must be confirmed before ack."""
+        routes = self._by_queue[queue]
+        size = len(message.body)
+        if size > self._config.max_message_bytes:
+            return self._dead(
+                message,
+                queue,
+                DeadReason.TOO_LARGE,
+                f"body is {size} bytes; the limit is {self._config.max_message_bytes} "
+                "(SPECTASK_MAX_MESSAGE_BYTES)",
+            )
+        route = routes.get(message.type or "")
+        if route is None:
+            return self._dead(
+                message,
+                queue,
+                DeadReason.UNKNOWN_TYPE,
+                f"message type {message.type!r} is not taken from {queue}; "
+                f"expected one of {sorted(routes)}",
+            )
+        if message.content_type not in (None, "application/json"):
+            return self._dead(
+                message,
+                queue,
+                DeadReason.UNDECODABLE,
+                f"content type {message.content_type!r}; expected application/json",
+            )
+        if not message.message_id:
+            return self._dead(
+                message,
+                queue,
+                DeadReason.SCHEMA_VIOLATION,
+                "the message has no message_id (task id)",
+            )
+        try:
+            payload = route.model.model_validate_json(message.body)
+        except ValidationError as exc:
+            undecodable = any(error["type"] == "json_invalid" for error in exc.errors())
+            reason = DeadReason.UNDECODABLE if undecodable else DeadReason.SCHEMA_VIOLATION
+            return self._dead(message, queue, reason, _summarize(exc))
+        return await self._execute(message, route, payload)
+
+    async def _execute(
+        self, message: AbstractIncomingMessage, route: ReceiveRoute, payload: Any
+    ) -> OutgoingMessage | None:
+        headers = message.headers or {}
+        context = TaskContext(
+            task_id=message.message_id or "",
+            message_type=route.message_type,
+            task_type=route.task_type,
+            operation=route.operation,
+            attempt=_int_header(headers, ATTEMPT_HEADER, 1),
+            worker_id=self._worker_id,
+            routing_key=message.routing_key or "",
+            redelivered=bool(message.redelivered),
+            submitted_at=_submitted_at(headers, message.timestamp),
+            priority=message.priority or 0,
+        )
+        started_at = datetime.now(UTC)
+        error: dict[str, str] | None = None
+        result: dict[str, Any] | None = None
+        async with self._slots:
+            try:
+                result = await self._runner.run(
+                    self._handlers[route.operation], payload, context, route.policy.time_limit
+                )
+            except TaskTimeoutError as exc:
+                error = {"type": "timeout", "message": str(exc)}
+            except Exception as exc:
+                error = {
+                    "type": type(exc).__name__,
+                    "message": str(exc),
+                    "traceback": traceback.format_exc(limit=8),
+                }
+        self.stats.processed += 1
+        self.stats.by_type[route.message_type] += 1
+        if error is not None:
+            self.stats.failed += 1
+            log.warning(
+                "task %s (%s) failed: %s", context.task_id, route.message_type, error["message"]
+            )
+            if self._result_route is None:
+                return self._dead(
+                    message,
+                    route.queue,
+                    DeadReason.EXCEPTION,
+                    f"{error['type']}: {error['message']}",
+                    error.get("traceback", ""),
+                )
+        else:
+            self.stats.succeeded += 1
+        if self._result_route is None:
+            return None
+        return self._result(context, started_at, result, error)
+
+    def _result(
+        self,
+        context: TaskContext,
+        started_at: datetime,
+        result: dict[str, Any] | None,
+        error: dict[str, str] | None,
+    ) -> OutgoingMessage:
+        route = self._result_route
+        assert route is not None
+        document: dict[str, Any] = {
+            "task_id": context.task_id,
+            "message_type": context.message_type,
+            "status": "failed" if error else "succeeded",
+            "worker_id": self._worker_id,
+            "attempt": context.attempt,
+            "submitted_at": context.submitted_at,
+            "started_at": started_at,
+            "finished_at": datetime.now(UTC),
+            "result": result,
+            "error": error,
+        }
+        model = route.model.model_validate(document)
+        return OutgoingMessage(
+            exchange=route.exchange,
+            routing_key=route.routing_key,
+            body=model.model_dump_json(by_alias=True, exclude_none=True).encode(),
+            message_id=context.task_id,
+            message_type=route.message_type,
+        )
+
+    def _dead(
+        self,
+        message: AbstractIncomingMessage,
+        queue: str,
+        reason: DeadReason,
+        error: str,
+        trace: str = "",
+    ) -> OutgoingMessage:
+        self.stats.dead_lettered += 1
+        log.warning("dead-lettering %s from %s: %s: %s", message.message_id, queue, reason, error)
+        headers = dict(message.headers or {})
+        return build_dead_letter(
+            self._dead_letter_route,
+            body=message.body,
+            message_id=message.message_id or "",
+            message_type=message.type or "",
+            original_headers=headers,
+            reason=reason,
+            error=error,
+            origin_queue=queue,
+            origin_routing_key=message.routing_key or "",
+            attempts=_int_header(headers, ATTEMPT_HEADER, 1),
+            traceback=trace,
+            content_type=message.content_type,
+        )
+
+
+def _summarize(exc: ValidationError, limit: int = 5) -> str:
+    """A short, readable list of schema errors (location: message)."""
+    parts = []
+    for error in exc.errors()[:limit]:
+        where = ".".join(str(item) for item in error["loc"]) or "(body)"
+        parts.append(f"{where}: {error['msg']}")
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _int_header(headers: Mapping[str, Any], name: str, default: int) -> int:
+    value = headers.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _submitted_at(headers: Mapping[str, Any], timestamp: datetime | None) -> datetime | None:
+    value = headers.get(SUBMITTED_AT_HEADER)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if timestamp is not None:
+        return timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=UTC)
+    return None

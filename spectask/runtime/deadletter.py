@@ -1,0 +1,73 @@
+"""Dead letters: the original body, unchanged, published with headers that say why.
+
+A dead letter is published with a confirm before the original delivery is acked, so a task is
+never lost between its queue and `dead_letter`; the headers are what `spectask dlq` reads.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from spectask.runtime.publisher import OutgoingMessage
+from spectask.runtime.topology import SendRoute
+
+MAX_ERROR_CHARS = 2000
+MAX_TRACEBACK_CHARS = 4000
+
+
+class DeadReason(enum.StrEnum):
+    """Why a task was dead-lettered (the spec's DeadLetterHeaders enum)."""
+
+    UNDECODABLE = "undecodable"
+    SCHEMA_VIOLATION = "schema_violation"
+    UNKNOWN_TYPE = "unknown_type"
+    TOO_LARGE = "too_large"
+    EXCEPTION = "exception"
+    TIMEOUT = "timeout"
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+    PERMANENT = "permanent"
+
+
+def build_dead_letter(
+    route: SendRoute,
+    *,
+    body: bytes,
+    message_id: str,
+    message_type: str,
+    original_headers: Mapping[str, Any],
+    reason: DeadReason,
+    error: str,
+    origin_queue: str,
+    origin_routing_key: str,
+    attempts: int,
+    traceback: str = "",
+    content_type: str | None = None,
+) -> OutgoingMessage:
+    """The dead-letter message for one delivery, keeping its original headers too."""
+    now = datetime.now(UTC).isoformat()
+    headers = dict(original_headers)
+    headers.update(
+        {
+            "x-spectask-reason": reason.value,
+            "x-spectask-error": error[:MAX_ERROR_CHARS],
+            "x-spectask-attempts": attempts,
+            "x-spectask-origin-queue": origin_queue,
+            "x-spectask-origin-routing-key": origin_routing_key,
+            "x-spectask-last-failure-at": now,
+        }
+    )
+    headers.setdefault("x-spectask-first-failure-at", now)
+    if traceback:
+        headers["x-spectask-traceback"] = traceback[-MAX_TRACEBACK_CHARS:]
+    return OutgoingMessage(
+        exchange=route.exchange,
+        routing_key=route.routing_key,
+        body=body,
+        message_id=message_id,
+        message_type=message_type,
+        headers=headers,
+        content_type=content_type or "application/octet-stream",
+    )

@@ -1,0 +1,95 @@
+"""Turning typed task payloads into task messages: the task envelope lives here, once.
+
+A task message is the payload's JSON, with the task id as AMQP `message_id`, the message type
+(`<task_type>.<operation>`) as AMQP `type`, the submission time as AMQP `timestamp`, the
+priority as AMQP `priority` and the attempt number in the `x-spectask-attempt` header.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from pydantic import BaseModel
+
+from spectask.errors import TaskValidationError
+from spectask.runtime.publisher import OutgoingMessage, Publisher
+from spectask.runtime.topology import SendRoute, Topology
+
+ATTEMPT_HEADER = "x-spectask-attempt"
+SUBMITTED_AT_HEADER = "x-spectask-submitted-at"
+
+
+def new_task_id() -> str:
+    """A random, URL-safe task id."""
+    return uuid.uuid4().hex
+
+
+class TaskPublisher:
+    """Builds and publishes task messages for the generated producer client."""
+
+    def __init__(self, publisher: Publisher, topology: Topology) -> None:
+        self._publisher = publisher
+        self._topology = topology
+
+    def resolve_priority(self, route: SendRoute, priority: int | str | None) -> int:
+        """A priority name from the spec, a number, or the task type's default."""
+        if priority is None:
+            return route.default_priority
+        if isinstance(priority, str):
+            try:
+                return self._topology.priority(priority)
+            except KeyError as exc:
+                raise TaskValidationError(str(exc.args[0])) from None
+        if not 0 <= priority <= 255:
+            raise TaskValidationError(f"priority {priority} is outside 0..255")
+        return priority
+
+    def build(
+        self,
+        route: SendRoute,
+        payload: BaseModel,
+        *,
+        priority: int | str | None = None,
+        task_id: str | None = None,
+    ) -> OutgoingMessage:
+        """Validate the payload against its message schema and build the message."""
+        if not isinstance(payload, route.model):
+            raise TaskValidationError(
+                f"{route.operation} takes a {route.model.__name__}, not {type(payload).__name__}"
+            )
+        now = datetime.now(UTC)
+        return OutgoingMessage(
+            exchange=route.exchange,
+            routing_key=route.routing_key,
+            body=payload.model_dump_json(by_alias=True, exclude_unset=True).encode(),
+            message_id=task_id or new_task_id(),
+            message_type=route.message_type,
+            priority=self.resolve_priority(route, priority),
+            headers={ATTEMPT_HEADER: 1, SUBMITTED_AT_HEADER: now.timestamp()},
+            timestamp=now,
+        )
+
+    async def submit(
+        self,
+        route: SendRoute,
+        payload: BaseModel,
+        *,
+        priority: int | str | None = None,
+        task_id: str | None = None,
+    ) -> str:
+        """Publish one task and return its id once the broker has confirmed it."""
+        message = self.build(route, payload, priority=priority, task_id=task_id)
+        await self._publisher.publish(message)
+        return message.message_id
+
+    async def submit_many(
+        self,
+        messages: Sequence[OutgoingMessage],
+        *,
+        on_confirmed: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """Publish prepared tasks with pipelined confirms; the ids, once all are confirmed."""
+        await self._publisher.publish_many(messages, on_confirmed=on_confirmed)
+        return [message.message_id for message in messages]
