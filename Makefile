@@ -1,0 +1,81 @@
+# spectask: every command people and CI use. Targets install what they need first, so
+# `make demo` and `make test` work from a fresh clone.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+GENERATED := generated/__init__.py
+SPEC := $(wildcard spec/*.yaml)
+CODEGEN := $(wildcard spectask/codegen/*.py spectask/codegen/templates/*.j2)
+# The broker URL: AMQP_URL if reachable, else localhost:5672, else a project-local node, ...
+BROKER := $(PY) -m spectask.devbroker ensure | tail -n 1
+ARGS ?=
+
+.PHONY: help venv install generate broker broker-stop worker1 worker2 worker3 producer \
+        collector test-workqueue test demo bench lint clean
+
+help:
+	@echo "make demo            collector + 3 workers + a mixed batch on a real broker, then a summary"
+	@echo "make test            lint, type checks and the whole test suite (starts its own broker)"
+	@echo "make generate        write typed clients from spec/ into generated/"
+	@echo "make broker          find or start a RabbitMQ broker and print its URL"
+	@echo "make worker1|worker2|worker3 / producer / collector   run one process (ARGS=... for options)"
+	@echo "make test-workqueue  the work-queue acceptance test"
+	@echo "make bench           throughput and latency, side by side with raw aio-pika"
+	@echo "make lint / clean"
+
+venv: $(VENV)/bin/python
+$(VENV)/bin/python:
+	tools/ensure-venv.sh $(VENV)
+
+install: $(INSTALLED)
+$(INSTALLED): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	touch $@
+
+generate: $(INSTALLED)
+	$(PY) -m spectask.codegen --spec spec --out generated
+
+$(GENERATED): $(INSTALLED) $(SPEC) $(CODEGEN)
+	$(PY) -m spectask.codegen --spec spec --out generated
+	touch $@
+
+broker: $(INSTALLED)
+	$(BROKER)
+
+broker-stop: $(INSTALLED)
+	$(PY) -m spectask.devbroker stop
+
+worker1 worker2 worker3: $(GENERATED)
+	url=$$($(BROKER)); AMQP_URL=$$url $(PY) main-worker.py $@ $(ARGS)
+
+producer: $(GENERATED)
+	url=$$($(BROKER)); AMQP_URL=$$url $(PY) main-producer.py $(ARGS)
+
+collector: $(GENERATED)
+	url=$$($(BROKER)); AMQP_URL=$$url $(PY) main-collector.py $(ARGS)
+
+demo: $(GENERATED)
+	url=$$($(BROKER)); AMQP_URL=$$url $(PY) -m spectask.cli demo $(ARGS)
+
+bench: $(GENERATED)
+	url=$$($(BROKER)); AMQP_URL=$$url $(PY) bench/run.py $(ARGS)
+
+lint: $(GENERATED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy spectask generated bench main-producer.py main-worker.py main-collector.py
+
+test-workqueue: $(GENERATED)
+	$(PY) -m pytest test_workqueue.py $(ARGS)
+
+test: lint
+	$(PY) -m pytest $(ARGS)
+
+clean:
+	-[ -x $(PY) ] && $(PY) -m spectask.devbroker stop
+	rm -rf generated $(VENV) .rabbitmq out .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,79 @@
+"""The `spectask` command: one entry point whose subcommands the top-level mains share."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import inspect
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from spectask.errors import SpectaskError
+
+# Commands with their own argument parsing: `spectask generate --help`, `spectask broker ensure`.
+PASSTHROUGH = {
+    "generate": "spectask.codegen",
+    "broker": "spectask.devbroker",
+}
+
+# subcommand -> (module, help); modules load lazily so `generate` works before generated/ exists
+COMMANDS = {
+    "worker": ("spectask.commands.worker", "run a competing worker"),
+    "produce": ("spectask.commands.producer", "submit tasks"),
+    "collect": ("spectask.commands.collector", "consume and report task results"),
+    "demo": ("spectask.commands.demo", "collector + 3 workers + a mixed batch, then a summary"),
+}
+
+
+def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, ModuleType | None]:
+    parser = argparse.ArgumentParser(prog="spectask", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("generate", help="write typed clients from spec/ into generated/")
+    sub.add_parser("broker", help="find or start a RabbitMQ broker (ensure | status | stop)")
+    chosen = next((arg for arg in argv if arg in COMMANDS), None)
+    module = None
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(command_parser)
+    return parser, module
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:
+        passthrough: int = importlib.import_module(PASSTHROUGH[argv[0]]).main(argv[1:])
+        return passthrough
+    try:
+        parser, module = build_parser(argv)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("generated"):
+            print("error: generated/ is missing; run `make generate` first", file=sys.stderr)
+            return 1
+        raise
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    assert module is not None
+    try:
+        result = module.run(args)
+        if inspect.isawaitable(result):
+            result = asyncio.run(result)
+        return int(result)
+    except SpectaskError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The `spectask` subcommands; the top-level mains are thin wrappers around these."""

@@ -1,0 +1,87 @@
+"""`spectask collect`: consume task results, report them, and (with --expect) stop when done."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import IO
+
+from generated import models
+from generated.collector import CollectorApp
+
+from spectask.commands.signals import stop_on_signals
+from spectask.commands.summary import ResultSummary
+from spectask.runtime.broker import Broker
+from spectask.runtime.config import RuntimeConfig
+from spectask.runtime.context import TaskContext
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--expect", type=int, help="stop after this many distinct results (of --batch, if given)"
+    )
+    parser.add_argument("--batch", help="count only task ids starting with BATCH- toward --expect")
+    parser.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
+    parser.add_argument("--output", type=Path, help="append every result as a JSON line here")
+    parser.add_argument("--quiet", action="store_true", help="no line per result")
+
+
+def _latency_ms(result: models.TaskResult) -> float | None:
+    if result.submitted_at is None or result.finished_at is None:
+        return None
+    return (result.finished_at - result.submitted_at).total_seconds() * 1000
+
+
+async def run(args: argparse.Namespace) -> int:
+    app = CollectorApp()
+    summary = ResultSummary()
+    batch_summary = ResultSummary()
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    prefix = f"{args.batch}-" if args.batch else ""
+    sink: IO[str] | None = args.output.open("a") if args.output else None
+
+    @app.collect_result
+    async def on_result(result: models.TaskResult, context: TaskContext) -> None:
+        fields = (result.message_type, result.status.value, result.worker_id, _latency_ms(result))
+        if not summary.add(result.task_id, *fields):
+            return
+        if result.task_id.startswith(prefix):
+            batch_summary.add(result.task_id, *fields)
+        if sink is not None:
+            sink.write(result.model_dump_json(exclude_none=True) + "\n")
+        if not args.quiet:
+            detail = f" {result.error.type}: {result.error.message}" if result.error else ""
+            print(
+                f"{result.status.value:<9} {result.task_id} {result.message_type} "
+                f"by {result.worker_id}{detail}",
+                flush=True,
+            )
+        if args.expect and batch_summary.total >= args.expect:
+            stop.set()
+
+    broker = await Broker.connect(RuntimeConfig(), name="spectask-collector")
+    worker_id = f"collector-{os.getpid()}"
+    timed_out = False
+    async with broker:
+        runner = asyncio.create_task(app.run(broker, worker_id=worker_id, stop=stop))
+        try:
+            await asyncio.wait_for(asyncio.shield(runner), timeout=args.timeout)
+        except TimeoutError:
+            timed_out = True
+            stop.set()
+            await runner
+    if sink is not None:
+        sink.close()
+    shown = batch_summary if args.batch else summary
+    print(shown.render(), flush=True)
+    if timed_out:
+        print(
+            f"timed out after {args.timeout:g}s with {shown.total} of {args.expect} results",
+            file=sys.stderr,
+        )
+        return 1
+    return 0 if shown.failed == 0 else 2
