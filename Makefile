@@ -34,7 +34,9 @@ $(VENV)/bin/python:
 install: $(INSTALLED)
 $(INSTALLED): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	$(PY) -m pip install -q -e '.[dev]'
+	@# generated/ is written after install: put the repo root on the venv's path for it
+	$(PY) -c 'import pathlib, site; pathlib.Path(site.getsitepackages()[0], "spectask-repo.pth").write_text(str(pathlib.Path.cwd()) + "\n")'
 	touch $@
 
 generate: $(INSTALLED)
