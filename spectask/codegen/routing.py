@@ -1,0 +1,148 @@
+"""Where messages go: the declared topology must be consistent and every send must land.
+
+Publishes are mandatory, so a routing key no binding matches would fail at runtime with
+`UnroutableError`; checking it here turns that into a spec error with a line to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cache
+
+from spectask.codegen.channels import Channel
+from spectask.codegen.diagnostics import Diagnostics
+from spectask.codegen.operations import Operation
+from spectask.runtime.topology import ExchangeSpec, QueueSpec
+
+
+def topic_matches(pattern: str, key: str) -> bool:
+    """RabbitMQ topic matching: `*` is exactly one word, `#` zero or more words."""
+    words, parts = tuple(pattern.split(".")), tuple(key.split("."))
+
+    @cache
+    def match(i: int, j: int) -> bool:
+        if i == len(words):
+            return j == len(parts)
+        if words[i] == "#":
+            return any(match(i + 1, k) for k in range(j, len(parts) + 1))
+        return j < len(parts) and words[i] in ("*", parts[j]) and match(i + 1, j + 1)
+
+    return match(0, 0)
+
+
+def routes(exchange_type: str, binding_key: str, routing_key: str) -> bool:
+    """Whether a binding with `binding_key` takes a message published with `routing_key`."""
+    if exchange_type == "topic":
+        return topic_matches(binding_key, routing_key)
+    if exchange_type == "direct":
+        return binding_key == routing_key
+    return True  # fanout ignores the key; headers routes on headers, not on the key
+
+
+def check_topology(
+    channels: Sequence[Channel], d: Diagnostics
+) -> tuple[dict[str, ExchangeSpec], dict[str, QueueSpec]]:
+    """Exchanges and queues by name; reports duplicates, conflicts and dangling bindings."""
+    exchanges: dict[str, ExchangeSpec] = {}
+    queues: dict[str, QueueSpec] = {}
+    for channel in channels:
+        exchange = channel.exchange
+        if exchange is not None and exchanges.setdefault(exchange.name, exchange) != exchange:
+            d.error(
+                channel,
+                f"exchange {exchange.name!r} is declared again with other settings",
+                "declare each exchange in one channel and $ref it elsewhere",
+            )
+        queue = channel.queue
+        if queue is not None and queue.name in queues:
+            d.error(
+                channel,
+                f"queue {queue.name!r} is declared by two channels",
+                "declare each queue in one channel and $ref that channel elsewhere",
+            )
+        elif queue is not None:
+            queues[queue.name] = queue
+    for channel in channels:
+        _check_queue(channel, exchanges, d)
+    return exchanges, queues
+
+
+def _check_queue(channel: Channel, exchanges: Mapping[str, ExchangeSpec], d: Diagnostics) -> None:
+    for node, binding in channel.binding_nodes:
+        if binding.exchange not in exchanges:
+            d.error(
+                node,
+                f"binding to exchange {binding.exchange!r}, which no channel declares",
+                "add a channel with is: routingKey that declares it; declared: "
+                + ", ".join(sorted(exchanges)),
+            )
+    if channel.queue is None:
+        return
+    arguments = channel.queue.arguments_dict()
+    dead_letter = arguments.get("x-dead-letter-exchange")
+    if isinstance(dead_letter, str) and dead_letter and dead_letter not in exchanges:
+        d.error(
+            channel,
+            f"x-dead-letter-exchange {dead_letter!r} is not declared by any channel",
+            "add a channel with is: routingKey for it",
+        )
+    maximum = arguments.get("x-max-priority")
+    default = channel.policy.default_priority if channel.policy is not None else 0
+    if default > 0:
+        if not isinstance(maximum, int):
+            d.error(
+                channel,
+                "the policy sets a default priority, but the queue has no x-max-priority",
+                "RabbitMQ ignores priorities without it; "
+                "add x-spectask-arguments: {x-max-priority: 10}",
+            )
+        elif default > maximum:
+            d.error(
+                channel,
+                f"default priority {default} exceeds the queue's x-max-priority {maximum}",
+                "RabbitMQ would cap it silently; raise x-max-priority or lower defaultPriority",
+            )
+
+
+def send_exchange(
+    op: Operation,
+    exchanges: Mapping[str, ExchangeSpec],
+    queues: Mapping[str, QueueSpec],
+    d: Diagnostics,
+) -> str | None:
+    """The exchange a send operation publishes to; reports keys no binding would route."""
+    key = op.routing_key
+    at = (*op.path, "bindings", "amqp", "cc")
+    if op.channel.exchange is not None:
+        exchange = op.channel.exchange
+        bound = [b for q in queues.values() for b in q.bindings if b.exchange == exchange.name]
+        if not any(routes(exchange.type, b.routing_key, key) for b in bound):
+            keys = ", ".join(sorted({b.routing_key for b in bound})) or "(no bindings)"
+            d.at(
+                op.file,
+                at,
+                f"routing key {key!r} matches no queue bound to exchange {exchange.name!r}",
+                f"bind a queue to it or change the key; binding keys: {keys}",
+            )
+            return None
+        return exchange.name
+    if op.channel.queue is None:
+        return None  # the queue definition is broken; that is reported where it is written
+    matching = sorted(
+        {
+            b.exchange
+            for b in op.channel.queue.bindings
+            if b.exchange in exchanges and routes(exchanges[b.exchange].type, b.routing_key, key)
+        }
+    )
+    if len(matching) != 1:
+        bindings = ", ".join(f"{b.exchange}:{b.routing_key}" for b in op.channel.queue.bindings)
+        problem = "matches no binding" if not matching else "matches bindings of several exchanges"
+        d.at(
+            op.file,
+            at,
+            f"routing key {key!r} {problem} of queue {op.channel.queue.name!r}",
+            f"use a key the queue's bindings route ({bindings or 'none'})",
+        )
+        return None
+    return matching[0]

@@ -1,0 +1,195 @@
+"""Checking the whole spec and, only when it is sound, building the IR from it.
+
+Every check runs and reports into one `Diagnostics`, so a user sees all problems at once; the IR
+is built only from a spec without errors, so templates never see half-valid input.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from collections.abc import Mapping
+from operator import attrgetter
+
+from spectask.codegen import extensions, routing
+from spectask.codegen.channels import Channel, Message, Origin, origin, parse_channel, parse_message
+from spectask.codegen.diagnostics import Diagnostics
+from spectask.codegen.ir import MessageInfo, Project, ReceiveOp, SendOp, Service
+from spectask.codegen.load import SPEC_GLOB, Document, SpecSet, check_refs
+from spectask.codegen.operations import parse_operations, snake_case
+from spectask.codegen.schema import collect_schemas
+from spectask.runtime.topology import ExchangeSpec, QueueSpec, TaskPolicy
+
+_STEM = re.compile(r"^[a-z][a-z0-9_]*$")
+_TAKEN_STEMS = frozenset({"models", "topology"})
+
+
+def _check_document(doc: Document, d: Diagnostics) -> None:
+    version = doc.root.child("asyncapi")
+    if version is None or not isinstance(version.value, str) or not version.value.startswith("3."):
+        d.error(version or doc.root, "asyncapi must be a 3.x version", "write asyncapi: 3.0.0")
+    stem = doc.name.removesuffix(SPEC_GLOB[1:])
+    if doc.is_service and (
+        not _STEM.match(stem) or keyword.iskeyword(stem) or stem in _TAKEN_STEMS
+    ):
+        d.error(
+            doc.root,
+            f"service document name {stem!r} cannot be a Python module name",
+            "name it like worker.asyncapi.yaml (lower_snake_case, not models or topology)",
+        )
+
+
+def _definitions(
+    spec: SpecSet, priorities: Mapping[str, int], d: Diagnostics
+) -> tuple[dict[Origin, Channel], dict[Origin, Message]]:
+    """Every channel and message definition, once each, however often it is `$ref`ed."""
+    channels: dict[Origin, Channel] = {}
+    messages: dict[Origin, Message] = {}
+    for name in sorted(spec.documents):
+        root = spec.documents[name].root
+        listed = spec.get(root, "channels")
+        for _, ref in listed.items() if listed is not None else ():
+            node = spec.resolve(ref)
+            if node is not None and origin(node) not in channels:
+                channel = parse_channel(spec, node, priorities, d)
+                if channel is not None:
+                    channels[origin(node)] = channel
+                    messages.update((origin(m), m) for m in channel.messages)
+        listed = spec.get(spec.get(root, "components"), "messages")
+        for _, ref in listed.items() if listed is not None else ():
+            node = spec.resolve(ref)
+            if node is None or origin(node) in messages:
+                continue
+            if (message := parse_message(spec, node, d)) is not None:
+                messages[origin(node)] = message
+    return channels, messages
+
+
+def _check_message_types(messages: Mapping[Origin, Message], d: Diagnostics) -> None:
+    first: dict[str, Message] = {}
+    for key in sorted(messages):
+        message = messages[key]
+        seen = first.setdefault(message.message_type, message)
+        if seen is not message:
+            d.error(
+                message,
+                f"messageType {message.message_type!r} is also used by message {seen.name!r}",
+                "the worker dispatches on messageType; give each message its own",
+            )
+
+
+def _policies(channels: Mapping[Origin, Channel], d: Diagnostics) -> dict[str, TaskPolicy]:
+    """Policies by task type (the part of messageType before the first dot)."""
+    policies: dict[str, TaskPolicy] = {}
+    for channel in channels.values():
+        for message in channel.messages if channel.policy is not None else ():
+            assert channel.policy is not None
+            if policies.setdefault(message.task_type, channel.policy) != channel.policy:
+                d.error(
+                    channel,
+                    f"task type {message.task_type!r} gets a different policy from another queue",
+                    "give each task type one x-spectask-policy",
+                )
+    return policies
+
+
+def _service(
+    spec: SpecSet,
+    doc: Document,
+    channels: Mapping[Origin, Channel],
+    topology: tuple[dict[str, ExchangeSpec], dict[str, QueueSpec]],
+    policies: Mapping[str, TaskPolicy],
+    d: Diagnostics,
+) -> Service:
+    sends: list[SendOp] = []
+    receives: list[ReceiveOp] = []
+    methods: dict[str, str] = {}
+    for op in parse_operations(spec, doc, channels, d):
+        method, message = snake_case(op.operation_id), op.message
+        if methods.setdefault(method, op.operation_id) != op.operation_id:
+            d.error(
+                op,
+                f"operation ids {methods[method]} and {op.operation_id} are both {method}",
+                "rename one; method names must differ",
+            )
+        common = (op.operation_id, method, method.upper())
+        if op.action == "send":
+            exchange = routing.send_exchange(op, *topology, d)
+            policy = policies.get(message.task_type, TaskPolicy())
+            sends.append(
+                SendOp(
+                    *common,
+                    exchange or "",
+                    op.routing_key,
+                    message.message_type,
+                    message.task_type,
+                    message.schema,
+                    policy.default_priority,
+                    op.summary,
+                )
+            )
+        else:
+            assert op.channel.queue is not None
+            if any(r.message_type == message.message_type for r in receives):
+                d.error(
+                    op,
+                    f"two receive operations take {message.message_type!r}",
+                    "the worker dispatches on messageType; keep one receive operation per type",
+                )
+            policy_key = message.task_type if op.channel.policy is not None else None
+            receives.append(
+                ReceiveOp(
+                    *common,
+                    op.channel.queue.name,
+                    message.message_type,
+                    message.task_type,
+                    message.schema,
+                    policy_key,
+                    op.summary,
+                )
+            )
+    stem = doc.name.removesuffix(SPEC_GLOB[1:])
+    by_id = attrgetter("operation")
+    return Service(
+        stem, doc.name, tuple(sorted(sends, key=by_id)), tuple(sorted(receives, key=by_id))
+    )
+
+
+def validate(spec: SpecSet, d: Diagnostics) -> Project | None:
+    """The IR of a sound spec; None (with everything wrong in `d`) otherwise."""
+    for name in sorted(spec.documents):
+        _check_document(spec.documents[name], d)
+    extensions.scan_unknown(spec, d)
+    priorities = extensions.parse_priorities(spec, d)
+    channels, messages = _definitions(spec, priorities, d)
+    exchanges, queues = routing.check_topology(list(channels.values()), d)
+    _check_message_types(messages, d)
+    policies = _policies(channels, d)
+    services = tuple(
+        _service(spec, doc, channels, (exchanges, queues), policies, d) for doc in spec.services
+    )
+    json_schema = collect_schemas(spec, d)
+    check_refs(spec, d)  # last: a more specific error at the same place wins
+    if d.errors:
+        return None
+    return Project(
+        spec_dir=spec.directory.name,
+        sources=tuple(sorted(spec.documents)),
+        libraries=tuple(doc.name for doc in spec.libraries),
+        sha256=spec.sha256,
+        exchanges=tuple(sorted(exchanges.values(), key=lambda e: e.name)),
+        queues=tuple(sorted(queues.values(), key=lambda q: q.name)),
+        priorities=tuple(sorted(priorities.items())),
+        policies=tuple(sorted(policies.items())),
+        messages=tuple(
+            sorted(
+                (
+                    MessageInfo(m.name, m.message_type, m.task_type, m.schema)
+                    for m in messages.values()
+                ),
+                key=lambda m: m.message_type,
+            )
+        ),
+        services=services,
+        json_schema=json_schema,
+    )

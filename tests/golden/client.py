@@ -1,0 +1,144 @@
+# generated from spec/client.asyncapi.yaml by spectask — do not edit
+# spec sha256: e0719de3c4824cdb73c8206d79f8b771d7d19cc529fdf04c73a53335ad0641b7
+"""The client service: routes, ClientClient, ClientApp.
+
+Generated from spec/client.asyncapi.yaml. Thin by design: the routes are constants from
+the spec and every method hands them to `spectask.runtime`, where publishing, acking and
+retrying live (and are tested) once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from types import MappingProxyType
+from typing import Final, TypeAlias
+
+from spectask.errors import SpectaskError
+from spectask.runtime.broker import Broker
+from spectask.runtime.config import RuntimeConfig
+from spectask.runtime.producer import TaskPublisher
+from spectask.runtime.publisher import OutgoingMessage
+from spectask.runtime.topology import ReceiveRoute, SendRoute
+from spectask.runtime.worker import Handler, HandlerResult, TaskContext, WorkerStats, run_worker
+
+from . import models
+from .topology import TOPOLOGY
+
+SAY_ECHO: Final = SendRoute(
+    operation="sayEcho",
+    exchange="jobs",
+    routing_key="echo.say",
+    message_type="echo.say",
+    task_type="echo",
+    model=models.EchoSay,
+    default_priority=1,
+)
+COLLECT_REPLY: Final = ReceiveRoute(
+    operation="collectReply",
+    queue="replies",
+    message_type="echo.reply",
+    task_type="echo",
+    model=models.EchoReply,
+)
+
+SEND_ROUTES: Final[tuple[SendRoute, ...]] = (SAY_ECHO,)
+RECEIVE_ROUTES: Final[tuple[ReceiveRoute, ...]] = (COLLECT_REPLY,)
+
+
+class ClientClient:
+    """The service's send operations, one typed method each (plus `prepare_*` for batches).
+
+    `priority` is a number or a priority name from the spec; `None` means the task type's
+    default. Every submit returns the task id once the broker has confirmed the message.
+    """
+
+    def __init__(self, publisher: TaskPublisher) -> None:
+        self._publisher = publisher
+
+    async def say_echo(
+        self,
+        payload: models.EchoSay,
+        *,
+        priority: int | str | None = None,
+        task_id: str | None = None,
+    ) -> str:
+        """Ask for an echo."""
+        return await self._publisher.submit(SAY_ECHO, payload, priority=priority, task_id=task_id)
+
+    def prepare_say_echo(
+        self,
+        payload: models.EchoSay,
+        *,
+        priority: int | str | None = None,
+        task_id: str | None = None,
+    ) -> OutgoingMessage:
+        """Build the message of `say_echo` without sending it (for `submit_many`)."""
+        return self._publisher.build(SAY_ECHO, payload, priority=priority, task_id=task_id)
+
+    async def submit_many(
+        self,
+        messages: Sequence[OutgoingMessage],
+        *,
+        on_confirmed: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """Publish prepared messages, confirms pipelined; their task ids once all are confirmed."""
+        return await self._publisher.submit_many(messages, on_confirmed=on_confirmed)
+
+
+EchoReplyHandler: TypeAlias = Callable[
+    [models.EchoReply, TaskContext], Awaitable[HandlerResult] | HandlerResult
+]
+
+
+class ClientApp:
+    """The service's receive operations: one handler each, and the loop that runs them.
+
+    Register exactly one handler per operation with the decorator of the same (snake_case)
+    name, then `await app.run(broker, worker_id=...)`; a missing handler stops the start.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    @property
+    def handlers(self) -> Mapping[str, Handler]:
+        """The registered handlers by operation id (a read-only view)."""
+        return MappingProxyType(self._handlers)
+
+    def _register(self, operation: str, handler: Handler) -> None:
+        if operation in self._handlers:
+            raise SpectaskError(
+                f"a handler for {operation} is already registered; "
+                "register exactly one handler per operation"
+            )
+        self._handlers[operation] = handler
+
+    def collect_reply(self, handler: EchoReplyHandler) -> EchoReplyHandler:
+        """Take an echo reply."""
+        self._register(COLLECT_REPLY.operation, handler)
+        return handler
+
+    async def run(
+        self,
+        broker: Broker,
+        *,
+        worker_id: str,
+        task_types: Collection[str] | None = None,
+        config: RuntimeConfig | None = None,
+        stop: asyncio.Event | None = None,
+        burst: bool = False,
+    ) -> WorkerStats:
+        """Declare the topology and consume until `stop` is set (with `burst`: until idle)."""
+        return await run_worker(
+            broker,
+            topology=TOPOLOGY,
+            routes=RECEIVE_ROUTES,
+            handlers=self.handlers,
+            send_routes=SEND_ROUTES,
+            worker_id=worker_id,
+            task_types=task_types,
+            config=config,
+            stop=stop,
+            burst=burst,
+        )
