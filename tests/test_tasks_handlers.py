@@ -1,0 +1,184 @@
+"""The adapters from generated payload models to the task functions, and their registration."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from spectask.runtime.context import TaskContext
+from spectask.tasks.errors import PermanentTaskError
+from spectask.tasks.settings import TaskSettings
+
+models = pytest.importorskip("generated.models")
+worker = pytest.importorskip("generated.worker")
+handlers = pytest.importorskip("spectask.tasks.handlers")
+
+pytestmark = pytest.mark.timeout(60)
+
+OPERATIONS = {
+    "image_resize": ("image_processing", "resize", "ImageResize"),
+    "image_convert": ("image_processing", "convert", "ImageConvert"),
+    "image_filter": ("image_processing", "filter", "ImageFilter"),
+    "data_aggregate": ("data_analysis", "aggregate", "DataAggregate"),
+    "data_statistics": ("data_analysis", "statistics", "DataStatistics"),
+    "data_detect_patterns": ("data_analysis", "detect_patterns", "DataDetectPatterns"),
+    "report_pdf": ("report_generation", "pdf", "ReportPdf"),
+    "report_chart": ("report_generation", "chart", "ReportChart"),
+    "report_email": ("report_generation", "email", "ReportEmail"),
+}
+
+
+def context(name: str, task_id: str = "task-1") -> TaskContext:
+    task_type, operation, _ = OPERATIONS[name]
+    return TaskContext(
+        task_id=task_id,
+        message_type=f"{task_type}.{operation}",
+        task_type=task_type,
+        operation=operation,
+        attempt=1,
+        worker_id="w1",
+        routing_key=f"{task_type}.{operation}",
+        redelivered=False,
+        submitted_at=None,
+        priority=5,
+    )
+
+
+def call(name: str, body: dict[str, Any], settings: TaskSettings, task_id: str = "task-1") -> Any:
+    """Validate `body` into the generated model and run the adapter, as the runtime would."""
+    payload = getattr(models, OPERATIONS[name][2]).model_validate(body)
+    result = getattr(handlers, name)(payload, context(name, task_id), settings)
+    # The runtime publishes model_dump(mode="json"): it must be a JSON object.
+    dumped = result.model_dump(mode="json", by_alias=True)
+    assert isinstance(json.loads(json.dumps(dumped)), dict)
+    return dumped
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> TaskSettings:
+    return TaskSettings(output_dir=tmp_path, max_image_pixels=1_000_000)
+
+
+@pytest.fixture
+def png_base64() -> str:
+    buffer = io.BytesIO()
+    Image.linear_gradient("L").resize((40, 20)).convert("RGB").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_image_handlers(settings: TaskSettings, png_base64: str, tmp_path: Path) -> None:
+    source = {"data_base64": png_base64}
+    resized = call("image_resize", {"image": source, "width": 20, "height": 20}, settings, "r")
+    assert resized["path"] == str(tmp_path / "images" / "r.png")
+    assert (resized["width"], resized["height"], resized["format"]) == (20, 10, "PNG")
+
+    converted = call("image_convert", {"image": source, "format": "WEBP"}, settings, "c")
+    assert converted["path"] == str(tmp_path / "images" / "c.webp")
+    with Image.open(converted["path"]) as written:
+        assert written.format == "WEBP"
+
+    path = tmp_path / "in.png"
+    path.write_bytes(base64.b64decode(png_base64))
+    gray = call(
+        "image_filter", {"image": {"path": str(path)}, "filter": "grayscale"}, settings, "f"
+    )
+    with Image.open(gray["path"]) as written:
+        assert written.mode == "L"
+
+
+def test_image_source_must_be_exactly_one(settings: TaskSettings) -> None:
+    with pytest.raises(PermanentTaskError, match="exactly one"):
+        call("image_resize", {"image": {}, "width": 5, "height": 5}, settings)
+
+
+def test_settings_pixel_limit_applies(png_base64: str, tmp_path: Path) -> None:
+    small = TaskSettings(output_dir=tmp_path, max_image_pixels=100)
+    with pytest.raises(PermanentTaskError, match="more than the limit of 100"):
+        call("image_convert", {"image": {"data_base64": png_base64}, "format": "PNG"}, small)
+
+
+def test_analysis_handlers(settings: TaskSettings) -> None:
+    records = [{"g": "a", "v": 1}, {"g": "b", "v": 2}, {"g": "a", "v": 3}]
+    aggregated = call(
+        "data_aggregate",
+        {"records": records, "group_by": "g", "field": "v", "function": "max"},
+        settings,
+    )
+    assert [(g["key"], g["value"]) for g in aggregated["groups"]] == [("a", 3), ("b", 2)]
+
+    stats = call("data_statistics", {"values": [1, 2, 3, 4]}, settings)
+    assert (stats["mean"], stats["median"]) == (2.5, 2.5)
+    assert [p["percentile"] for p in stats["percentiles"]] == [25, 50, 75, 95]
+    custom = call("data_statistics", {"values": [1, 2, 3, 4], "percentiles": [50]}, settings)
+    assert custom["percentiles"] == [{"percentile": 50.0, "value": 2.5}]
+
+    patterns = call(
+        "data_detect_patterns",
+        {"values": [1, 2, 1, 2, 1, 2, 40, 2, 1], "method": "iqr", "threshold": 1.5},
+        settings,
+    )
+    assert [a["index"] for a in patterns["anomalies"]] == [6]
+
+
+def test_empty_values_are_permanent(settings: TaskSettings) -> None:
+    with pytest.raises(PermanentTaskError, match="no values"):
+        call("data_statistics", {"values": []}, settings)
+
+
+def test_report_handlers(settings: TaskSettings, tmp_path: Path) -> None:
+    pdf = call("report_pdf", {"title": "T", "series": [1, 3, 2]}, settings, "p")
+    assert pdf["path"] == str(tmp_path / "reports" / "p.pdf")
+    assert Path(pdf["path"]).read_bytes().startswith(b"%PDF-")
+    chart = call("report_chart", {"title": "T", "series": [1, 3, 2], "kind": "bar"}, settings, "c")
+    assert chart["path"] == str(tmp_path / "charts" / "c.png")
+
+
+def test_email_handler_connection_refused_is_transient(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = TaskSettings(output_dir=tmp_path, smtp_host="127.0.0.1", smtp_port=port)
+    with pytest.raises(ConnectionRefusedError):
+        call("report_email", {"title": "T", "series": [1], "to": ["a@example.org"]}, settings)
+
+
+def test_unsafe_task_id_is_permanent(settings: TaskSettings) -> None:
+    with pytest.raises(PermanentTaskError, match="cannot name an output file"):
+        call("report_chart", {"title": "T", "series": [1]}, settings, task_id="../../etc/x")
+
+
+def test_register_all_registers_nine_sync_handlers(settings: TaskSettings) -> None:
+    registered: dict[str, Any] = {}
+
+    class RecordingApp:
+        def __getattr__(self, attribute: str) -> Any:
+            assert attribute.startswith("process_")
+
+            def register(handler: Any) -> Any:
+                registered[attribute.removeprefix("process_")] = handler
+                return handler
+
+            return register
+
+    handlers.register_all(RecordingApp(), settings)
+    assert set(registered) == set(OPERATIONS)
+    body = {"title": "T", "series": [1.0, 2.0]}
+    result = registered["report_chart"](
+        models.ReportChart.model_validate(body), context("report_chart")
+    )
+    assert result.path == str(settings.output_dir / "charts" / "task-1.png")
+    assert registered["report_chart"].__name__ == "report_chart"
+
+
+def test_register_all_on_the_generated_app(settings: TaskSettings) -> None:
+    app = worker.WorkerApp()
+    handlers.register_all(app, settings)
+    assert len(app.handlers) == 9
