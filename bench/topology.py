@@ -1,0 +1,157 @@
+"""A bench-only copy of the generated topology, with every name prefixed by the run id.
+
+The bench runs on a shared broker where workers and tests may be using the production queues
+(`tasks.*`, `results`), so it never touches them: it takes the generated routes of one task's
+round trip, renames their exchanges and queues with `dataclasses.replace`, declares exactly
+those, and deletes them at the end. Queue arguments (x-max-priority 10, queue type) are kept.
+Both sides get their own copy, so a leftover of one can never be counted by the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+import aio_pika
+
+from bench.workload import MESSAGE_TYPE
+from generated import collector as generated_collector
+from generated import producer as generated_producer
+from generated import worker as generated_worker
+from generated.topology import TOPOLOGY
+from spectask.runtime.topology import (
+    ArgumentValue,
+    BindingSpec,
+    QueueSpec,
+    ReceiveRoute,
+    SendRoute,
+    Topology,
+)
+from spectask.runtime.worker import DEAD_LETTER_MESSAGE_TYPE, RESULT_MESSAGE_TYPE
+
+RENAMED_ARGUMENTS = ("x-dead-letter-exchange",)
+"""Queue arguments whose value is an exchange name and must follow the renaming."""
+
+
+@dataclass(frozen=True)
+class BenchTopology:
+    """The renamed topology and the routes of one round trip: submit, process, result, collect."""
+
+    topology: Topology
+    submit: SendRoute
+    process: ReceiveRoute
+    result: SendRoute
+    dead_letter: SendRoute
+    collect: ReceiveRoute
+    collector_dead_letter: SendRoute
+
+    @property
+    def queue_names(self) -> list[str]:
+        return [queue.name for queue in self.topology.queues]
+
+    @property
+    def exchange_names(self) -> list[str]:
+        return [exchange.name for exchange in self.topology.exchanges]
+
+
+def _send(routes: Iterable[SendRoute], message_type: str) -> SendRoute:
+    for route in routes:
+        if route.message_type == message_type:
+            return route
+    raise LookupError(f"the generated code has no send route for {message_type!r}")
+
+
+def _receive(routes: Iterable[ReceiveRoute], message_type: str) -> ReceiveRoute:
+    for route in routes:
+        if route.message_type == message_type:
+            return route
+    raise LookupError(f"the generated code has no receive route for {message_type!r}")
+
+
+def bench_topology(run_id: str, side: str) -> BenchTopology:
+    """The same for every process of a run: workers rebuild it from the run id and side."""
+    prefix = f"bench-{run_id}-{side}."
+
+    def rename(name: str) -> str:
+        return prefix + name if name else name
+
+    submit = _send(generated_producer.SEND_ROUTES, MESSAGE_TYPE)
+    process = _receive(generated_worker.RECEIVE_ROUTES, MESSAGE_TYPE)
+    result = _send(generated_worker.SEND_ROUTES, RESULT_MESSAGE_TYPE)
+    dead_letter = _send(generated_worker.SEND_ROUTES, DEAD_LETTER_MESSAGE_TYPE)
+    collect = _receive(generated_collector.RECEIVE_ROUTES, RESULT_MESSAGE_TYPE)
+    collector_dead_letter = _send(generated_collector.SEND_ROUTES, DEAD_LETTER_MESSAGE_TYPE)
+
+    # The queues one round trip touches: the task queue, the result queue, and whatever the
+    # dead-letter exchange feeds (so a dead letter is kept for the checks, not unroutable).
+    wanted_queues = {process.queue, collect.queue}
+    queues = [
+        queue
+        for queue in TOPOLOGY.queues
+        if queue.name in wanted_queues
+        or any(binding.exchange == dead_letter.exchange for binding in queue.bindings)
+    ]
+    wanted_exchanges = {submit.exchange, result.exchange, dead_letter.exchange}
+    wanted_exchanges |= {binding.exchange for queue in queues for binding in queue.bindings}
+    exchanges = [exchange for exchange in TOPOLOGY.exchanges if exchange.name in wanted_exchanges]
+
+    def rename_queue(queue: QueueSpec) -> QueueSpec:
+        arguments: tuple[tuple[str, ArgumentValue], ...] = tuple(
+            (key, rename(value) if key in RENAMED_ARGUMENTS and isinstance(value, str) else value)
+            for key, value in queue.arguments
+        )
+        bindings = tuple(
+            BindingSpec(exchange=rename(binding.exchange), routing_key=binding.routing_key)
+            for binding in queue.bindings
+        )
+        return replace(queue, name=rename(queue.name), arguments=arguments, bindings=bindings)
+
+    topology = replace(
+        TOPOLOGY,
+        exchanges=tuple(replace(exchange, name=rename(exchange.name)) for exchange in exchanges),
+        queues=tuple(rename_queue(queue) for queue in queues),
+    )
+    return BenchTopology(
+        topology=topology,
+        submit=replace(submit, exchange=rename(submit.exchange)),
+        process=replace(process, queue=rename(process.queue)),
+        result=replace(result, exchange=rename(result.exchange)),
+        dead_letter=replace(dead_letter, exchange=rename(dead_letter.exchange)),
+        collect=replace(collect, queue=rename(collect.queue)),
+        collector_dead_letter=replace(
+            collector_dead_letter, exchange=rename(collector_dead_letter.exchange)
+        ),
+    )
+
+
+async def queue_depths(url: str, names: Iterable[str]) -> dict[str, int]:
+    """Ready messages per queue (a passive declare each), for the after-run checks."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        depths: dict[str, int] = {}
+        for name in names:
+            queue = await channel.declare_queue(name, passive=True)
+            depths[name] = int(queue.declaration_result.message_count or 0)
+        return depths
+
+
+async def purge(url: str, names: Iterable[str]) -> None:
+    """Empty the queues before a phase, so a previous repetition cannot leak into it."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for name in names:
+            queue = await channel.get_queue(name, ensure=True)
+            await queue.purge()
+
+
+async def delete(url: str, bench: BenchTopology) -> None:
+    """Delete the run's queues and exchanges (idempotent: RabbitMQ accepts missing ones)."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for name in bench.queue_names:
+            await channel.queue_delete(name)
+        for name in bench.exchange_names:
+            await channel.exchange_delete(name)
