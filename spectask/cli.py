@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert module is not None
     try:
         result = module.run(args)
-        if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
             result = asyncio.run(result)
         return int(result)
     except SpectaskError as exc:

@@ -22,9 +22,9 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
 from generated.producer import SEND_ROUTES
 from generated.topology import TOPOLOGY
-
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.producer import TaskPublisher

@@ -11,7 +11,6 @@ from typing import IO
 
 from generated import models
 from generated.collector import CollectorApp
-
 from spectask.commands.signals import stop_on_signals
 from spectask.commands.summary import ResultSummary
 from spectask.runtime.broker import Broker

@@ -10,11 +10,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from generated.producer import SEND_ROUTES
-from generated.topology import TOPOLOGY
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from generated.producer import SEND_ROUTES
+from generated.topology import TOPOLOGY
 from spectask.errors import ConfigError, TaskValidationError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
@@ -97,7 +97,11 @@ async def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         show = len(messages) >= PROGRESS_THRESHOLD and sys.stderr.isatty()
         with tqdm(total=len(messages), unit="task", disable=not show, file=sys.stderr) as bar:
-            ids = await publisher.submit_many(messages, on_confirmed=bar.update)
+
+            def confirmed(count: int) -> None:
+                bar.update(count)
+
+            ids = await publisher.submit_many(messages, on_confirmed=confirmed)
         elapsed = time.perf_counter() - started
     if args.ids_file:
         args.ids_file.write_text("\n".join(ids) + "\n")

@@ -8,7 +8,6 @@ import sys
 
 from generated.topology import POLICIES
 from generated.worker import WorkerApp
-
 from spectask.commands.signals import stop_on_signals
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig

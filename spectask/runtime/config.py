@@ -13,7 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class RuntimeConfig(BaseSettings):
     """How a spectask process talks to RabbitMQ and how much work it takes on."""
 
-    model_config = SettingsConfigDict(env_prefix="SPECTASK_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SPECTASK_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     amqp_url: str = Field(
         default="amqp://localhost:5672/",

@@ -73,7 +73,6 @@ class WorkerRuntime:
         for route in routes:
             self._by_queue.setdefault(route.queue, {})[route.message_type] = route
         self._runner = HandlerRunner(self._config.concurrency)
-        self._slots = asyncio.Semaphore(self._config.concurrency)
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._last_delivery = time.monotonic()
         self._publisher: Publisher | None = None
@@ -244,19 +243,18 @@ class WorkerRuntime:
         started_at = datetime.now(UTC)
         error: dict[str, str] | None = None
         result: dict[str, Any] | None = None
-        async with self._slots:
-            try:
-                result = await self._runner.run(
-                    self._handlers[route.operation], payload, context, route.policy.time_limit
-                )
-            except TaskTimeoutError as exc:
-                error = {"type": "timeout", "message": str(exc)}
-            except Exception as exc:
-                error = {
-                    "type": type(exc).__name__,
-                    "message": str(exc),
-                    "traceback": traceback.format_exc(limit=8),
-                }
+        try:
+            result = await self._runner.run(
+                self._handlers[route.operation], payload, context, route.policy.time_limit
+            )
+        except TaskTimeoutError as exc:
+            error = {"type": "timeout", "message": str(exc)}
+        except Exception as exc:
+            error = {
+                "type": type(exc).__name__,
+                "message": str(exc),
+                "traceback": traceback.format_exc(limit=8),
+            }
         self.stats.processed += 1
         self.stats.by_type[route.message_type] += 1
         if error is not None:

@@ -1,0 +1,131 @@
+"""A small, uniquely named topology built by hand, to test the runtime apart from the spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from pydantic import BaseModel, ConfigDict, Field
+
+from spectask.runtime.topology import (
+    BindingSpec,
+    ExchangeSpec,
+    QueueSpec,
+    ReceiveRoute,
+    SendRoute,
+    TaskPolicy,
+    Topology,
+)
+from tests.brokers import unique_name
+
+
+class Numbers(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    values: list[float] = Field(min_length=1)
+    delay: float = 0.0
+    fail: str | None = None
+
+
+class Result(BaseModel):
+    """The runtime fills the spec's TaskResult shape; this mirrors it loosely for the tests."""
+
+    model_config = ConfigDict(extra="forbid")
+    task_id: str
+    message_type: str
+    status: str
+    worker_id: str
+    attempt: int
+    submitted_at: Any = None
+    started_at: Any = None
+    finished_at: Any = None
+    result: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+
+
+class AnyBody(BaseModel):
+    pass
+
+
+@dataclass(frozen=True)
+class Names:
+    tasks: str
+    queue: str
+    results: str
+    result_queue: str
+    dead: str
+    dead_queue: str
+    topology: Topology
+    receive: ReceiveRoute
+    send: SendRoute
+    send_routes: tuple[SendRoute, ...]
+
+
+def make_names(time_limit: float = 30.0) -> Names:
+    base = unique_name("rt")
+    tasks, results, dead = f"{base}.tasks", f"{base}.results", f"{base}.dead"
+    queue, result_queue, dead_queue = f"{base}.q", f"{base}.rq", f"{base}.dq"
+    topology = Topology(
+        exchanges=(ExchangeSpec(tasks), ExchangeSpec(results), ExchangeSpec(dead)),
+        queues=(
+            QueueSpec(
+                queue, arguments=(("x-max-priority", 10),), bindings=(BindingSpec(tasks, "num.#"),)
+            ),
+            QueueSpec(result_queue, bindings=(BindingSpec(results, "#"),)),
+            QueueSpec(dead_queue, bindings=(BindingSpec(dead, "#"),)),
+        ),
+        priorities=(("normal", 5), ("urgent", 10)),
+    )
+    policy = TaskPolicy(time_limit=time_limit)
+    receive = ReceiveRoute("processSum", queue, "num.sum", "num", Numbers, policy)
+    send = SendRoute("submitSum", tasks, "num.sum", "num.sum", "num", Numbers, 5)
+    send_routes = (
+        SendRoute("publishResult", results, "result", "spectask.result", "spectask", Result),
+        SendRoute("publishDeadLetter", dead, "dead", "spectask.dead_letter", "spectask", AnyBody),
+    )
+    return Names(
+        tasks, queue, results, result_queue, dead, dead_queue, topology, receive, send, send_routes
+    )
+
+
+async def drain(url: str, queue: str, expected: int, timeout: float = 20.0) -> list[Any]:
+    """Get `expected` messages from a queue (acking them), waiting up to `timeout`."""
+    import asyncio
+    import time
+
+    connection = await aio_pika.connect(url)
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout
+    async with connection:
+        channel = await connection.channel()
+        q = await channel.get_queue(queue)
+        while len(messages) < expected:
+            message = await q.get(fail=False)
+            if message is None:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{queue}: got {len(messages)} of {expected} messages")
+                await asyncio.sleep(0.05)
+                continue
+            await message.ack()
+            messages.append(message)
+    return messages
+
+
+async def depth(url: str, queue: str) -> int:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        q = await channel.declare_queue(queue, passive=True)
+        return int(q.declaration_result.message_count or 0)
+
+
+async def wait_taken(url: str, queue: str, timeout: float = 20.0) -> None:
+    """Wait until a consumer has taken every ready message of `queue`."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while await depth(url, queue):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nobody took the messages of {queue} in {timeout}s")
+        await asyncio.sleep(0.02)
