@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "spectask.cli", *args])
+    # A small prefetch spreads a short demo batch fairly over the three workers.
+    env = {"SPECTASK_PREFETCH": "2", **os.environ}
+    return subprocess.Popen([sys.executable, "-m", "spectask.cli", *args], env=env)
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:

@@ -349,9 +349,17 @@ def _int_header(headers: Mapping[str, Any], name: str, default: int) -> int:
 
 
 def _submitted_at(headers: Mapping[str, Any], timestamp: datetime | None) -> datetime | None:
+    """The exact submission time from its header, else the whole-second AMQP timestamp."""
     value = headers.get(SUBMITTED_AT_HEADER)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     if timestamp is not None:
         return timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=UTC)
     return None

@@ -67,7 +67,7 @@ class TaskPublisher:
             message_id=task_id or new_task_id(),
             message_type=route.message_type,
             priority=self.resolve_priority(route, priority),
-            headers={ATTEMPT_HEADER: 1, SUBMITTED_AT_HEADER: now.timestamp()},
+            headers={ATTEMPT_HEADER: 1, SUBMITTED_AT_HEADER: now.isoformat()},
             timestamp=now,
         )
 
