@@ -9,6 +9,7 @@ confirmed task.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -128,19 +129,19 @@ async def test_tasks_published_with_no_worker_wait_durably(env: Env) -> None:
 
 
 async def test_task_of_a_killed_worker_is_redelivered_to_another(env: Env) -> None:
-    big = make_image(env.tmp / "big.png", 2500)
+    big = make_image(env.tmp / "big.png", 4000)
     victim = env.worker("victim", types="image_processing")
     wait_ready(victim)
     [slow_id] = await submit(env.url, filter_tasks("slow", 1, big, radius=60))
-    # The victim is the only consumer: once the queue is empty, it holds the task.
+    # The victim is the only consumer: once the queue is empty, it holds the task. Freeze it
+    # mid-task (decoding and blurring a 4000x4000 image takes ~1 s) so it cannot finish.
     deadline = time.monotonic() + 30
     while await queue_depth(env.url, "tasks.image_processing"):
         assert time.monotonic() < deadline, "the victim never took the task"
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)  # well inside a multi-second blur
-    assert not env.collector.results, "the slow task finished before the kill; make it slower"
+    victim.process.send_signal(signal.SIGSTOP)
     rescuer = env.worker("rescuer", types="image_processing")
     wait_ready(rescuer)
+    assert not env.collector.results, "the victim finished before it was frozen"
     victim.kill9()
     others = await submit(
         env.url, filter_tasks("after-kill", 20, make_image(env.tmp / "s.png", 64))
