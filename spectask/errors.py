@@ -41,3 +41,15 @@ class MissingHandlerError(SpectaskError):
 
 class TaskValidationError(SpectaskError):
     """A task payload does not satisfy its message schema (raised before publishing)."""
+
+
+class PermanentTaskError(SpectaskError):
+    """The task's input is bad (or refused for good): retrying it would fail the same way.
+
+    Raise it from a handler to send the task straight to the dead-letter queue; any other
+    exception is treated as transient and retried under the task type's policy.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -189,6 +189,7 @@ async def test_bad_input_is_dead_lettered_with_its_reason(amqp_url: str, workers
     assert reasons == expected
     for message in dead:
         assert message.headers["x-spectask-origin-queue"] == names.queue
+        assert message.headers["x-spectask-origin-exchange"] == names.tasks
         assert message.headers["x-spectask-origin-routing-key"] == "num.sum"
         assert message.headers["x-spectask-error"]
     assert {m.message_id for m in dead if m.message_id == "undecodable"} == {"undecodable"}

@@ -326,6 +326,7 @@ class WorkerRuntime:
             reason=reason,
             error=error,
             origin_queue=queue,
+            origin_exchange=message.exchange or "",
             origin_routing_key=message.routing_key or "",
             attempts=_int_header(headers, ATTEMPT_HEADER, 1),
             traceback=trace,

@@ -41,6 +41,7 @@ def build_dead_letter(
     reason: DeadReason,
     error: str,
     origin_queue: str,
+    origin_exchange: str,
     origin_routing_key: str,
     attempts: int,
     traceback: str = "",
@@ -55,6 +56,7 @@ def build_dead_letter(
             "x-spectask-error": error[:MAX_ERROR_CHARS],
             "x-spectask-attempts": attempts,
             "x-spectask-origin-queue": origin_queue,
+            "x-spectask-origin-exchange": origin_exchange,
             "x-spectask-origin-routing-key": origin_routing_key,
             "x-spectask-last-failure-at": now,
         }

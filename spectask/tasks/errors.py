@@ -1,17 +1,7 @@
-"""Failures a retry cannot fix."""
+"""Failures a retry cannot fix (the runtime's `PermanentTaskError`, re-exported for handlers)."""
 
 from __future__ import annotations
 
-from spectask.errors import SpectaskError
+from spectask.errors import PermanentTaskError
 
-
-class PermanentTaskError(SpectaskError):
-    """The task's input is bad (or refused for good): retrying it would fail the same way.
-
-    Raise it from a handler to send the task straight to the dead-letter exchange; any other
-    exception is treated as transient and retried under the task type's policy.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+__all__ = ["PermanentTaskError"]
