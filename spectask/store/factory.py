@@ -1,0 +1,26 @@
+"""`open_store(url)`: the one way callers get a `TaskStore`, chosen by the URL's scheme.
+
+The PostgreSQL driver is imported only when a PostgreSQL URL is opened, so the default SQLite
+store works without it installed.
+"""
+
+from __future__ import annotations
+
+from spectask.store.protocol import TaskStore
+from spectask.store.sqlite import SqliteTaskStore
+from spectask.store.url import PostgresTarget, parse_store_url, store_url_from_env
+
+
+async def open_store(url: str | None = None) -> TaskStore:
+    """Open (and migrate) the store `url` names; None means STORE_URL, else the default file.
+
+    Raises StoreConfigError for a URL it cannot open (the message lists the supported forms),
+    StoreUnavailableError when the database cannot be reached, StoreSchemaError when its
+    schema is newer than this code.
+    """
+    target = parse_store_url(store_url_from_env() if url is None else url)
+    if isinstance(target, PostgresTarget):
+        from spectask.store.postgres import PostgresTaskStore
+
+        return await PostgresTaskStore.open(target.url)
+    return await SqliteTaskStore.open(target.path)

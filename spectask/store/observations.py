@@ -1,0 +1,233 @@
+"""One normalized input to the store: a lifecycle event, a result or a dead letter, as a fact.
+
+Events (TaskEvent), results (TaskResult) and dead letters (DeadLetterHeaders) carry the same
+facts under different names; folding them into one `Observation` keeps the transition rule to
+one input type. The converters accept the generated pydantic models structurally (Protocols),
+so the store does not import `generated/` and keeps working while the spec gains fields.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from spectask.store.records import ErrorDetail
+
+
+class EventKind(enum.StrEnum):
+    """What an observation says happened (the spec's TaskEvent `event` enum)."""
+
+    SUBMITTED = "submitted"
+    STARTED = "started"
+    PROGRESS = "progress"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A fact about one task at event time `at` (the sender's clock, always timezone-aware).
+
+    `attempt` is the attempt the fact is about; for `retrying` it is the attempt that failed
+    (the next one is `attempt + 1`). An event without an attempt is about the first one.
+    """
+
+    task_id: str
+    kind: EventKind
+    at: datetime
+    attempt: int = 1
+    message_type: str | None = None
+    worker_id: str | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    error: ErrorDetail | None = None
+    result: dict[str, Any] | None = field(default=None, hash=False)
+    dead_reason: str | None = None
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not self.task_id:
+            raise ValueError("an observation needs a task id")
+        if self.attempt < 1:
+            raise ValueError(f"attempt must be >= 1, got {self.attempt}")
+        if self.progress is not None and not 0.0 <= self.progress <= 100.0:
+            raise ValueError(f"progress must be within 0..100, got {self.progress}")
+        for name in ("at", "submitted_at", "started_at"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, as_utc(value, name))
+
+
+def as_utc(value: datetime, name: str = "timestamp") -> datetime:
+    """The same instant in UTC; naive times are refused (whose clock would they be on?)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, got {value.isoformat()}")
+    return value.astimezone(UTC)
+
+
+class ErrorLike(Protocol):
+    """The spec's ErrorInfo."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def traceback(self) -> str | None: ...
+
+
+class TaskEventLike(Protocol):
+    """The spec's TaskEvent (optional `error` and `reason` attributes are read if present)."""
+
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def event(self) -> str: ...
+    @property
+    def at(self) -> datetime: ...
+    @property
+    def message_type(self) -> str | None: ...
+    @property
+    def worker_id(self) -> str | None: ...
+    @property
+    def attempt(self) -> int | None: ...
+    @property
+    def progress(self) -> float | None: ...
+    @property
+    def message(self) -> str | None: ...
+
+
+class TaskResultLike(Protocol):
+    """The spec's TaskResult."""
+
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def message_type(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def submitted_at(self) -> datetime | None: ...
+    @property
+    def started_at(self) -> datetime | None: ...
+    @property
+    def finished_at(self) -> datetime: ...
+    @property
+    def result(self) -> Mapping[str, Any] | None: ...
+    @property
+    def error(self) -> ErrorLike | None: ...
+
+
+class DeadLetterHeadersLike(Protocol):
+    """The spec's DeadLetterHeaders (as parsed into the generated model)."""
+
+    @property
+    def x_spectask_reason(self) -> str: ...
+    @property
+    def x_spectask_error(self) -> str | None: ...
+    @property
+    def x_spectask_traceback(self) -> str | None: ...
+    @property
+    def x_spectask_attempts(self) -> int | None: ...
+    @property
+    def x_spectask_last_failure_at(self) -> datetime | None: ...
+
+
+_FAILURE_KINDS = {EventKind.RETRYING, EventKind.FAILED, EventKind.CANCELLED}
+
+
+def observation_from_event(event: TaskEventLike) -> Observation:
+    """A TaskEvent as an observation.
+
+    `message` is the progress message of `started`/`progress`, the reason of `dead` (unless the
+    event has a `reason`), and the error message of `retrying`/`failed`/`cancelled` events that
+    carry no `error`, so a failure is never recorded without saying why.
+    """
+    kind = EventKind(str(event.event))
+    error = _error_from(getattr(event, "error", None))
+    reason = getattr(event, "reason", None)
+    if kind in _FAILURE_KINDS and error is None and event.message:
+        error = ErrorDetail(type=kind.value, message=event.message)
+    running = kind in (EventKind.STARTED, EventKind.PROGRESS)
+    return Observation(
+        task_id=event.task_id,
+        kind=kind,
+        at=event.at,
+        attempt=event.attempt or 1,
+        message_type=event.message_type,
+        worker_id=event.worker_id,
+        progress=event.progress,
+        progress_message=event.message if running else None,
+        error=error,
+        dead_reason=(str(reason) if reason else event.message) if kind is EventKind.DEAD else None,
+        submitted_at=event.at if kind is EventKind.SUBMITTED else None,
+        started_at=event.at if kind is EventKind.STARTED else None,
+    )
+
+
+def observation_from_result(result: TaskResultLike) -> Observation:
+    """A TaskResult as the task's `succeeded` or `failed` observation (event time: finished_at)."""
+    succeeded = str(result.status) == EventKind.SUCCEEDED.value
+    return Observation(
+        task_id=result.task_id,
+        kind=EventKind.SUCCEEDED if succeeded else EventKind.FAILED,
+        at=result.finished_at,
+        attempt=result.attempt,
+        message_type=result.message_type,
+        worker_id=result.worker_id,
+        error=_error_from(result.error),
+        result=dict(result.result) if result.result is not None else None,
+        submitted_at=result.submitted_at,
+        started_at=result.started_at,
+    )
+
+
+def observation_from_dead_letter(
+    headers: DeadLetterHeadersLike, *, task_id: str, message_type: str, received_at: datetime
+) -> Observation:
+    """A dead letter's headers as the task's `dead` observation.
+
+    The event time is the last failure time from the headers, else when it was received.
+    Dead letters refused before any attempt say `attempts: 0`; that is still attempt 1 here.
+    """
+    reason = str(headers.x_spectask_reason)
+    return Observation(
+        task_id=task_id,
+        kind=EventKind.DEAD,
+        at=headers.x_spectask_last_failure_at or received_at,
+        attempt=max(1, headers.x_spectask_attempts or 1),
+        message_type=message_type or None,
+        error=ErrorDetail(
+            type=reason,
+            message=headers.x_spectask_error or "",
+            traceback=headers.x_spectask_traceback,
+        ),
+        dead_reason=reason,
+    )
+
+
+def _error_from(value: object) -> ErrorDetail | None:
+    """An ErrorDetail from an ErrorInfo model, a plain mapping, or nothing."""
+    if value is None:
+        return None
+    if isinstance(value, ErrorDetail):
+        return value
+    if isinstance(value, Mapping):
+        return ErrorDetail.from_json(value)
+    traceback = getattr(value, "traceback", None)
+    return ErrorDetail(
+        type=str(getattr(value, "type", "")),
+        message=str(getattr(value, "message", "")),
+        traceback=None if traceback is None else str(traceback),
+    )

@@ -1,0 +1,240 @@
+"""The PostgreSQL task store: several collectors (and readers) on one database.
+
+Driver: psycopg 3 (+ psycopg-pool) — maintained by the PostgreSQL driver's own authors, ships
+type hints (mypy strict without stubs) and native async. Each apply is one transaction:
+`SELECT ... FOR UPDATE` locks the task's row, `states.advance` computes the new record, and an
+UPDATE writes it. A task not yet stored has no row to lock, so its first write is
+`INSERT ... ON CONFLICT DO NOTHING`: if another collector inserted it first, this one
+re-reads the (now locked) row and applies on top, so nothing is lost and there is one row.
+`updated_at` comes from the database clock, the one clock all collectors share.
+"""
+
+from __future__ import annotations
+
+import builtins
+import zlib
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from spectask.store import rows
+from spectask.store.errors import StoreSchemaError, StoreUnavailableError
+from spectask.store.migrations import SCHEMA_VERSION_POSTGRES, pending
+from spectask.store.observations import (
+    Observation,
+    TaskEventLike,
+    TaskResultLike,
+    observation_from_event,
+    observation_from_result,
+)
+from spectask.store.protocol import DEFAULT_LIST_LIMIT
+from spectask.store.records import TaskRecord
+from spectask.store.states import STORED_STATES, TaskState, advance
+from spectask.store.url import redact
+
+Connection = psycopg.AsyncConnection[DictRow]
+
+DEFAULT_POOL_SIZE = 4
+DEFAULT_CONNECT_TIMEOUT = 10.0
+# pg_advisory_xact_lock key serializing migrations of every spectask store on a server.
+MIGRATION_LOCK = zlib.crc32(b"spectask.store.migrations")
+
+_SELECT = f"SELECT {rows.SELECT_COLUMNS} FROM tasks"
+_WRITTEN = [column for column in rows.COLUMNS if column != "updated_at"]
+_INSERT = (
+    f"INSERT INTO tasks ({', '.join(_WRITTEN)}, updated_at) "
+    f"VALUES ({', '.join(f'%({column})s' for column in _WRITTEN)}, clock_timestamp()) "
+    "ON CONFLICT (task_id) DO NOTHING RETURNING updated_at"
+)
+_UPDATE = (
+    "UPDATE tasks SET "
+    + ", ".join(f"{column} = %({column})s" for column in _WRITTEN[1:])
+    + ", updated_at = clock_timestamp() WHERE task_id = %(task_id)s RETURNING updated_at"
+)
+# A lost insert race costs one more round; more than a few means something else is wrong.
+_APPLY_ROUNDS = 3
+
+
+class PostgresTaskStore:
+    """A `TaskStore` on PostgreSQL; open it with `await PostgresTaskStore.open(url)`."""
+
+    def __init__(self, url: str, pool: AsyncConnectionPool[Connection]) -> None:
+        self.url = redact(url)
+        self._pool = pool
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> PostgresTaskStore:
+        """Connect, migrate the schema, and start a small connection pool."""
+        try:
+            # One direct connection first: its error says why (auth, no database, no server),
+            # where a pool would only time out.
+            conn = await psycopg.AsyncConnection.connect(
+                url,
+                autocommit=True,
+                row_factory=dict_row,
+                connect_timeout=max(1, round(connect_timeout)),
+            )
+        except psycopg.Error as exc:
+            raise StoreUnavailableError(
+                f"cannot connect to the PostgreSQL task store {redact(url)}: {exc}".strip()
+            ) from exc
+        async with conn:
+            try:
+                await _migrate(conn)
+            except psycopg.Error as exc:
+                raise StoreSchemaError(
+                    f"cannot create or migrate the task store schema in {redact(url)}: {exc}; "
+                    "the user needs CREATE rights on the database's public schema"
+                ) from exc
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            url,
+            connection_class=Connection,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            min_size=1,
+            max_size=pool_size,
+            timeout=connect_timeout,
+            open=False,
+            name="spectask-store",
+        )
+        try:
+            await pool.open(wait=True, timeout=connect_timeout)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise StoreUnavailableError(f"PostgreSQL task store {redact(url)}: {exc}") from exc
+        return cls(url, pool)
+
+    async def apply(self, observation: Observation) -> TaskRecord:
+        try:
+            async with self._pool.connection() as conn:
+                for _ in range(_APPLY_ROUNDS):
+                    async with conn.transaction():
+                        applied = await _apply_once(conn, observation)
+                    if applied is not None:
+                        return applied
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+        raise StoreUnavailableError(
+            f"task {observation.task_id!r}: could neither insert nor lock its row "
+            f"in {_APPLY_ROUNDS} rounds; is something deleting rows from {self.url}?"
+        )
+
+    async def apply_event(self, event: TaskEventLike) -> TaskRecord:
+        return await self.apply(observation_from_event(event))
+
+    async def apply_result(self, result: TaskResultLike) -> TaskRecord:
+        return await self.apply(observation_from_result(result))
+
+    async def _fetch(self, sql: str, params: dict[str, Any]) -> builtins.list[DictRow]:
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(sql, params)
+                return await cursor.fetchall()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailableError:
+        return StoreUnavailableError(f"PostgreSQL task store {self.url}: {exc}")
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        found = await self._fetch(_SELECT + " WHERE task_id = %(id)s", {"id": task_id})
+        return rows.from_row(found[0]) if found else None
+
+    async def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskRecord]:
+        records: dict[str, TaskRecord] = {}
+        for chunk in rows.chunks(sorted(set(task_ids))):
+            sql = _SELECT + " WHERE task_id = ANY(%(ids)s)"
+            for found in await self._fetch(sql, {"ids": chunk}):
+                record = rows.from_row(found)
+                records[record.task_id] = record
+        return records
+
+    async def counts_by_state(self, message_type: str | None = None) -> dict[TaskState, int]:
+        sql = "SELECT state, COUNT(*) AS n FROM tasks"
+        if message_type is not None:
+            sql += " WHERE message_type = %(type)s"
+        found = await self._fetch(sql + " GROUP BY state", {"type": message_type})
+        counts: dict[TaskState, int] = dict.fromkeys(STORED_STATES, 0)
+        counts.update({TaskState(row["state"]): int(row["n"]) for row in found})
+        return counts
+
+    async def list(
+        self,
+        state: TaskState | None = None,
+        message_type: str | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+        offset: int = 0,
+    ) -> builtins.list[TaskRecord]:
+        rows.check_page(limit, offset)
+        clauses = []
+        if state is not None:
+            clauses.append("state = %(state)s")
+        if message_type is not None:
+            clauses.append("message_type = %(type)s")
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        sql = (
+            f"{_SELECT}{where} ORDER BY updated_at DESC, task_id DESC "
+            "LIMIT %(limit)s OFFSET %(offset)s"
+        )
+        params = {
+            "state": None if state is None else state.value,
+            "type": message_type,
+            "limit": limit,
+            "offset": offset,
+        }
+        return [rows.from_row(found) for found in await self._fetch(sql, params)]
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def _apply_once(conn: Connection, observation: Observation) -> TaskRecord | None:
+    """One transaction's work; None if another collector inserted the task first."""
+    cursor = await conn.execute(
+        _SELECT + " WHERE task_id = %(id)s FOR UPDATE", {"id": observation.task_id}
+    )
+    found = await cursor.fetchone()
+    old = None if found is None else rows.from_row(found)
+    new = advance(old, observation, now=datetime.now(UTC))
+    if new is old:
+        return new
+    cursor = await conn.execute(_INSERT if old is None else _UPDATE, _params(new))
+    written = await cursor.fetchone()
+    if written is None:
+        return None
+    return replace(new, updated_at=written["updated_at"].astimezone(UTC))
+
+
+def _params(record: TaskRecord) -> dict[str, Any]:
+    row = rows.to_row(record)
+    for column in rows.JSON_COLUMNS:
+        if row[column] is not None:
+            row[column] = Jsonb(row[column])
+    return row
+
+
+async def _migrate(conn: Connection) -> None:
+    """Apply pending steps under an advisory lock, so concurrent openers apply each once."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%(key)s)", {"key": MIGRATION_LOCK})
+        await conn.execute(SCHEMA_VERSION_POSTGRES)
+        cursor = await conn.execute("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
+        found = await cursor.fetchone()
+        for step in pending(0 if found is None else int(found["v"])):
+            for statement in step.postgres:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_version (version, description) VALUES (%(v)s, %(d)s)",
+                {"v": step.version, "d": step.description},
+            )

@@ -1,0 +1,63 @@
+"""The `TaskStore` interface the collector writes through and the status RPC reads through.
+
+Two backends implement it (SQLite by default, PostgreSQL to scale out); callers depend on
+this Protocol only, and get an instance from `open_store(url)`.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable
+from typing import Protocol
+
+from spectask.store.observations import Observation, TaskEventLike, TaskResultLike
+from spectask.store.records import TaskRecord
+from spectask.store.states import TaskState
+
+DEFAULT_LIST_LIMIT = 100
+
+
+class TaskStore(Protocol):
+    """Durable task history. Every apply is one transaction: read, `states.advance`, write.
+
+    Applies are idempotent and commutative (see `spectask.store.states`), so a collector can
+    apply a redelivered message again, and several collectors can share one database.
+    """
+
+    async def apply(self, observation: Observation) -> TaskRecord:
+        """Fold one observation into its task's record and return the record as stored."""
+        ...
+
+    async def apply_event(self, event: TaskEventLike) -> TaskRecord:
+        """Apply a TaskEvent."""
+        ...
+
+    async def apply_result(self, result: TaskResultLike) -> TaskRecord:
+        """Apply a TaskResult (the task's succeeded/failed observation)."""
+        ...
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        """The record, or None for an id never seen (report it as `TaskState.UNKNOWN`)."""
+        ...
+
+    async def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskRecord]:
+        """The records of those ids that exist, by id."""
+        ...
+
+    async def counts_by_state(self, message_type: str | None = None) -> dict[TaskState, int]:
+        """How many tasks are in each stored state (every state present, zeros included)."""
+        ...
+
+    async def list(
+        self,
+        state: TaskState | None = None,
+        message_type: str | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+        offset: int = 0,
+    ) -> builtins.list[TaskRecord]:
+        """Records, most recently updated first (then by task id, descending), filtered."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads; the store cannot be used afterwards."""
+        ...

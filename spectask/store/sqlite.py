@@ -1,0 +1,256 @@
+"""The SQLite task store: the default, one file, no server.
+
+stdlib `sqlite3` on one dedicated thread per store: every call is a whole unit of work run
+there, so the event loop never blocks on disk and the connection never crosses threads.
+Each apply is `BEGIN IMMEDIATE` (take the write lock before reading) -> read -> advance ->
+write -> COMMIT, which makes read-modify-write safe against other processes on the same
+file too; a busy timeout makes them queue instead of failing. WAL lets readers (the status
+RPC, the dashboard) run while a collector writes; `synchronous=FULL` because the collector
+acks a result once it is committed, and a committed result must survive a power cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from spectask.store import rows
+from spectask.store.errors import StoreUnavailableError
+from spectask.store.migrations import SCHEMA_VERSION_SQLITE, pending
+from spectask.store.observations import (
+    Observation,
+    TaskEventLike,
+    TaskResultLike,
+    observation_from_event,
+    observation_from_result,
+)
+from spectask.store.protocol import DEFAULT_LIST_LIMIT
+from spectask.store.records import TaskRecord
+from spectask.store.states import STORED_STATES, TaskState, advance
+from spectask.store.url import MEMORY
+
+T = TypeVar("T")
+
+DEFAULT_BUSY_TIMEOUT = 30.0
+_INSERT = "INSERT INTO tasks ({}) VALUES ({})".format(
+    rows.SELECT_COLUMNS, ", ".join("?" for _ in rows.COLUMNS)
+)
+_UPDATE = "UPDATE tasks SET {} WHERE task_id = ?".format(
+    ", ".join(f"{column} = ?" for column in rows.COLUMNS[1:])
+)
+_SELECT = f"SELECT {rows.SELECT_COLUMNS} FROM tasks"
+
+
+class SqliteTaskStore:
+    """A `TaskStore` on one SQLite file; open it with `await SqliteTaskStore.open(path)`."""
+
+    def __init__(self, path: str, executor: ThreadPoolExecutor) -> None:
+        self.path = path
+        self._executor = executor
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, path: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+    ) -> SqliteTaskStore:
+        """Open (creating the directory and file if needed) and migrate the schema."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spectask-store")
+        store = cls(path, executor)
+        try:
+            await store._run(store._open_sync, busy_timeout)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise StoreUnavailableError(f"the task store {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, function, *args)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"SQLite task store {self.path}: {exc} (another process may hold the write "
+                "lock for longer than the busy timeout, or the file is not writable)"
+            ) from exc
+
+    def _open_sync(self, busy_timeout: float) -> None:
+        if self.path != MEMORY:
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreUnavailableError(
+                    f"cannot create the directory for the task store {self.path}: {exc}"
+                ) from exc
+        try:
+            conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"cannot open the task store {self.path}: {exc}") from exc
+        self._conn = conn
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            self._migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise
+            raise StoreUnavailableError(
+                f"cannot use {self.path} as a task store: {exc}; is it a SQLite database?"
+            ) from exc
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Apply pending steps under the write lock, so concurrent openers apply each once."""
+        with _transaction(conn):
+            conn.execute(SCHEMA_VERSION_SQLITE)
+            (current,) = conn.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version"
+            ).fetchone()
+            for step in pending(int(current)):
+                for statement in step.sqlite:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version (version, description, applied_at) "
+                    "VALUES (?, ?, ?)",
+                    (step.version, step.description, _encode_time(datetime.now(UTC))),
+                )
+
+    def _connection(self) -> sqlite3.Connection:
+        assert self._conn is not None, "used before open()"
+        return self._conn
+
+    def _apply_sync(self, observation: Observation) -> TaskRecord:
+        conn = self._connection()
+        with _transaction(conn):
+            found = conn.execute(_SELECT + " WHERE task_id = ?", (observation.task_id,)).fetchone()
+            old = None if found is None else _decode(found)
+            new = advance(old, observation, now=datetime.now(UTC))
+            if new is old:
+                return new
+            values = _encode(new)
+            if old is None:
+                conn.execute(_INSERT, values)
+            else:
+                conn.execute(_UPDATE, (*values[1:], values[0]))
+        return new
+
+    async def apply(self, observation: Observation) -> TaskRecord:
+        return await self._run(self._apply_sync, observation)
+
+    async def apply_event(self, event: TaskEventLike) -> TaskRecord:
+        return await self.apply(observation_from_event(event))
+
+    async def apply_result(self, result: TaskResultLike) -> TaskRecord:
+        return await self.apply(observation_from_result(result))
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> builtins.list[TaskRecord]:
+        return [_decode(row) for row in self._connection().execute(sql, params).fetchall()]
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        found = await self._run(self._query, _SELECT + " WHERE task_id = ?", (task_id,))
+        return found[0] if found else None
+
+    async def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskRecord]:
+        records: dict[str, TaskRecord] = {}
+        for chunk in rows.chunks(sorted(set(task_ids))):
+            marks = ", ".join("?" for _ in chunk)
+            sql = f"{_SELECT} WHERE task_id IN ({marks})"
+            for record in await self._run(self._query, sql, tuple(chunk)):
+                records[record.task_id] = record
+        return records
+
+    def _counts_sync(self, message_type: str | None) -> dict[TaskState, int]:
+        sql, params = "SELECT state, COUNT(*) FROM tasks", tuple[str, ...]()
+        if message_type is not None:
+            sql, params = sql + " WHERE message_type = ?", (message_type,)
+        found = self._connection().execute(sql + " GROUP BY state", params).fetchall()
+        counts: dict[TaskState, int] = dict.fromkeys(STORED_STATES, 0)
+        counts.update({TaskState(state): int(count) for state, count in found})
+        return counts
+
+    async def counts_by_state(self, message_type: str | None = None) -> dict[TaskState, int]:
+        return await self._run(self._counts_sync, message_type)
+
+    async def list(
+        self,
+        state: TaskState | None = None,
+        message_type: str | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+        offset: int = 0,
+    ) -> builtins.list[TaskRecord]:
+        rows.check_page(limit, offset)
+        where, params = _filters(state, message_type)
+        sql = f"{_SELECT}{where} ORDER BY updated_at DESC, task_id DESC LIMIT ? OFFSET ?"
+        return await self._run(self._query, sql, (*params, limit, offset))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        if self._conn is not None:
+            await self._run(self._conn.close)
+        self._closed = True
+        self._executor.shutdown(wait=True)
+
+
+class _transaction:
+    """`BEGIN IMMEDIATE` ... COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self._conn.execute("COMMIT")
+        elif self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+
+def _filters(state: TaskState | None, message_type: str | None) -> tuple[str, tuple[str, ...]]:
+    clauses, params = [], []
+    if state is not None:
+        clauses.append("state = ?")
+        params.append(state.value)
+    if message_type is not None:
+        clauses.append("message_type = ?")
+        params.append(message_type)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+def _encode_time(value: datetime | None) -> str | None:
+    """UTC ISO 8601 with microseconds: one fixed width, so text order is time order."""
+    return None if value is None else value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _encode(record: TaskRecord) -> tuple[Any, ...]:
+    row = rows.to_row(record)
+    for column in rows.TIME_COLUMNS:
+        row[column] = _encode_time(row[column])
+    for column in rows.JSON_COLUMNS:
+        if row[column] is not None:
+            row[column] = json.dumps(row[column], separators=(",", ":"), ensure_ascii=False)
+    return tuple(row[column] for column in rows.COLUMNS)
+
+
+def _decode(found: sqlite3.Row) -> TaskRecord:
+    row = dict(zip(rows.COLUMNS, found, strict=True))
+    for column in rows.TIME_COLUMNS:
+        if row[column] is not None:
+            row[column] = datetime.fromisoformat(row[column])
+    for column in rows.JSON_COLUMNS:
+        if row[column] is not None:
+            row[column] = json.loads(row[column])
+    return rows.from_row(row)
