@@ -1,21 +1,36 @@
 """A connection to RabbitMQ: connect (with automatic reconnect), declare the topology.
 
 This is the boundary where aio-pika's transport errors become spectask errors with a hint.
+Declaring is also where the deployment's queue type applies (`SPECTASK_QUEUE_TYPE`): the spec
+says which queues follow it, the broker's version says whether their priorities can.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
-from spectask.errors import BrokerUnavailableError
+from spectask.errors import BrokerUnavailableError, ConfigError
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.publisher import Publisher
-from spectask.runtime.topology import Topology
+from spectask.runtime.topology import ArgumentValue, QueueSpec, Topology
+
+QUEUE_TYPE = "x-queue-type"
+MAX_PRIORITY = "x-max-priority"
+DELIVERY_LIMIT = "x-delivery-limit"
+QUORUM_SINCE = (3, 8)
+QUORUM_PRIORITIES_SINCE = (4, 0)
+Version = tuple[int, ...]
+
+log = logging.getLogger("spectask.broker")
 
 
 def redact_url(url: str) -> str:
@@ -72,8 +87,37 @@ class Broker:
             self._publisher = Publisher(await self.channel())
         return self._publisher
 
+    def server_version(self) -> Version | None:
+        """The broker's version from the connection's server properties (None if unknown)."""
+        transport = self.connection.transport
+        if transport is None:
+            return None
+        properties: Mapping[str, object] = transport.connection.server_properties or {}
+        return parse_version(properties.get("version"))
+
     async def declare(self, topology: Topology) -> None:
-        """Declare every exchange, queue and binding; idempotent, so every process may call it."""
+        """Declare every exchange, queue and binding; idempotent, so every process may call it.
+
+        Queue arguments are settled first (`queue_arguments`), so a configuration the broker
+        cannot honour fails with a `ConfigError` before anything is declared.
+        """
+        version = self.server_version()
+        arguments = {
+            spec.name: queue_arguments(spec, self.config.queue_type, version)
+            for spec in topology.queues
+        }
+        quorum_with_priorities = [
+            spec.name
+            for spec in topology.queues
+            if MAX_PRIORITY in spec.arguments_dict()
+            and arguments[spec.name].get(QUEUE_TYPE) == "quorum"
+        ]
+        if quorum_with_priorities and topology.priorities:
+            log.warning(
+                "%s: %s",
+                ", ".join(quorum_with_priorities),
+                quorum_priority_note(topology.priorities),
+            )
         channel = await self.connection.channel()
         try:
             exchanges: dict[str, AbstractExchange] = {}
@@ -85,13 +129,21 @@ class Broker:
                     auto_delete=spec.auto_delete,
                 )
             for queue_spec in topology.queues:
-                queue = await channel.declare_queue(
-                    queue_spec.name,
-                    durable=queue_spec.durable,
-                    exclusive=queue_spec.exclusive,
-                    auto_delete=queue_spec.auto_delete,
-                    arguments=queue_spec.arguments_dict(),
-                )
+                try:
+                    queue = await channel.declare_queue(
+                        queue_spec.name,
+                        durable=queue_spec.durable,
+                        exclusive=queue_spec.exclusive,
+                        auto_delete=queue_spec.auto_delete,
+                        arguments=arguments[queue_spec.name],
+                    )
+                except aiormq.exceptions.ChannelPreconditionFailed as exc:
+                    raise ConfigError(
+                        f"RabbitMQ refused to declare queue {queue_spec.name!r}: {exc}"
+                        "\n  hint: a queue that already exists keeps its type and arguments; if "
+                        "the spec or SPECTASK_QUEUE_TYPE changed them, drain and delete the queue "
+                        f"(rabbitmqctl delete_queue {queue_spec.name}) so it is declared afresh"
+                    ) from None
                 for binding in queue_spec.bindings:
                     await queue.bind(exchanges[binding.exchange], routing_key=binding.routing_key)
         finally:
@@ -110,3 +162,78 @@ class Broker:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def parse_version(value: object) -> Version | None:
+    """`(3, 10, 8)` from a server's "3.10.8" (bytes or str; suffixes like "-rc.1" ignored)."""
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if not isinstance(value, str):
+        return None
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", value.strip())
+    if match is None:
+        return None
+    return tuple(int(part) for part in match.groups(default="0"))
+
+
+def queue_arguments(
+    queue: QueueSpec, queue_type: str, server_version: Version | None
+) -> dict[str, ArgumentValue]:
+    """The arguments to declare a queue with, for the deployment's queue type and broker.
+
+    The spec marks the queues whose type the deployment chooses by giving them
+    `x-queue-type: classic`; with `queue_type="quorum"` those become quorum queues (replicated
+    across a cluster). `x-delivery-limit` only means something to quorum queues (classic ones
+    reject it), so classic queues are declared without it. Before RabbitMQ 4.0 a quorum queue
+    rejects `x-max-priority` and ignores priorities: refuse that here, saying what to do,
+    rather than letting the broker fail the declare with PRECONDITION_FAILED. From 4.0 quorum
+    queues honour priorities without being asked (two levels, see `quorum_priority_note`) and
+    still refuse the `x-max-priority` argument, so it is left out.
+    """
+    arguments = queue.arguments_dict()
+    if queue_type == "quorum" and arguments.get(QUEUE_TYPE) == "classic":
+        if queue.exclusive or queue.auto_delete or not queue.durable:
+            raise ConfigError(
+                f"SPECTASK_QUEUE_TYPE=quorum: queue {queue.name!r} cannot be a quorum queue, "
+                "which must be durable, not exclusive and not auto-delete; fix the queue in the "
+                "spec or use SPECTASK_QUEUE_TYPE=classic"
+            )
+        arguments[QUEUE_TYPE] = "quorum"
+    if arguments.get(QUEUE_TYPE, "classic") == "classic":
+        arguments.pop(DELIVERY_LIMIT, None)
+        return arguments
+    if arguments[QUEUE_TYPE] != "quorum" or server_version is None:
+        return arguments
+    shown = ".".join(str(part) for part in server_version)
+    if server_version < QUORUM_SINCE:
+        raise ConfigError(
+            f"queue {queue.name!r} is a quorum queue, but RabbitMQ {shown} has no quorum queues "
+            "(they came in 3.8); use SPECTASK_QUEUE_TYPE=classic or upgrade RabbitMQ"
+        )
+    if MAX_PRIORITY in arguments and server_version < QUORUM_PRIORITIES_SINCE:
+        raise ConfigError(
+            f"queue {queue.name!r} would be a quorum queue with priorities "
+            f"({MAX_PRIORITY}: {arguments[MAX_PRIORITY]} in the spec), but RabbitMQ {shown} "
+            "does not support priorities on quorum queues: before 4.0 it rejects "
+            f"{MAX_PRIORITY} (PRECONDITION_FAILED) and ignores message priorities."
+            "\n  hint: use classic queues (SPECTASK_QUEUE_TYPE=classic, the default), or "
+            "RabbitMQ >= 4.0, whose quorum queues support priorities (two levels: 0-4 and 5+)"
+        )
+    arguments.pop(MAX_PRIORITY, None)
+    return arguments
+
+
+def quorum_priority_note(priorities: Sequence[tuple[str, int]]) -> str:
+    """How the spec's priority names fare on quorum queues of RabbitMQ 4.x (for a warning).
+
+    Those queues have two levels: 0-4 is normal, 5 and above is high, and they deliver two high
+    messages per normal one (when both wait) rather than strictly high first.
+    """
+    normal = [name for name, number in sorted(priorities, key=lambda p: p[1]) if number <= 4]
+    high = [name for name, number in sorted(priorities, key=lambda p: p[1]) if number > 4]
+    return (
+        "quorum queues have two priority levels, served 2:1 rather than strictly: "
+        f"normal (0-4): {', '.join(normal) or '-'}; high (5+): {', '.join(high) or '-'}; "
+        "names in the same level are not told apart (give x-spectask-priorities numbers on "
+        "both sides of 4, or use classic queues, to keep the order you need)"
+    )

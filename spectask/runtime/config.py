@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,4 +35,15 @@ class RuntimeConfig(BaseSettings):
     )
     max_message_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1, description="Larger task bodies are dead-lettered."
+    )
+    queue_type: Literal["classic", "quorum"] = Field(
+        default="classic",
+        description="Type of the spec's task queues (those whose arguments name an x-queue-type): "
+        "quorum replicates them across a cluster; priorities on quorum queues need RabbitMQ 4.0.",
+    )
+    isolation: Literal["process", "thread"] = Field(
+        default="process",
+        description="Where sync handlers run: a pool of processes (a time limit stops the "
+        "handler, a crash fails only the task) or threads (cheaper; a time limit only stops "
+        "waiting). Async handlers always run on the event loop.",
     )

@@ -1,68 +1,141 @@
-"""Running one handler: async handlers on the loop, sync (CPU-bound) ones in a thread pool.
+"""Running one handler with its time limit: async handlers on the loop, sync ones off it.
 
-Running sync handlers off the event loop keeps AMQP heartbeats and other deliveries flowing
-while a long task computes. The time limit comes from the task type's policy.
+Sync (CPU-bound) handlers run off the event loop so AMQP heartbeats and other deliveries keep
+flowing while a long task computes. By default they run in a pool of child processes
+(`spectask.runtime.isolation`), where a time limit really stops the handler and a crash fails
+only its task; `SPECTASK_ISOLATION=thread` runs them in a thread pool instead, which is cheaper
+per task but can only stop *waiting* for a handler that overruns. A sync handler that cannot be
+pickled (a closure, a lambda) runs in a thread either way, with a warning.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel
 
+from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
+from spectask.runtime.isolation import HandlerCrashedError, ProcessPool, TaskTimeoutError
+
+__all__ = [
+    "Handler",
+    "HandlerCrashedError",
+    "HandlerResult",
+    "HandlerRunner",
+    "InvalidResultError",
+    "TaskTimeoutError",
+    "to_json_object",
+]
+
+log = logging.getLogger("spectask.worker")
 
 HandlerResult = BaseModel | Mapping[str, Any] | None
 Handler = Callable[[Any, TaskContext], Awaitable[HandlerResult] | HandlerResult]
-
-
-class TaskTimeoutError(Exception):
-    """The handler ran past its task type's time limit."""
+Isolation = Literal["process", "thread"]
 
 
 class InvalidResultError(TypeError):
     """The handler returned something that is not a JSON object."""
 
 
-class HandlerRunner:
-    """Calls handlers with a time limit; owns the thread pool for sync handlers."""
+class _Mode(enum.Enum):
+    LOOP = "loop"
+    PROCESS = "process"
+    THREAD = "thread"
 
-    def __init__(self, concurrency: int) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="task")
+
+class HandlerRunner:
+    """Calls handlers with a time limit; owns the process (or thread) pool for sync handlers.
+
+    `isolation` defaults to `SPECTASK_ISOLATION` (see `RuntimeConfig.isolation`).
+    """
+
+    def __init__(self, concurrency: int, isolation: Isolation | None = None) -> None:
+        self._concurrency = concurrency
+        self._isolation = isolation or RuntimeConfig().isolation
+        self._executor: ThreadPoolExecutor | None = None
         # Sync handlers wait here for a thread; the time limit starts once one is free.
         self._threads = asyncio.Semaphore(concurrency)
-        self._is_async: dict[Handler, bool] = {}
+        self._pool: ProcessPool | None = None
+        if self._isolation == "process":
+            self._pool = ProcessPool(concurrency, to_json_object)
+        self._modes: dict[Handler, _Mode] = {}
+
+    @property
+    def pool(self) -> ProcessPool | None:
+        """The handler process pool (None with thread isolation)."""
+        return self._pool
 
     async def run(
         self, handler: Handler, payload: BaseModel, context: TaskContext, time_limit: float
     ) -> dict[str, Any] | None:
-        is_async = self._is_async.get(handler)
-        if is_async is None:
-            is_async = self._is_async[handler] = inspect.iscoroutinefunction(handler)
+        mode = self._modes.get(handler) or self._mode_of(handler)
+        if mode is _Mode.PROCESS:
+            assert self._pool is not None
+            sync_handler = cast(Callable[[Any, Any], object], handler)
+            return cast(
+                dict[str, Any] | None,
+                await self._pool.run(sync_handler, payload, context, time_limit),
+            )
         # asyncio.timeout, not wait_for: no extra task per message on the hot path.
+        scope = asyncio.timeout(time_limit)
         try:
-            if is_async:
-                async with asyncio.timeout(time_limit):
+            if mode is _Mode.LOOP:
+                async with scope:
                     result = await cast(Awaitable[HandlerResult], handler(payload, context))
             else:
                 sync_call = cast(
                     Callable[[], HandlerResult], functools.partial(handler, payload, context)
                 )
-                async with self._threads, asyncio.timeout(time_limit):
+                async with self._threads, scope:
                     result = await asyncio.get_running_loop().run_in_executor(
-                        self._executor, sync_call
+                        self._thread_pool(), sync_call
                     )
         except TimeoutError:
+            if not scope.expired():
+                raise  # the handler's own TimeoutError (a socket, say): an ordinary failure
             raise TaskTimeoutError(f"handler exceeded its time limit of {time_limit:g}s") from None
         return to_json_object(result)
 
+    def _mode_of(self, handler: Handler) -> _Mode:
+        if inspect.iscoroutinefunction(handler):
+            mode = _Mode.LOOP
+        elif self._pool is None:
+            mode = _Mode.THREAD
+        elif self._pool.accepts(cast(Callable[[Any, Any], object], handler)):
+            mode = _Mode.PROCESS
+        else:
+            mode = _Mode.THREAD
+            log.warning(
+                "handler %r cannot be pickled, so it runs in a thread, where a time limit "
+                "cannot stop it; define it at module level (bind arguments with "
+                "functools.partial) to run it in a handler process, or set "
+                "SPECTASK_ISOLATION=thread",
+                handler,
+            )
+        self._modes[handler] = mode
+        return mode
+
+    def _thread_pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self._concurrency, thread_name_prefix="task"
+            )
+        return self._executor
+
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.close()
 
 
 def to_json_object(result: object) -> dict[str, Any] | None:

@@ -1,6 +1,6 @@
 """Adapters from the generated payload models to the task functions, and their registration.
 
-Each adapter is a sync `handler(payload, context)`: the runtime runs it in its thread pool.
+Each adapter is a sync `handler(payload, context)`: the runtime runs it off the event loop.
 It unpacks the payload into plain values, calls the core function and returns its result
 model. `register_all` binds the settings and registers all nine on a generated `WorkerApp`.
 """
@@ -179,19 +179,30 @@ def report_email(
     )
 
 
+def _with_settings(
+    handler: Callable[[PayloadT, TaskContext, TaskSettings | None], ResultT],
+    settings: TaskSettings,
+    payload: PayloadT,
+    context: TaskContext,
+) -> ResultT:
+    return handler(payload, context, settings)
+
+
 def bind(
     handler: Callable[[PayloadT, TaskContext, TaskSettings | None], ResultT],
     settings: TaskSettings,
 ) -> Callable[[PayloadT, TaskContext], ResultT]:
-    """The handler with `settings` bound: a plain sync `(payload, context)` function."""
+    """The handler with `settings` bound: a plain sync `(payload, context)` callable.
 
-    def bound(payload: PayloadT, context: TaskContext) -> ResultT:
-        return handler(payload, context, settings)
-
-    # Not functools.wraps: its __wrapped__ would make inspect.signature show three parameters.
-    bound.__name__ = handler.__name__
-    bound.__qualname__ = handler.__qualname__
-    bound.__doc__ = handler.__doc__
+    A `functools.partial` over module-level functions, not a closure, so it pickles: the
+    worker runs sync handlers in child processes (`spectask.runtime.isolation`).
+    """
+    bound = functools.partial(_with_settings, handler, settings)
+    # Named like the handler for logs and tests; not functools.wraps, whose __wrapped__
+    # would make inspect.signature show three parameters.
+    vars(bound).update(
+        __name__=handler.__name__, __qualname__=handler.__qualname__, __doc__=handler.__doc__
+    )
     return bound
 
 
