@@ -236,7 +236,8 @@ async def test_producer_client_delegates_to_the_publisher(real_package: str) -> 
 
 def test_topology_holds_the_whole_common_document(real_package: str) -> None:
     topology = importlib.import_module(f"{real_package}.topology")
-    assert [e.name for e in topology.TOPOLOGY.exchanges] == [
+    declared = [e.name for e in topology.TOPOLOGY.exchanges if not e.name.startswith("retry.")]
+    assert declared == [
         "dead_letter",
         "events",
         "results",
@@ -279,3 +280,25 @@ def test_topic_matching(pattern: str, key: str, expected: bool) -> None:
 )
 def test_snake_case(name: str, snake: str) -> None:
     assert snake_case(name) == snake
+
+
+def test_retry_tiers_are_derived_from_the_policies(real_package: str) -> None:
+    """One tier per distinct retry delay (with jitter 0.1: 0.9x, 1x, 1.1x of each step)."""
+    topology = importlib.import_module(f"{real_package}.topology")
+    tiers = {q.name: q for q in topology.TOPOLOGY.queues if q.name.startswith("retry.")}
+    steps = [1000, 2000, 4000, 8000, 16000]  # image/data: 1, 2 s; reports: 2, 4, 8, 16 s
+    expected = sorted({round(step * f) for step in steps for f in (0.9, 1.0, 1.1)})
+    assert sorted(int(name[len("retry.") : -2]) for name in tiers) == expected
+    for name, queue in tiers.items():
+        ttl = int(name[len("retry.") : -2])
+        assert queue.arguments_dict() == {"x-message-ttl": ttl, "x-dead-letter-exchange": "tasks"}
+        assert [(b.exchange, b.routing_key) for b in queue.bindings] == [(name, "")]
+    kinds = {e.name: e.type for e in topology.TOPOLOGY.exchanges}
+    assert all(kinds[name] == "fanout" for name in tiers)
+    report = topology.POLICIES["report_generation"].retry
+    assert [t.delay_ms for t in report.tiers] == [
+        1800, 2000, 2200, 3600, 4000, 4400, 7200, 8000, 8800, 14400, 16000, 17600
+    ]  # fmt: skip
+    image = topology.POLICIES["image_processing"].retry
+    assert [t.delay_ms for t in image.tiers] == [900, 1000, 1100, 1800, 2000, 2200]
+    assert all(t.exchange in tiers for p in topology.POLICIES.values() for t in p.retry.tiers)

@@ -24,6 +24,8 @@ Path_ = tuple[str | int, ...]
 ECHO_AMQP: Path_ = ("channels", "echoQueue", "bindings", "amqp")
 POLICY: Path_ = (*ECHO_AMQP, "x-spectask-policy")
 SAY_AMQP: Path_ = ("operations", "sayEcho", "bindings", "amqp")
+RETRY: Path_ = ("x-spectask-retry",)
+MAX_ATTEMPTS = "$.channels.echoQueue.bindings.amqp.x-spectask-policy.maxAttempts"
 
 
 def _parent(data: Any, path: Path_) -> Any:
@@ -230,6 +232,81 @@ CASES = {
         put(("x-spectask-priorities", "high"), 300),
         "$.x-spectask-priorities.high",
         "must be an integer in 0..255",
+    ),
+    "x-spectask-retry not a mapping": Case(
+        COMMON, put(RETRY, "retry"), "$.x-spectask-retry", "must be a mapping"
+    ),
+    "unknown key in x-spectask-retry": Case(
+        COMMON,
+        put((*RETRY, "prefix"), "retry"),
+        "$.x-spectask-retry.prefix",
+        "unknown key 'prefix'",
+    ),
+    "x-spectask-retry without deadLetterExchange": Case(
+        COMMON,
+        drop((*RETRY, "deadLetterExchange")),
+        "$.x-spectask-retry",
+        "x-spectask-retry has no deadLetterExchange",
+    ),
+    "retry deadLetterExchange not declared": Case(
+        COMMON,
+        put((*RETRY, "deadLetterExchange"), "nowhere"),
+        "$.x-spectask-retry.deadLetterExchange",
+        "deadLetterExchange 'nowhere' is not declared by any channel",
+    ),
+    "retry exchangePrefix reserved by RabbitMQ": Case(
+        COMMON,
+        put((*RETRY, "exchangePrefix"), "amq.retry"),
+        "$.x-spectask-retry.exchangePrefix",
+        "exchangePrefix must be a name prefix",
+    ),
+    "retry exchangePrefix with a space": Case(
+        COMMON,
+        put((*RETRY, "exchangePrefix"), "re try"),
+        "$.x-spectask-retry.exchangePrefix",
+        "exchangePrefix must be a name prefix",
+    ),
+    "retry jitterTiers of 0": Case(
+        COMMON,
+        put((*RETRY, "jitterTiers"), 0),
+        "$.x-spectask-retry.jitterTiers",
+        "jitterTiers must be an integer in 1..9",
+    ),
+    "x-spectask-retry in two documents": Case(
+        ECHOER,
+        put(RETRY, {"exchangePrefix": "r", "deadLetterExchange": "jobs"}),
+        "$.x-spectask-retry",
+        "x-spectask-retry is also defined in common.asyncapi.yaml",
+    ),
+    "x-spectask-retry inside a channel": Case(
+        COMMON,
+        put((*ECHO_AMQP, "x-spectask-retry"), {"deadLetterExchange": "jobs"}),
+        "$.channels.echoQueue.bindings.amqp.x-spectask-retry",
+        "unknown or misplaced extension 'x-spectask-retry'",
+    ),
+    "retries without x-spectask-retry": Case(
+        COMMON,
+        drop(RETRY),
+        MAX_ATTEMPTS,
+        "maxAttempts 2 needs retry tiers, but no document defines x-spectask-retry",
+    ),
+    "retried queue not bound to the deadLetterExchange": Case(
+        COMMON,
+        put((*RETRY, "deadLetterExchange"), "replies"),
+        MAX_ATTEMPTS,
+        "retried tasks come back through exchange 'replies', but queue 'jobs.echo' is not bound",
+    ),
+    "retry tier name taken by a queue": Case(
+        COMMON,
+        put(("channels", "replyQueue", "bindings", "amqp", "queue", "name"), "jobs.retry.500ms"),
+        "$.x-spectask-retry.exchangePrefix",
+        "retry tier name(s) jobs.retry.500ms are already declared by a channel",
+    ),
+    "too many retry tiers": Case(
+        COMMON,
+        both(put((*POLICY, "maxAttempts"), 40), put((*POLICY, "backoff", "multiplier"), 1.1)),
+        "$.x-spectask-retry",
+        "retry tiers; at most 32 are allowed",
     ),
     "binding without routingKey": Case(
         COMMON,

@@ -50,6 +50,7 @@ class Channel:
     policy: TaskPolicy | None
     messages: tuple[Message, ...]
     binding_nodes: tuple[tuple[Node, BindingSpec], ...] = ()
+    policy_node: Node | None = None
 
 
 def _name(node: Node, diagnostics: Diagnostics, what: str) -> str | None:
@@ -131,7 +132,10 @@ def parse_channel(
         return None
     if kind.value == "queue":
         queue, policy, bindings = parse_queue(amqp, priorities, diagnostics)
-        channel = Channel(node.file, node.path, None, queue, policy, (), tuple(bindings))
+        policy_node = amqp.child("x-spectask-policy")
+        channel = Channel(
+            node.file, node.path, None, queue, policy, (), tuple(bindings), policy_node
+        )
     else:
         for key in extensions.CHANNEL_KEYS:
             if (misplaced := amqp.child(key)) is not None:
@@ -154,6 +158,7 @@ def parse_channel(
         channel.policy,
         tuple(messages),
         channel.binding_nodes,
+        channel.policy_node,
     )
 
 

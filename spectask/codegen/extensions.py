@@ -2,7 +2,7 @@
 
 AsyncAPI tools ignore `x-` keys, so a typo (`maxAttempt`) would silently become a default. An
 unknown `x-spectask-*` key anywhere outside a schema is an error, and so is a bad value in the
-priorities or in a task policy.
+priorities or in a task policy. (`x-spectask-retry`, the retry tiers, is read in `retries`.)
 """
 
 from __future__ import annotations
@@ -20,18 +20,20 @@ from spectask.runtime.topology import RetryPolicy, TaskPolicy
 
 PREFIX = "x-spectask-"
 PRIORITIES = "x-spectask-priorities"
+RETRY = "x-spectask-retry"
+ROOT_KEYS = (PRIORITIES, RETRY)
 CHANNEL_KEYS = ("x-spectask-bindings", "x-spectask-arguments", "x-spectask-policy")
 # Keys whose values are JSON Schemas: property names there (`x-spectask-attempt`) are data.
 _SCHEMA_KEYS = frozenset({"schemas", "payload", "headers"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _KNOWN_HINT = (
-    f"spectask knows {PRIORITIES} (document root) and {', '.join(CHANNEL_KEYS)} "
+    f"spectask knows {', '.join(ROOT_KEYS)} (document root) and {', '.join(CHANNEL_KEYS)} "
     "(in a queue channel's bindings.amqp)"
 )
 
 
 def _allowed(path: JsonPath) -> bool:
-    if path == (PRIORITIES,):
+    if len(path) == 1 and path[0] in ROOT_KEYS:
         return True
     return (
         len(path) == 5

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from operator import attrgetter
 
-from spectask.codegen import extensions, routing
+from spectask.codegen import extensions, retries, routing
 from spectask.codegen.channels import Channel, Message, Origin, origin, parse_channel, parse_message
 from spectask.codegen.diagnostics import Diagnostics
 from spectask.codegen.ir import MessageInfo, Project, ReceiveOp, SendOp, Service
@@ -161,10 +161,13 @@ def validate(spec: SpecSet, d: Diagnostics) -> Project | None:
         _check_document(spec.documents[name], d)
     extensions.scan_unknown(spec, d)
     priorities = extensions.parse_priorities(spec, d)
+    retry = retries.parse_retry(spec, d)
     channels, messages = _definitions(spec, priorities, d)
     exchanges, queues = routing.check_topology(list(channels.values()), d)
     _check_message_types(messages, d)
     policies = _policies(channels, d)
+    retries.check_channels(retry, channels.values(), exchanges, d)
+    tiers = retries.derive(retry, policies, exchanges, queues, d)
     services = tuple(
         _service(spec, doc, channels, (exchanges, queues), policies, d) for doc in spec.services
     )
@@ -177,10 +180,10 @@ def validate(spec: SpecSet, d: Diagnostics) -> Project | None:
         sources=tuple(sorted(spec.documents)),
         libraries=tuple(doc.name for doc in spec.libraries),
         sha256=spec.sha256,
-        exchanges=tuple(sorted(exchanges.values(), key=lambda e: e.name)),
-        queues=tuple(sorted(queues.values(), key=lambda q: q.name)),
+        exchanges=tuple(sorted((*exchanges.values(), *tiers.exchanges), key=lambda e: e.name)),
+        queues=tuple(sorted((*queues.values(), *tiers.queues), key=lambda q: q.name)),
         priorities=tuple(sorted(priorities.items())),
-        policies=tuple(sorted(policies.items())),
+        policies=tuple(sorted((tiers.policies or policies).items())),
         messages=tuple(
             sorted(
                 (

@@ -1,8 +1,13 @@
 """The consumer loop: decode, run the handler, publish the next hop, then ack — in that order.
 
-This is the ONE place that settles deliveries. A delivery is acked only after its next hop
-(the result, or a dead letter) is confirmed by the broker; if that publish fails the delivery
-is requeued. A crash in between therefore gives a duplicate, never a loss.
+This is the ONE place that settles deliveries. A delivery is acked only after its next hops
+are confirmed by the broker; if a publish fails the delivery is requeued. A crash in between
+therefore gives a duplicate, never a loss. The next hops of a delivery:
+- success: its result;
+- a failed attempt with attempts left (any exception but PermanentTaskError, or the time
+  limit): the task itself, to a retry tier (`spectask.runtime.retry`), with no result;
+- the last failed attempt, or PermanentTaskError: a dead letter and a failed result;
+- input that cannot run at all (undecodable, unknown type, ...): a dead letter.
 """
 
 from __future__ import annotations
@@ -22,29 +27,38 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
-from spectask.errors import PublishError
+from spectask.errors import PermanentTaskError, PublishError
 from spectask.runtime.broker import Broker
 from spectask.runtime.context import TaskContext
 from spectask.runtime.deadletter import DeadReason, build_dead_letter
 from spectask.runtime.execution import Handler, HandlerRunner, TaskTimeoutError
 from spectask.runtime.producer import ATTEMPT_HEADER, SUBMITTED_AT_HEADER
 from spectask.runtime.publisher import OutgoingMessage, Publisher
-from spectask.runtime.topology import ReceiveRoute, SendRoute
+from spectask.runtime.retry import choose_tier, failure_headers
+from spectask.runtime.topology import ReceiveRoute, RetryTier, SendRoute
 
 log = logging.getLogger("spectask.worker")
 
 IDLE_CHECK_SECONDS = 0.2
 BURST_IDLE_SECONDS = 0.3
 REQUEUE_BACKOFF_SECONDS = 1.0
+TRACEBACK_FRAMES = 8
+
+NextHops = tuple[OutgoingMessage, ...]
 
 
 @dataclass
 class WorkerStats:
-    """What one worker run did; `by_type` counts processed tasks per message type."""
+    """What one worker run did; `by_type` counts processed tasks per message type.
+
+    `processed` counts attempts; `retried` the failed ones that went to a retry tier, `failed`
+    the tasks that failed for good (each of those is also in `dead_lettered`).
+    """
 
     processed: int = 0
     succeeded: int = 0
     failed: int = 0
+    retried: int = 0
     dead_lettered: int = 0
     requeued: int = 0
     by_type: Counter[str] = field(default_factory=Counter)
@@ -72,7 +86,7 @@ class WorkerRuntime:
         self._by_queue: dict[str, dict[str, ReceiveRoute]] = {}
         for route in routes:
             self._by_queue.setdefault(route.queue, {})[route.message_type] = route
-        self._runner = HandlerRunner(self._config.concurrency)
+        self._runner = HandlerRunner(self._config.concurrency, self._config.isolation)
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._last_delivery = time.monotonic()
         self._publisher: Publisher | None = None
@@ -144,8 +158,8 @@ class WorkerRuntime:
         self._in_flight.add(task)
         self._last_delivery = time.monotonic()
         try:
-            next_hop = await self._decide(message, queue)
-            await self._settle(message, next_hop)
+            next_hops = await self._decide(message, queue)
+            await self._settle(message, next_hops)
         except asyncio.CancelledError:
             await self._requeue(message)
             raise
@@ -153,14 +167,19 @@ class WorkerRuntime:
             self._in_flight.discard(task)
             self._last_delivery = time.monotonic()
 
-    async def _settle(
-        self, message: AbstractIncomingMessage, next_hop: OutgoingMessage | None
-    ) -> None:
-        """Publish the next hop with a confirm, then ack; requeue if the broker did not take it."""
-        if next_hop is not None:
+    async def _settle(self, message: AbstractIncomingMessage, next_hops: NextHops) -> None:
+        """Publish the next hops with confirms, then ack; requeue if the broker did not take one.
+
+        A success has one next hop (its result); only a final failure has two (the dead letter
+        and the failed result), and those are confirmed together.
+        """
+        if next_hops:
             assert self._publisher is not None
             try:
-                await self._publisher.publish(next_hop)
+                if len(next_hops) == 1:
+                    await self._publisher.publish(next_hops[0])
+                else:
+                    await _publish_all(self._publisher, next_hops)
             except PublishError as exc:
                 log.error(
                     "task %s: next hop not confirmed, requeueing: %s", message.message_id, exc
@@ -181,8 +200,8 @@ class WorkerRuntime:
         with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError):
             await message.nack(requeue=True)
 
-    async def _decide(self, message: AbstractIncomingMessage, queue: str) -> OutgoingMessage | None:
-        """Decode and run one delivery; return the message that must be confirmed before ack."""
+    async def _decide(self, message: AbstractIncomingMessage, queue: str) -> NextHops:
+        """Decode and run one delivery; return the messages that must be confirmed before ack."""
         routes = self._by_queue[queue]
         size = len(message.body)
         if size > self._config.max_message_bytes:
@@ -226,7 +245,7 @@ class WorkerRuntime:
 
     async def _execute(
         self, message: AbstractIncomingMessage, route: ReceiveRoute, payload: Any
-    ) -> OutgoingMessage | None:
+    ) -> NextHops:
         headers = message.headers or {}
         context = TaskContext(
             task_id=message.message_id or "",
@@ -241,47 +260,104 @@ class WorkerRuntime:
             priority=message.priority or 0,
         )
         started_at = datetime.now(UTC)
-        error: dict[str, str] | None = None
-        result: dict[str, Any] | None = None
+        failure: Failure | None = None
         try:
             result = await self._runner.run(
                 self._handlers[route.operation], payload, context, route.policy.time_limit
             )
         except TaskTimeoutError as exc:
-            error = {"type": "timeout", "message": str(exc)}
+            failure = Failure(DeadReason.TIMEOUT, {"type": "timeout", "message": str(exc)})
+        except PermanentTaskError as exc:
+            failure = Failure(DeadReason.PERMANENT, _error_info(exc))
         except Exception as exc:
-            error = {
-                "type": type(exc).__name__,
-                "message": str(exc),
-                "traceback": traceback.format_exc(limit=8),
-            }
+            failure = Failure(DeadReason.ATTEMPTS_EXHAUSTED, _error_info(exc))
         self.stats.processed += 1
         self.stats.by_type[route.message_type] += 1
-        if error is not None:
-            self.stats.failed += 1
-            log.warning(
-                "task %s (%s) failed: %s", context.task_id, route.message_type, error["message"]
-            )
-            if self._result_route is None:
-                return self._dead(
-                    message,
-                    route.queue,
-                    DeadReason.EXCEPTION,
-                    f"{error['type']}: {error['message']}",
-                    error.get("traceback", ""),
-                )
-        else:
-            self.stats.succeeded += 1
+        if failure is not None:
+            return self._failed(message, route, context, started_at, failure)
+        self.stats.succeeded += 1
         if self._result_route is None:
-            return None
-        return self._result(context, started_at, result, error)
+            return ()
+        return (self._result(context, started_at, result, None),)
+
+    def _failed(
+        self,
+        message: AbstractIncomingMessage,
+        route: ReceiveRoute,
+        context: TaskContext,
+        started_at: datetime,
+        failure: Failure,
+    ) -> NextHops:
+        """A failed attempt: wait in a retry tier if attempts are left, else dead-letter it.
+
+        `x-spectask-attempt` only grows here, when a task goes to a tier: a delivery the broker
+        redelivers after a worker crash keeps its number, so it is not a new attempt.
+        """
+        error = failure.error
+        summary = f"{error['type']}: {error['message']}"
+        retry = route.policy.retry
+        attempt = context.attempt
+        reason = failure.reason
+        if reason is not DeadReason.PERMANENT and attempt < retry.max_attempts:
+            tier = choose_tier(retry, attempt)
+            if tier is not None:
+                self.stats.retried += 1
+                log.info(
+                    "task %s (%s) attempt %d failed, retrying in %.3gs: %s",
+                    context.task_id,
+                    route.message_type,
+                    attempt,
+                    tier.delay_ms / 1000,
+                    summary,
+                )
+                return (self._retry(message, tier, attempt + 1, summary),)
+            reason = DeadReason.EXCEPTION  # the policy asks for retries but has no tiers
+        self.stats.failed += 1
+        log.warning(
+            "task %s (%s) failed for good after %d attempt(s): %s",
+            context.task_id,
+            route.message_type,
+            attempt,
+            summary,
+        )
+        dead = self._dead(
+            message,
+            route.queue,
+            reason,
+            summary,
+            error.get("traceback", ""),
+            attempts=attempt,
+        )
+        if self._result_route is None:
+            return dead
+        return (*dead, self._result(context, started_at, None, error))
+
+    def _retry(
+        self, message: AbstractIncomingMessage, tier: RetryTier, attempt: int, error: str
+    ) -> OutgoingMessage:
+        """The task, unchanged but for its headers, to the tier's exchange with its own key."""
+        headers = failure_headers(message.headers or {}, error=error, now=datetime.now(UTC))
+        headers[ATTEMPT_HEADER] = attempt
+        return OutgoingMessage(
+            exchange=tier.exchange,
+            routing_key=message.routing_key or "",
+            body=message.body,
+            message_id=message.message_id or "",
+            message_type=message.type or "",
+            priority=message.priority,
+            headers=headers,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+            timestamp=message.timestamp,
+            content_type=message.content_type or "application/json",
+        )
 
     def _result(
         self,
         context: TaskContext,
         started_at: datetime,
         result: dict[str, Any] | None,
-        error: dict[str, str] | None,
+        error: Mapping[str, str] | None,
     ) -> OutgoingMessage:
         route = self._result_route
         assert route is not None
@@ -313,11 +389,13 @@ class WorkerRuntime:
         reason: DeadReason,
         error: str,
         trace: str = "",
-    ) -> OutgoingMessage:
+        *,
+        attempts: int | None = None,
+    ) -> NextHops:
         self.stats.dead_lettered += 1
         log.warning("dead-lettering %s from %s: %s: %s", message.message_id, queue, reason, error)
-        headers = dict(message.headers or {})
-        return build_dead_letter(
+        headers = message.headers or {}
+        dead = build_dead_letter(
             self._dead_letter_route,
             body=message.body,
             message_id=message.message_id or "",
@@ -328,10 +406,39 @@ class WorkerRuntime:
             origin_queue=queue,
             origin_exchange=message.exchange or "",
             origin_routing_key=message.routing_key or "",
-            attempts=_int_header(headers, ATTEMPT_HEADER, 1),
+            attempts=attempts if attempts is not None else _int_header(headers, ATTEMPT_HEADER, 1),
             traceback=trace,
             content_type=message.content_type,
+            priority=message.priority,
         )
+        return (dead,)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why an attempt failed: the dead-letter reason if it is the last, and the error info."""
+
+    reason: DeadReason
+    error: Mapping[str, str]
+
+
+def _error_info(exc: BaseException) -> dict[str, str]:
+    """The spec's ErrorInfo of an exception raised by a handler, with its innermost frames."""
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc, limit=-TRACEBACK_FRAMES)),
+    }
+
+
+async def _publish_all(publisher: Publisher, messages: Sequence[OutgoingMessage]) -> None:
+    """Publish with every confirm in flight at once; raise the first failure once all are done."""
+    outcomes = await asyncio.gather(
+        *(publisher.publish(message) for message in messages), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def _summarize(exc: ValidationError, limit: int = 5) -> str:

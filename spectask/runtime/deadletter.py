@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from spectask.runtime.publisher import OutgoingMessage
+from spectask.runtime.retry import FIRST_FAILURE_HEADER, portable_headers
 from spectask.runtime.topology import SendRoute
 
 MAX_ERROR_CHARS = 2000
@@ -19,7 +20,13 @@ MAX_TRACEBACK_CHARS = 4000
 
 
 class DeadReason(enum.StrEnum):
-    """Why a task was dead-lettered (the spec's DeadLetterHeaders enum)."""
+    """Why a task was dead-lettered (the spec's DeadLetterHeaders enum).
+
+    After a handler ran: `permanent` (it raised PermanentTaskError: no retries), `timeout` (the
+    last attempt ran past the time limit; earlier attempts may have failed otherwise),
+    `attempts_exhausted` (the last attempt raised), `exception` (it raised, and the policy asks
+    for more attempts but has no retry tiers to wait in).
+    """
 
     UNDECODABLE = "undecodable"
     SCHEMA_VIOLATION = "schema_violation"
@@ -46,10 +53,11 @@ def build_dead_letter(
     attempts: int,
     traceback: str = "",
     content_type: str | None = None,
+    priority: int | None = None,
 ) -> OutgoingMessage:
     """The dead-letter message for one delivery, keeping its original headers too."""
     now = datetime.now(UTC).isoformat()
-    headers = dict(original_headers)
+    headers = portable_headers(original_headers)
     headers.update(
         {
             "x-spectask-reason": reason.value,
@@ -61,7 +69,7 @@ def build_dead_letter(
             "x-spectask-last-failure-at": now,
         }
     )
-    headers.setdefault("x-spectask-first-failure-at", now)
+    headers.setdefault(FIRST_FAILURE_HEADER, now)
     if traceback:
         headers["x-spectask-traceback"] = traceback[-MAX_TRACEBACK_CHARS:]
     return OutgoingMessage(
@@ -71,5 +79,7 @@ def build_dead_letter(
         message_id=message_id,
         message_type=message_type,
         headers=headers,
-        content_type=content_type or "application/octet-stream",
+        # A task without a content type was read as JSON; keeping that makes a replay work.
+        content_type=content_type or "application/json",
+        priority=priority,
     )

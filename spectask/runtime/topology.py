@@ -47,14 +47,27 @@ class QueueSpec:
 
 
 @dataclass(frozen=True)
+class RetryTier:
+    """A delay tier: a task published to `exchange` comes back to its exchange after `delay_ms`."""
+
+    delay_ms: int
+    exchange: str
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff between attempts of one task (seconds)."""
+    """Exponential backoff between attempts of one task (seconds), and the tiers it may use.
+
+    `tiers` come from the spec's `x-spectask-retry` (see `spectask.runtime.retry`); a policy
+    without tiers cannot retry, so its first failure is final.
+    """
 
     max_attempts: int = 1
     initial_delay: float = 1.0
     multiplier: float = 2.0
     max_delay: float = 60.0
     jitter: float = 0.0
+    tiers: tuple[RetryTier, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 # generated from spec/*.asyncapi.yaml by spectask — do not edit
-# spec sha256: e0719de3c4824cdb73c8206d79f8b771d7d19cc529fdf04c73a53335ad0641b7
+# spec sha256: f2113008eb22008f40130d783c1dac8d7b13ca8c4717af9084601a21699e2c34
 """Typed spectask clients generated from the AsyncAPI documents in spec/.
 
 `models` holds the message payloads, `topology` the exchanges, queues, priorities and task

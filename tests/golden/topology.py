@@ -1,9 +1,10 @@
 # generated from spec/common.asyncapi.yaml by spectask — do not edit
-# spec sha256: e0719de3c4824cdb73c8206d79f8b771d7d19cc529fdf04c73a53335ad0641b7
+# spec sha256: f2113008eb22008f40130d783c1dac8d7b13ca8c4717af9084601a21699e2c34
 """The whole broker topology, the priorities and the task policies of the spec.
 
 Every service declares the whole topology when it starts (declaring is idempotent), so any
-service can start first and nothing depends on start-up order.
+service can start first and nothing depends on start-up order. Retry tiers (a fanout exchange
+and a TTL queue per delay), if any, are derived from the policies and `x-spectask-retry`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from spectask.runtime.topology import (
     ExchangeSpec,
     QueueSpec,
     RetryPolicy,
+    RetryTier,
     TaskPolicy,
     Topology,
 )
@@ -25,6 +27,9 @@ from spectask.runtime.topology import (
 TOPOLOGY: Final = Topology(
     exchanges=(
         ExchangeSpec(name="jobs", type="topic", durable=True, auto_delete=False),
+        ExchangeSpec(name="jobs.retry.375ms", type="fanout", durable=True, auto_delete=False),
+        ExchangeSpec(name="jobs.retry.500ms", type="fanout", durable=True, auto_delete=False),
+        ExchangeSpec(name="jobs.retry.625ms", type="fanout", durable=True, auto_delete=False),
         ExchangeSpec(name="replies", type="topic", durable=True, auto_delete=False),
     ),
     queues=(
@@ -38,6 +43,39 @@ TOPOLOGY: Final = Topology(
                 ("x-queue-type", "classic"),
             ),
             bindings=(BindingSpec(exchange="jobs", routing_key="echo.#"),),
+        ),
+        QueueSpec(
+            name="jobs.retry.375ms",
+            durable=True,
+            exclusive=False,
+            auto_delete=False,
+            arguments=(
+                ("x-dead-letter-exchange", "jobs"),
+                ("x-message-ttl", 375),
+            ),
+            bindings=(BindingSpec(exchange="jobs.retry.375ms", routing_key=""),),
+        ),
+        QueueSpec(
+            name="jobs.retry.500ms",
+            durable=True,
+            exclusive=False,
+            auto_delete=False,
+            arguments=(
+                ("x-dead-letter-exchange", "jobs"),
+                ("x-message-ttl", 500),
+            ),
+            bindings=(BindingSpec(exchange="jobs.retry.500ms", routing_key=""),),
+        ),
+        QueueSpec(
+            name="jobs.retry.625ms",
+            durable=True,
+            exclusive=False,
+            auto_delete=False,
+            arguments=(
+                ("x-dead-letter-exchange", "jobs"),
+                ("x-message-ttl", 625),
+            ),
+            bindings=(BindingSpec(exchange="jobs.retry.625ms", routing_key=""),),
         ),
         QueueSpec(
             name="replies",
@@ -71,6 +109,11 @@ POLICIES: Final[Mapping[str, TaskPolicy]] = MappingProxyType(
                 multiplier=3.0,
                 max_delay=10.0,
                 jitter=0.25,
+                tiers=(
+                    RetryTier(delay_ms=375, exchange="jobs.retry.375ms"),
+                    RetryTier(delay_ms=500, exchange="jobs.retry.500ms"),
+                    RetryTier(delay_ms=625, exchange="jobs.retry.625ms"),
+                ),
             ),
             time_limit=5.0,
             default_priority=1,
