@@ -25,6 +25,7 @@ COMMANDS = {
     "produce": ("spectask.commands.producer", "submit tasks"),
     "collect": ("spectask.commands.collector", "consume and report task results"),
     "demo": ("spectask.commands.demo", "collector + 3 workers + a mixed batch, then a summary"),
+    "dlq": ("spectask.commands.dlq", "inspect, replay or purge dead letters"),
 }
 
 
