@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
     parser.add_argument("--output", type=Path, help="append every result as a JSON line here")
     parser.add_argument("--quiet", action="store_true", help="no line per result")
+    parser.add_argument(
+        "--expected-failures",
+        type=int,
+        default=0,
+        help="exit 0 only if exactly this many tasks failed (default 0)",
+    )
 
 
 def _latency_ms(result: models.TaskResult) -> float | None:
@@ -83,4 +89,7 @@ async def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0 if shown.failed == 0 else 2
+    if shown.failed != args.expected_failures:
+        print(f"{shown.failed} tasks failed; expected {args.expected_failures}", file=sys.stderr)
+        return 2
+    return 0
