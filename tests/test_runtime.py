@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -142,59 +143,101 @@ async def test_time_limit_stops_a_handler(broker: Broker, amqp_url: str, workers
     assert result["status"] == "failed" and result["error"]["type"] == "timeout"
 
 
-async def publish_raw(url: str, exchange: str, body: bytes, **properties: Any) -> None:
+async def publish_raw_many(
+    url: str, exchange: str, messages: list[tuple[bytes, dict[str, Any]]]
+) -> None:
+    """Publish raw messages in order on one confirmed channel, bypassing the typed producer."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         target = await channel.get_exchange(exchange)
-        await target.publish(aio_pika.Message(body, **properties), routing_key="num.sum")
+        for body, properties in messages:
+            await target.publish(aio_pika.Message(body, **properties), routing_key="num.sum")
+
+
+VALID_TASKS = 100
+BAD_EVERY = 15  # one bad message after every 15 valid ones: 6 bad among 100 valid
+
+# (id, body, property overrides, expected x-spectask-reason, a fragment of x-spectask-error)
+BAD_INPUTS: list[tuple[str, bytes, dict[str, Any], str, str]] = [
+    ("bad-undecodable", b"\xff{not json", {}, "undecodable", "Invalid JSON"),
+    ("bad-ctype", b"<xml/>", {"content_type": "text/xml"}, "undecodable", "text/xml"),
+    ("bad-schema", b'{"values": []}', {}, "schema_violation", "values"),
+    ("bad-unknown", b'{"values": [1]}', {"type": "num.nope"}, "unknown_type", "num.nope"),
+    (
+        "bad-big",
+        json.dumps({"values": [1.5] * 1000}).encode(),
+        {},
+        "too_large",
+        "the limit is 2000",
+    ),
+    ("bad-truncated", b'{"values": [1, 2', {}, "undecodable", "Invalid JSON"),
+]
 
 
 async def test_bad_input_is_dead_lettered_with_its_reason(amqp_url: str, workers: Workers) -> None:
-    config = RuntimeConfig(amqp_url=amqp_url, max_message_bytes=2000)
+    """Every kind of bad input is dead-lettered with its reason, interleaved with 100 valid
+    tasks that all complete exactly once: one bad message never stalls the worker."""
+    config = RuntimeConfig(
+        amqp_url=amqp_url, max_message_bytes=2000, prefetch=8, concurrency=4, shutdown_timeout=5
+    )
     names = make_names()
-    ok = {"message_id": "valid", "type": "num.sum", "content_type": "application/json"}
-    bad: dict[str, tuple[bytes, dict[str, Any]]] = {
-        "undecodable": (b"\xff{not json", {**ok, "message_id": "undecodable"}),
-        "wrong content type": (
-            b"<xml/>",
-            {**ok, "message_id": "ctype", "content_type": "text/xml"},
-        ),
-        "schema_violation": (b'{"values": []}', {**ok, "message_id": "schema"}),
-        "unknown_type": (b'{"values": [1]}', {**ok, "message_id": "unknown", "type": "num.nope"}),
-        "too_large": (json.dumps({"values": [1.5] * 1000}).encode(), {**ok, "message_id": "big"}),
-    }
-    expected = {
-        "undecodable": "undecodable",
-        "ctype": "undecodable",
-        "schema": "schema_violation",
-        "unknown": "unknown_type",
-        "big": "too_large",
-    }
-    async with await Broker.connect(config) as broker:
+    ok = {"type": "num.sum", "content_type": "application/json"}
+    stream: list[tuple[bytes, dict[str, Any]]] = []
+    bad_by_id: dict[str, tuple[bytes, dict[str, Any], str, str]] = {}
+    bad_inputs = iter(BAD_INPUTS)
+    for index in range(VALID_TASKS):
+        stream.append(
+            (json.dumps({"values": [index, 1]}).encode(), {**ok, "message_id": f"ok{index:03d}"})
+        )
+        if (index + 1) % BAD_EVERY == 0:
+            task_id, body, overrides, reason, fragment = next(bad_inputs)
+            properties = {**ok, "message_id": task_id, **overrides}
+            stream.append((body, properties))
+            bad_by_id[task_id] = (body, properties, reason, fragment)
+    assert len(bad_by_id) == len(BAD_INPUTS)  # every kind is in the stream, spread through it
+    valid_ids = {f"ok{index:03d}" for index in range(VALID_TASKS)}
+    started = time.monotonic()
+    async with asyncio.timeout(60), await Broker.connect(config) as broker:
         await broker.declare(names.topology)
-        for body, properties in bad.values():
-            await publish_raw(amqp_url, names.tasks, body, **properties)
-        for index in range(10):
-            await publish_raw(
-                amqp_url, names.tasks, b'{"values": [2, 3]}', **{**ok, "message_id": f"ok{index}"}
-            )
         stop = asyncio.Event()
         worker = await workers.start(broker, names, total, stop)
-        dead = await drain(amqp_url, names.dead_queue, len(bad))
-        results = await drain(amqp_url, names.result_queue, 10)
+        await publish_raw_many(amqp_url, names.tasks, stream)  # to a worker already consuming
+        dead = await drain(amqp_url, names.dead_queue, len(bad_by_id), timeout=30)
+        results = await drain(amqp_url, names.result_queue, VALID_TASKS, timeout=30)
+        assert not worker.done(), "the worker stopped on its own"
         stop.set()
-        await worker
-    reasons = {(m.message_id or ""): m.headers["x-spectask-reason"] for m in dead}
-    assert reasons == expected
+        stats = await worker
+    elapsed = time.monotonic() - started
+    assert elapsed < 30, f"the run took {elapsed:.1f}s: the worker stalled somewhere"
+
+    documents = [json.loads(m.body) for m in results]
+    assert sorted(d["task_id"] for d in documents) == sorted(valid_ids)  # each exactly once
+    assert all(d["status"] == "succeeded" for d in documents), documents
+    assert {d["task_id"]: d["result"]["sum"] for d in documents} == {
+        f"ok{index:03d}": float(index + 1) for index in range(VALID_TASKS)
+    }
+    assert stats.succeeded == VALID_TASKS and stats.dead_lettered == len(bad_by_id)
+
+    assert sorted(m.message_id or "" for m in dead) == sorted(bad_by_id)  # each exactly once
     for message in dead:
-        assert message.headers["x-spectask-origin-queue"] == names.queue
-        assert message.headers["x-spectask-origin-exchange"] == names.tasks
-        assert message.headers["x-spectask-origin-routing-key"] == "num.sum"
-        assert message.headers["x-spectask-error"]
-    assert {m.message_id for m in dead if m.message_id == "undecodable"} == {"undecodable"}
-    assert next(m for m in dead if m.message_id == "undecodable").body == b"\xff{not json"
-    assert all(json.loads(m.body)["status"] == "succeeded" for m in results)
+        body, properties, reason, fragment = bad_by_id[message.message_id or ""]
+        headers = message.headers
+        assert headers["x-spectask-reason"] == reason, message.message_id
+        assert headers["x-spectask-origin-queue"] == names.queue
+        assert headers["x-spectask-origin-exchange"] == names.tasks
+        assert headers["x-spectask-origin-routing-key"] == "num.sum"
+        assert fragment in str(headers["x-spectask-error"]), headers["x-spectask-error"]
+        assert headers["x-spectask-attempts"] == 1
+        assert headers["x-spectask-first-failure-at"] and headers["x-spectask-last-failure-at"]
+        assert message.body == body  # the original bytes, unchanged
+        assert message.type == properties["type"]
+        assert message.content_type == properties["content_type"]
+
+    # Nothing left behind: no task waiting, no duplicate result or dead letter queued.
+    assert await depth(amqp_url, names.queue) == 0
+    assert await depth(amqp_url, names.result_queue) == 0
+    assert await depth(amqp_url, names.dead_queue) == 0
 
 
 async def test_missing_handler_is_named(broker: Broker) -> None:

@@ -7,10 +7,11 @@ import asyncio
 import sys
 
 from generated.topology import POLICIES
-from generated.worker import WorkerApp
+from generated.worker import RECEIVE_ROUTES, WorkerApp
 from spectask.commands.signals import stop_on_signals
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
+from spectask.runtime.worker import select_routes
 from spectask.tasks.handlers import register_all
 from spectask.tasks.settings import TaskSettings
 
@@ -43,6 +44,7 @@ async def run(args: argparse.Namespace) -> int:
     }
     config = RuntimeConfig(**overrides)
     task_types = [t.strip() for t in args.types.split(",") if t.strip()]
+    select_routes(RECEIVE_ROUTES, task_types)  # a typo in --types fails before connecting
     app = build_app()
     stop = asyncio.Event()
     stop_on_signals(stop)
