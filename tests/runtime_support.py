@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aio_pika
 from pydantic import BaseModel, ConfigDict, Field
 
+from spectask.runtime.broker import Broker
+from spectask.runtime.consumer import WorkerStats
 from spectask.runtime.topology import (
     BindingSpec,
     ExchangeSpec,
@@ -17,6 +20,7 @@ from spectask.runtime.topology import (
     TaskPolicy,
     Topology,
 )
+from spectask.runtime.worker import run_worker
 from tests.brokers import unique_name
 
 
@@ -129,3 +133,61 @@ async def wait_taken(url: str, queue: str, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"nobody took the messages of {queue} in {timeout}s")
         await asyncio.sleep(0.02)
+
+
+class WorkerNames(Protocol):
+    """What an in-process worker needs from a hand-built test topology."""
+
+    @property
+    def topology(self) -> Topology: ...
+    @property
+    def receive(self) -> ReceiveRoute: ...
+    @property
+    def send_routes(self) -> tuple[SendRoute, ...]: ...
+
+
+class InProcessWorkers:
+    """Starts in-process workers and always stops them, so a failing test cannot hang the run."""
+
+    def __init__(self) -> None:
+        self.running: list[tuple[asyncio.Event, asyncio.Task[WorkerStats]]] = []
+
+    async def start(
+        self,
+        broker: Broker,
+        names: WorkerNames,
+        handler: Any,
+        stop: asyncio.Event | None = None,
+        *,
+        worker_id: str = "w-test",
+        settle: float = 0.0,
+    ) -> tuple[asyncio.Event, asyncio.Task[WorkerStats]]:
+        """Run one worker on `names`; `settle` gives it time to declare and start consuming."""
+        stop = stop or asyncio.Event()
+        task = asyncio.create_task(
+            run_worker(
+                broker,
+                topology=names.topology,
+                routes=(names.receive,),
+                handlers={names.receive.operation: handler},
+                send_routes=names.send_routes,
+                worker_id=worker_id,
+                stop=stop,
+            )
+        )
+        self.running.append((stop, task))
+        if settle:
+            await asyncio.sleep(settle)
+        return stop, task
+
+    async def stop_all(self) -> list[WorkerStats]:
+        """Stop every worker started so far; the stats of those that stopped cleanly."""
+        outcomes = []
+        for stop, task in self.running:
+            stop.set()
+            try:
+                outcomes.append(await asyncio.wait_for(task, timeout=15))
+            except Exception:
+                task.cancel()
+        self.running.clear()
+        return outcomes

@@ -47,9 +47,8 @@ from spectask.runtime.topology import (
     TaskPolicy,
     Topology,
 )
-from spectask.runtime.worker import run_worker
 from tests.brokers import unique_name
-from tests.runtime_support import AnyBody, Numbers, Result, depth, drain
+from tests.runtime_support import AnyBody, InProcessWorkers, Numbers, Result, depth, drain
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -190,40 +189,6 @@ class Attempts:
 HandlerFn = Callable[[Numbers, TaskContext], Awaitable[dict[str, Any]]]
 
 
-class Workers:
-    """In-process workers that are always stopped, so a failing test cannot hang the run."""
-
-    def __init__(self) -> None:
-        self.running: list[tuple[asyncio.Event, asyncio.Task[Any]]] = []
-
-    async def start(self, broker: Broker, names: RetryNames, handler: HandlerFn) -> asyncio.Event:
-        stop = asyncio.Event()
-        task = asyncio.create_task(
-            run_worker(
-                broker,
-                topology=names.topology,
-                routes=(names.receive,),
-                handlers={"processSum": handler},
-                send_routes=names.send_routes,
-                worker_id="w-retry",
-                stop=stop,
-            )
-        )
-        self.running.append((stop, task))
-        return stop
-
-    async def stop_all(self) -> list[Any]:
-        outcomes = []
-        for stop, task in self.running:
-            stop.set()
-            try:
-                outcomes.append(await asyncio.wait_for(task, timeout=15))
-            except Exception:
-                task.cancel()
-        self.running.clear()
-        return outcomes
-
-
 @pytest.fixture
 async def broker(amqp_url: str) -> AsyncIterator[Broker]:
     config = RuntimeConfig(amqp_url=amqp_url, prefetch=8, concurrency=4, shutdown_timeout=5)
@@ -232,8 +197,8 @@ async def broker(amqp_url: str) -> AsyncIterator[Broker]:
 
 
 @pytest.fixture
-async def workers() -> AsyncIterator[Workers]:
-    started = Workers()
+async def workers() -> AsyncIterator[InProcessWorkers]:
+    started = InProcessWorkers()
     try:
         yield started
     finally:
@@ -251,7 +216,7 @@ def parse_time(value: Any) -> datetime:
 
 
 async def test_fails_twice_then_succeeds_with_the_policy_delays(
-    broker: Broker, amqp_url: str, workers: Workers
+    broker: Broker, amqp_url: str, workers: InProcessWorkers
 ) -> None:
     retry = RetryPolicy(max_attempts=3, initial_delay=0.5, multiplier=2.0, max_delay=10.0)
     names = make_retry_names(retry)
@@ -263,7 +228,7 @@ async def test_fails_twice_then_succeeds_with_the_policy_delays(
         return {"sum": sum(payload.values), "attempt": context.attempt}
 
     task_id = await submit(broker, names, Numbers(values=[1, 2]))
-    await workers.start(broker, names, flaky)
+    await workers.start(broker, names, flaky, worker_id="w-retry")
     [message] = await drain(amqp_url, names.result_queue, 1, timeout=20)
     [stats] = await workers.stop_all()
     result = json.loads(message.body)
@@ -293,7 +258,7 @@ async def test_fails_twice_then_succeeds_with_the_policy_delays(
 
 
 async def test_always_failing_task_is_tried_n_times_then_dead_lettered(
-    broker: Broker, amqp_url: str, workers: Workers
+    broker: Broker, amqp_url: str, workers: InProcessWorkers
 ) -> None:
     retry = RetryPolicy(max_attempts=3, initial_delay=0.2, multiplier=1.0, max_delay=1.0)
     names = make_retry_names(retry)
@@ -305,7 +270,7 @@ async def test_always_failing_task_is_tried_n_times_then_dead_lettered(
 
     body = Numbers(values=[4, 5])
     task_id = await submit(broker, names, body)
-    await workers.start(broker, names, broken)
+    await workers.start(broker, names, broken, worker_id="w-retry")
     [dead] = await drain(amqp_url, names.dead_queue, 1, timeout=20)
     [message] = await drain(amqp_url, names.result_queue, 1, timeout=10)
     await asyncio.sleep(0.6)  # longer than a retry delay: no fourth attempt comes
@@ -339,7 +304,7 @@ async def test_always_failing_task_is_tried_n_times_then_dead_lettered(
 
 
 async def test_permanent_error_is_dead_lettered_at_once(
-    broker: Broker, amqp_url: str, workers: Workers
+    broker: Broker, amqp_url: str, workers: InProcessWorkers
 ) -> None:
     names = make_retry_names(RetryPolicy(max_attempts=3, initial_delay=0.2))
     attempts = Attempts()
@@ -349,7 +314,7 @@ async def test_permanent_error_is_dead_lettered_at_once(
         raise PermanentTaskError("negative sizes cannot be fixed by retrying")
 
     task_id = await submit(broker, names, Numbers(values=[-1]))
-    await workers.start(broker, names, refuses)
+    await workers.start(broker, names, refuses, worker_id="w-retry")
     [dead] = await drain(amqp_url, names.dead_queue, 1, timeout=20)
     [message] = await drain(amqp_url, names.result_queue, 1, timeout=10)
     await asyncio.sleep(0.5)  # more than the retry delay: nothing comes back
@@ -368,7 +333,7 @@ async def test_permanent_error_is_dead_lettered_at_once(
 
 
 async def test_time_limit_expiry_is_a_failed_attempt_with_reason_timeout(
-    broker: Broker, amqp_url: str, workers: Workers
+    broker: Broker, amqp_url: str, workers: InProcessWorkers
 ) -> None:
     names = make_retry_names(RetryPolicy(max_attempts=2, initial_delay=0.2), time_limit=0.3)
     attempts = Attempts()
@@ -379,7 +344,7 @@ async def test_time_limit_expiry_is_a_failed_attempt_with_reason_timeout(
         return {"sum": sum(payload.values)}
 
     task_id = await submit(broker, names, Numbers(values=[1]))
-    await workers.start(broker, names, sleepy)
+    await workers.start(broker, names, sleepy, worker_id="w-retry")
     [dead] = await drain(amqp_url, names.dead_queue, 1, timeout=20)
     [message] = await drain(amqp_url, names.result_queue, 1, timeout=10)
     [stats] = await workers.stop_all()
@@ -400,7 +365,7 @@ async def test_time_limit_expiry_is_a_failed_attempt_with_reason_timeout(
 
 
 async def test_a_redelivered_task_is_not_a_new_attempt(
-    broker: Broker, amqp_url: str, workers: Workers
+    broker: Broker, amqp_url: str, workers: InProcessWorkers
 ) -> None:
     """A worker that stops before finishing requeues the task: the next run is attempt 1 again."""
     names = make_retry_names(RetryPolicy(max_attempts=2, initial_delay=0.2))
@@ -414,12 +379,12 @@ async def test_a_redelivered_task_is_not_a_new_attempt(
     await submit(broker, names, Numbers(values=[1]))
     quick_stop = RuntimeConfig(amqp_url=amqp_url, shutdown_timeout=0.2)
     async with await Broker.connect(quick_stop, name="test-retries-victim") as victim_broker:
-        stop = await workers.start(victim_broker, names, slow_then_broken)
+        stop, _ = await workers.start(victim_broker, names, slow_then_broken, worker_id="w-retry")
         await attempts.wait_for(1)
         stop.set()
         [victim_stats] = await workers.stop_all()
     assert victim_stats.requeued == 1
-    await workers.start(broker, names, slow_then_broken)
+    await workers.start(broker, names, slow_then_broken, worker_id="w-retry")
     [dead] = await drain(amqp_url, names.dead_queue, 1, timeout=20)
     await workers.stop_all()
     assert [(attempt, redelivered) for attempt, redelivered, _ in attempts.seen] == [

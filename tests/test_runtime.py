@@ -17,7 +17,14 @@ from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.worker import run_worker
-from tests.runtime_support import Names, Numbers, depth, drain, make_names, wait_taken
+from tests.runtime_support import (
+    InProcessWorkers,
+    Numbers,
+    depth,
+    drain,
+    make_names,
+    wait_taken,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,40 +47,9 @@ async def slow_total(payload: Numbers, context: TaskContext) -> dict[str, Any]:
     return {"sum": sum(payload.values)}
 
 
-class Workers:
-    """Starts in-process workers and always stops them, so a failing test cannot hang the run."""
-
-    def __init__(self) -> None:
-        self.running: list[tuple[asyncio.Event, asyncio.Task[Any]]] = []
-
-    async def start(self, broker: Broker, names: Names, handler: Any, stop: asyncio.Event) -> Any:
-        task = asyncio.create_task(
-            run_worker(
-                broker,
-                topology=names.topology,
-                routes=(names.receive,),
-                handlers={"processSum": handler},
-                send_routes=names.send_routes,
-                worker_id="w-test",
-                stop=stop,
-            )
-        )
-        self.running.append((stop, task))
-        await asyncio.sleep(0.3)  # declare + consume; tests wait on queues with deadlines anyway
-        return task
-
-    async def stop_all(self) -> None:
-        for stop, task in self.running:
-            stop.set()
-            try:
-                await asyncio.wait_for(task, timeout=15)
-            except Exception:
-                task.cancel()
-
-
 @pytest.fixture
-async def workers() -> AsyncIterator[Workers]:
-    started = Workers()
+async def workers() -> AsyncIterator[InProcessWorkers]:
+    started = InProcessWorkers()
     try:
         yield started
     finally:
@@ -90,7 +66,7 @@ async def test_unroutable_publish_is_an_error(broker: Broker) -> None:
 
 
 async def test_results_published_then_acked(
-    broker: Broker, amqp_url: str, workers: Workers
+    broker: Broker, amqp_url: str, workers: InProcessWorkers
 ) -> None:
     names = make_names()
     await broker.declare(names.topology)
@@ -99,7 +75,7 @@ async def test_results_published_then_acked(
         [publisher.build(names.send, Numbers(values=[i, 1])) for i in range(20)]
     )
     stop = asyncio.Event()
-    worker = await workers.start(broker, names, total, stop)
+    _, worker = await workers.start(broker, names, total, stop, settle=0.3)
     results = [json.loads(m.body) for m in await drain(amqp_url, names.result_queue, 20)]
     stop.set()
     stats = await worker
@@ -111,14 +87,14 @@ async def test_results_published_then_acked(
 
 
 async def test_handler_exception_gives_a_failed_result(
-    broker: Broker, amqp_url: str, workers: Workers
+    broker: Broker, amqp_url: str, workers: InProcessWorkers
 ) -> None:
     names = make_names()
     await broker.declare(names.topology)
     publisher = TaskPublisher(await broker.publisher(), names.topology)
     task_id = await publisher.submit(names.send, Numbers(values=[1], fail="disk on fire"))
     stop = asyncio.Event()
-    worker = await workers.start(broker, names, total, stop)
+    _, worker = await workers.start(broker, names, total, stop, settle=0.3)
     [message] = await drain(amqp_url, names.result_queue, 1)
     stop.set()
     await worker
@@ -129,13 +105,15 @@ async def test_handler_exception_gives_a_failed_result(
     assert "Traceback" in result["error"]["traceback"]
 
 
-async def test_time_limit_stops_a_handler(broker: Broker, amqp_url: str, workers: Workers) -> None:
+async def test_time_limit_stops_a_handler(
+    broker: Broker, amqp_url: str, workers: InProcessWorkers
+) -> None:
     names = make_names(time_limit=0.3)
     await broker.declare(names.topology)
     publisher = TaskPublisher(await broker.publisher(), names.topology)
     await publisher.submit(names.send, Numbers(values=[1], delay=5))
     stop = asyncio.Event()
-    worker = await workers.start(broker, names, slow_total, stop)
+    _, worker = await workers.start(broker, names, slow_total, stop, settle=0.3)
     [message] = await drain(amqp_url, names.result_queue, 1, timeout=10)
     stop.set()
     await worker
@@ -175,7 +153,9 @@ BAD_INPUTS: list[tuple[str, bytes, dict[str, Any], str, str]] = [
 ]
 
 
-async def test_bad_input_is_dead_lettered_with_its_reason(amqp_url: str, workers: Workers) -> None:
+async def test_bad_input_is_dead_lettered_with_its_reason(
+    amqp_url: str, workers: InProcessWorkers
+) -> None:
     """Every kind of bad input is dead-lettered with its reason, interleaved with 100 valid
     tasks that all complete exactly once: one bad message never stalls the worker."""
     config = RuntimeConfig(
@@ -201,7 +181,7 @@ async def test_bad_input_is_dead_lettered_with_its_reason(amqp_url: str, workers
     async with asyncio.timeout(60), await Broker.connect(config) as broker:
         await broker.declare(names.topology)
         stop = asyncio.Event()
-        worker = await workers.start(broker, names, total, stop)
+        _, worker = await workers.start(broker, names, total, stop, settle=0.3)
         await publish_raw_many(amqp_url, names.tasks, stream)  # to a worker already consuming
         dead = await drain(amqp_url, names.dead_queue, len(bad_by_id), timeout=30)
         results = await drain(amqp_url, names.result_queue, VALID_TASKS, timeout=30)
@@ -254,14 +234,14 @@ async def test_missing_handler_is_named(broker: Broker) -> None:
 
 
 async def test_shutdown_finishes_in_flight_work(
-    broker: Broker, amqp_url: str, workers: Workers
+    broker: Broker, amqp_url: str, workers: InProcessWorkers
 ) -> None:
     names = make_names()
     await broker.declare(names.topology)
     publisher = TaskPublisher(await broker.publisher(), names.topology)
     await publisher.submit(names.send, Numbers(values=[4], delay=1.0))
     stop = asyncio.Event()
-    worker = await workers.start(broker, names, slow_total, stop)
+    _, worker = await workers.start(broker, names, slow_total, stop, settle=0.3)
     await wait_taken(amqp_url, names.queue)
     stop.set()  # while the handler is mid-way
     stats = await worker
@@ -271,7 +251,9 @@ async def test_shutdown_finishes_in_flight_work(
     assert await depth(amqp_url, names.queue) == 0
 
 
-async def test_shutdown_deadline_requeues_unfinished_work(amqp_url: str, workers: Workers) -> None:
+async def test_shutdown_deadline_requeues_unfinished_work(
+    amqp_url: str, workers: InProcessWorkers
+) -> None:
     config = RuntimeConfig(amqp_url=amqp_url, shutdown_timeout=0.3)
     names = make_names()
     async with await Broker.connect(config) as broker:
@@ -279,7 +261,7 @@ async def test_shutdown_deadline_requeues_unfinished_work(amqp_url: str, workers
         publisher = TaskPublisher(await broker.publisher(), names.topology)
         await publisher.submit(names.send, Numbers(values=[4], delay=30))
         stop = asyncio.Event()
-        worker = await workers.start(broker, names, slow_total, stop)
+        _, worker = await workers.start(broker, names, slow_total, stop, settle=0.3)
         await wait_taken(amqp_url, names.queue)
         stop.set()
         stats = await worker

@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
+import generated.models as models
+import generated.worker as worker
+import spectask.tasks.handlers as handlers
 from spectask.runtime.context import TaskContext
 from spectask.tasks.errors import PermanentTaskError
 from spectask.tasks.settings import TaskSettings
-
-models = pytest.importorskip("generated.models")
-worker = pytest.importorskip("generated.worker")
-handlers = pytest.importorskip("spectask.tasks.handlers")
 
 pytestmark = pytest.mark.timeout(60)
 
