@@ -7,62 +7,31 @@ directory we own and listen on loopback only. The recipe (environment variables,
 scripts instead of the `/usr/sbin` wrappers, a private epmd) is the one measured in
 `/work/shared/rabbitmq-notes.md`.
 
-`python -m spectask.devbroker ensure` implements the `make broker` policy; see `ensure`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import string
 import subprocess
-import sys
 import time
-import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from spectask.devbroker.probe import (
+    LOOPBACK,
+    amqp_port_ready,
+    free_ports,
+    wait_amqp_ready,
+)
 from spectask.errors import BrokerUnavailableError
 
-__all__ = [
-    "AMQP_PROTOCOL_HEADER",
-    "LocalNode",
-    "NodeError",
-    "amqp_port_ready",
-    "amqp_url_reachable",
-    "find_rabbitmq_script",
-    "free_port",
-    "free_ports",
-    "main",
-    "wait_amqp_ready",
-]
-
-LOOPBACK = "127.0.0.1"
-AMQP_PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
-DEFAULT_LOCAL_PORT = 5673
-LOCAL_PORT_ENV = "SPECTASK_LOCAL_BROKER_PORT"
-COMPOSE_FILE = "docker-compose.yml"
-COMPOSE_TEXT = """\
-# Used by `make broker` (python -m spectask.devbroker ensure) only when no RabbitMQ is reachable,
-# none is installed, and a working Docker engine exists.
-services:
-  rabbitmq:
-    image: rabbitmq:3.13-management
-    ports:
-      - "127.0.0.1:5672:5672"
-      - "127.0.0.1:15672:15672"
-"""
-# The Debian/Ubuntu package puts the real scripts here; the /usr/sbin wrappers switch to the
-# shared rabbitmq user, home and cookie, which is exactly what an isolated node must avoid.
 _LIB_BIN = Path("/usr/lib/rabbitmq/bin")
-_FRAME_METHOD = 1
 
 
 class NodeError(BrokerUnavailableError):
@@ -70,84 +39,6 @@ class NodeError(BrokerUnavailableError):
 
 
 # rabbitmqctl's own distribution listener takes a port from this range (rabbitmq-env defaults).
-_CTL_DIST_PORTS = range(35672, 35683)
-
-
-def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
-    """`count` distinct ports the OS says are free now (bind to port 0, all held at once).
-
-    Racy by nature, fine on loopback. Ports rabbitmqctl may grab for itself are avoided.
-    """
-    held: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < count:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(s)
-            s.bind((host, 0))
-            port: int = s.getsockname()[1]
-            if port not in _CTL_DIST_PORTS:
-                ports.append(port)
-    finally:
-        for s in held:
-            s.close()
-    return ports
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """One port that is free now; see `free_ports`."""
-    return free_ports(1, host)[0]
-
-
-def amqp_port_ready(host: str, port: int, timeout: float = 1.0) -> bool:
-    """One probe: does an AMQP 0-9-1 broker answer on host:port within `timeout` seconds?
-
-    Sends the protocol header and checks that the reply is a METHOD frame on channel 0 (the
-    broker's connection.start). A plain TCP connect is not enough: the port opens while the node
-    is still booting on some setups, and an unrelated service may hold the port. Never raises.
-    """
-    deadline = time.monotonic() + timeout
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.sendall(AMQP_PROTOCOL_HEADER)
-            head = b""
-            while len(head) < 3:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                s.settimeout(left)
-                chunk = s.recv(3 - len(head))
-                if not chunk:
-                    return False
-                head += chunk
-    except OSError:
-        return False
-    return head[0] == _FRAME_METHOD and head[1:3] == b"\x00\x00"
-
-
-def wait_amqp_ready(
-    host: str,
-    port: int,
-    timeout: float,
-    *,
-    interval: float = 0.2,
-    alive: Callable[[], bool] | None = None,
-) -> bool:
-    """Poll `amqp_port_ready` until it succeeds or `timeout` seconds pass.
-
-    `alive`, when given, is checked between probes so a process that died early ends the wait at
-    once instead of at the deadline.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if amqp_port_ready(host, port, timeout=max(0.05, min(1.0, left))):
-            return True
-        if alive is not None and not alive():
-            return False
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def find_rabbitmq_script(name: str) -> Path | None:
@@ -489,221 +380,3 @@ class LocalNode:
 
 
 # -- the `make broker` policy -------------------------------------------------------------------
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _redact(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def amqp_url_reachable(url: str) -> bool:
-    """Does an AMQP URL answer? The AMQP handshake for amqp://; for amqps:// a TCP connect only.
-
-    TLS is not set up here (it needs the user's CA and client certificates); for amqps the
-    client library reports any TLS problem with its own, better, message.
-    """
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or "localhost"
-    tls = parts.scheme == "amqps"
-    try:
-        port = parts.port or (5671 if tls else 5672)
-    except ValueError:
-        return False
-    if not tls:
-        return amqp_port_ready(host, port, timeout=3.0)
-    try:
-        with socket.create_connection((host, port), timeout=3.0):
-            return True
-    except OSError:
-        return False
-
-
-def _repo_root() -> Path:
-    """The nearest ancestor of the working directory that holds pyproject.toml or .git."""
-    cwd = Path.cwd().resolve()
-    for d in (cwd, *cwd.parents):
-        if (d / "pyproject.toml").exists() or (d / ".git").exists():
-            return d
-    return cwd
-
-
-def _run(cmd: Sequence[str], timeout: float) -> bool:
-    """Run a command, its output going to our stderr; True if it exited 0 in time."""
-    try:
-        return (
-            subprocess.run(
-                list(cmd), stdout=sys.stderr, stdin=subprocess.DEVNULL, timeout=timeout
-            ).returncode
-            == 0
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-@contextlib.contextmanager
-def _locked(base: Path) -> Iterator[None]:
-    """Serialise concurrent `make broker` runs on the same directory."""
-    import fcntl  # Unix only, like the rest of the local-node path; keeps the import portable
-
-    base.mkdir(parents=True, exist_ok=True)
-    with open(base / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _ensure_local(base: Path, port: int, timeout: float) -> str:
-    with _locked(base):
-        node = LocalNode.at(base, amqp_port=port)
-        if node.is_running() and not node.is_ready():
-            _say(f"project-local node {node.nodename} is running on another port; restarting it")
-            node.stop()
-        verb = "reusing" if node.is_running() else "starting"
-        _say(f"{verb} project-local RabbitMQ node {node.nodename} (data in {base})")
-        t0 = time.monotonic()
-        node.start(timeout)
-        if verb == "starting":
-            elapsed = time.monotonic() - t0
-            _say(f"ready in {elapsed:.1f}s; stop it with `python -m spectask.devbroker stop`")
-        return node.url
-
-
-def _install_hint() -> str:
-    if shutil.which("apt-get"):
-        cmd = "sudo apt-get install -y rabbitmq-server"
-    elif shutil.which("dnf"):
-        cmd = "sudo dnf install -y rabbitmq-server"
-    elif shutil.which("brew"):
-        cmd = "brew install rabbitmq"
-    elif shutil.which("pacman"):
-        cmd = "sudo pacman -S --noconfirm rabbitmq"
-    else:
-        cmd = "see https://www.rabbitmq.com/download.html"
-    return (
-        "no RabbitMQ broker found and none could be started.\n"
-        f"  install one:  {cmd}\n"
-        "  then run `make broker` again, or point the project at an existing broker:\n"
-        "  export AMQP_URL=amqp://USER:PASSWORD@HOST:5672/"
-    )
-
-
-def ensure(base: Path, local_port: int, *, local_only: bool = False, timeout: float = 120.0) -> str:
-    """Find or start a broker and return its AMQP URL (the `make broker` policy).
-
-    In order: (1) `AMQP_URL` if set; (2) a broker already answering on localhost:5672; (3) a
-    project-local node in `base` (started if needed, reused if running, restarted if its pid
-    file is stale); (4) `docker compose up -d rabbitmq` if a Docker engine answers; (5) as root
-    on Debian/Ubuntu, install Debian's rabbitmq-server, then (3); (6) fail with an install hint.
-
-    An `AMQP_URL` that is set but unreachable is an error, not a reason to fall back: the user
-    named a broker on purpose, and silently testing against a different one would hide the
-    mistake (and could run tests against the wrong data). `local_only` skips (1) and (2).
-
-    Raises `NodeError` with a message meant for the user.
-    """
-    if not local_only:
-        url = os.environ.get("AMQP_URL", "").strip()
-        if url:
-            if amqp_url_reachable(url):
-                _say(f"using AMQP_URL ({_redact(url)})")
-                return url
-            raise NodeError(
-                f"AMQP_URL is set to {_redact(url)} but no AMQP broker answers there.\n"
-                "  start that broker, fix AMQP_URL, or unset it to let `make broker` find or "
-                "start one"
-            )
-        if amqp_port_ready("localhost", 5672, timeout=3.0):
-            _say("using the RabbitMQ broker answering on localhost:5672")
-            return "amqp://guest:guest@localhost:5672/"
-    if find_rabbitmq_script("rabbitmq-server") is not None:
-        return _ensure_local(base, local_port, timeout)
-    if not local_only and shutil.which("docker") and _run(["docker", "info"], 30):
-        compose = _repo_root() / COMPOSE_FILE
-        if not compose.exists():
-            compose.write_text(COMPOSE_TEXT)
-        _say(f"starting RabbitMQ with docker compose ({compose})")
-        if not _run(["docker", "compose", "-f", str(compose), "up", "-d", "rabbitmq"], 600):
-            raise NodeError("`docker compose up -d rabbitmq` failed (see the output above)")
-        if not wait_amqp_ready("localhost", 5672, timeout):
-            raise NodeError(f"the docker rabbitmq container did not answer within {timeout:.0f}s")
-        return "amqp://guest:guest@localhost:5672/"
-    debian_root = (
-        Path("/etc/debian_version").exists() and os.geteuid() == 0 and shutil.which("apt-get")
-    )
-    if debian_root:
-        _say("installing Debian's rabbitmq-server (apt-get update && apt-get install)")
-        os.environ["DEBIAN_FRONTEND"] = "noninteractive"
-        ok = _run(["apt-get", "update"], 600) and _run(
-            ["apt-get", "install", "-y", "rabbitmq-server"], 1200
-        )
-        if not ok or find_rabbitmq_script("rabbitmq-server") is None:
-            raise NodeError("apt-get install rabbitmq-server failed (see the output above)")
-        return _ensure_local(base, local_port, timeout)
-    raise NodeError(_install_hint())
-
-
-def _local_port() -> int:
-    raw = os.environ.get(LOCAL_PORT_ENV, "").strip()
-    try:
-        return int(raw) if raw else DEFAULT_LOCAL_PORT
-    except ValueError:
-        raise NodeError(f"{LOCAL_PORT_ENV}={raw!r} is not a port number") from None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: `ensure` (URL on the last stdout line), `status`, `stop`.
-
-    Exit codes: 0 success (for `status`: the project-local node is running), 1 failure.
-    """
-    parser = argparse.ArgumentParser(prog="python -m spectask.devbroker", description=__doc__)
-    parser.add_argument(
-        "command", choices=["ensure", "status", "stop"], help="what to do with the broker"
-    )
-    parser.add_argument(
-        "--dir", type=Path, help="project-local node directory (default: <repo>/.rabbitmq)"
-    )
-    parser.add_argument(
-        "--port", type=int, help=f"project-local AMQP port (default: ${LOCAL_PORT_ENV} or 5673)"
-    )
-    parser.add_argument(
-        "--local", action="store_true", help="ensure: skip AMQP_URL and localhost:5672"
-    )
-    parser.add_argument("--timeout", type=float, default=120.0, help="start deadline, seconds")
-    args = parser.parse_args(argv)
-    base: Path = args.dir or _repo_root() / ".rabbitmq"
-    try:
-        port: int = args.port or _local_port()
-        if args.command == "ensure":
-            url = ensure(base, port, local_only=args.local, timeout=args.timeout)
-            print(url, flush=True)
-            return 0
-        if not (base / "state.json").exists():
-            _say(f"no project-local node in {base}")
-            return 1 if args.command == "status" else 0
-        node = LocalNode.at(base)
-        running = node.is_running()
-        if args.command == "status":
-            state = "running" if running else "not running"
-            ready = " (answering AMQP)" if running and node.is_ready() else ""
-            print(f"project-local node {node.nodename}: {state}{ready} {node.url}")
-            return 0 if running else 1
-        with _locked(base):
-            node.close()
-        _say(f"project-local node {node.nodename} stopped" if running else "nothing to stop")
-        return 0
-    except NodeError as e:
-        _say(f"error: {e}")
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
