@@ -26,6 +26,8 @@ COMMANDS = {
     "collect": ("spectask.commands.collector", "consume and report task results"),
     "demo": ("spectask.commands.demo", "collector + 3 workers + a mixed batch, then a summary"),
     "dlq": ("spectask.commands.dlq", "inspect, replay or purge dead letters"),
+    "status": ("spectask.commands.status", "the stored state of tasks (status RPC)"),
+    "result": ("spectask.commands.result", "the stored result of one task (status RPC)"),
 }
 
 

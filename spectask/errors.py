@@ -53,3 +53,7 @@ class PermanentTaskError(SpectaskError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class RpcTimeoutError(SpectaskError):
+    """A request/reply call got no reply within its timeout."""

@@ -241,6 +241,7 @@ def test_topology_holds_the_whole_common_document(real_package: str) -> None:
         "dead_letter",
         "events",
         "results",
+        "rpc",
         "tasks",
     ]
     assert "tasks.image_processing" in [q.name for q in topology.TOPOLOGY.queues]

@@ -51,6 +51,8 @@ class Channel:
     messages: tuple[Message, ...]
     binding_nodes: tuple[tuple[Node, BindingSpec], ...] = ()
     policy_node: Node | None = None
+    # `address: null` and no bindings: a reply address known only at run time (replyTo).
+    dynamic: bool = False
 
 
 def _name(node: Node, diagnostics: Diagnostics, what: str) -> str | None:
@@ -123,6 +125,9 @@ def parse_channel(
         return None
     amqp = spec.get(spec.get(node, "bindings"), "amqp")
     kind = spec.get(amqp, "is")
+    if "address" in node.value and node.value["address"] is None and amqp is None:
+        messages = _messages(spec, node, diagnostics)
+        return Channel(node.file, node.path, None, None, None, messages, dynamic=True)
     if amqp is None or kind is None or kind.value not in ("queue", "routingKey"):
         diagnostics.error(
             kind or amqp or node,
@@ -142,12 +147,7 @@ def parse_channel(
                 diagnostics.error(misplaced, f"{key} only applies to a queue channel", "move it")
         exchange = _exchange(amqp, diagnostics)
         channel = Channel(node.file, node.path, exchange, None, None, ())
-    messages = []
-    listed = spec.get(node, "messages")
-    for _, child in listed.items() if listed is not None else ():
-        target = spec.resolve(child)
-        if target is not None and (message := parse_message(spec, target, diagnostics)):
-            messages.append(message)
+    messages = _messages(spec, node, diagnostics)
     if channel is None:
         return None
     return Channel(
@@ -156,10 +156,20 @@ def parse_channel(
         channel.exchange,
         channel.queue,
         channel.policy,
-        tuple(messages),
+        messages,
         channel.binding_nodes,
         channel.policy_node,
     )
+
+
+def _messages(spec: SpecSet, node: Node, diagnostics: Diagnostics) -> tuple[Message, ...]:
+    messages = []
+    listed = spec.get(node, "messages")
+    for _, child in listed.items() if listed is not None else ():
+        target = spec.resolve(child)
+        if target is not None and (message := parse_message(spec, target, diagnostics)):
+            messages.append(message)
+    return tuple(messages)
 
 
 def origin(item: Message | Channel | Node) -> Origin:

@@ -35,6 +35,12 @@ class SendOp:
     model: str
     default_priority: int
     summary: str
+    reply_model: str | None = None
+    reply_message_type: str = ""
+    persistent: bool = True
+    # keyword parameters of a request/reply method: (name, annotation), when the request
+    # schema is simple enough to spell out; None means the method takes the model itself
+    request_params: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,8 @@ class ReceiveOp:
     model: str
     policy: str | None
     summary: str
+    reply_model: str | None = None
+    reply_message_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,19 @@ class Service:
     def models(self) -> tuple[str, ...]:
         """The payload model classes this service uses, sorted."""
         models = {op.model for op in self.send_ops} | {op.model for op in self.receive_ops}
+        models |= {op.reply_model for op in self.send_ops if op.reply_model}
+        models |= {op.reply_model for op in self.receive_ops if op.reply_model}
         return tuple(sorted(models))
+
+    @property
+    def plain_send_ops(self) -> tuple[SendOp, ...]:
+        """Send operations without a reply (fire and forget, confirmed)."""
+        return tuple(op for op in self.send_ops if op.reply_model is None)
+
+    @property
+    def rpc_ops(self) -> tuple[SendOp, ...]:
+        """Send operations that wait for a reply."""
+        return tuple(op for op in self.send_ops if op.reply_model is not None)
 
 
 @dataclass(frozen=True)

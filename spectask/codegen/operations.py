@@ -35,6 +35,8 @@ class Operation:
     message: Message
     routing_key: str
     summary: str
+    reply: Message | None = None
+    persistent: bool = True
 
 
 def snake_case(name: str) -> str:
@@ -111,7 +113,42 @@ def _message(spec: SpecSet, op: Node, channel: Channel, d: Diagnostics) -> Messa
     return None
 
 
-def _routing_key(spec: SpecSet, op: Node, d: Diagnostics) -> str | None:
+REPLY_LOCATION = "$message.header#/replyTo"
+
+
+def _reply(
+    spec: SpecSet, doc: Document, op: Node, channels: Mapping[Origin, Channel], d: Diagnostics
+) -> tuple[bool, Message | None]:
+    """(ok, the reply message) of an operation's `reply`; (True, None) when it has none."""
+    node = op.child("reply")
+    if node is None:
+        return True, None
+    if not isinstance(node.value, dict):
+        d.error(node, "reply must be a mapping", "write reply: {address: ..., channel: ...}")
+        return False, None
+    location = spec.get(spec.get(node, "address"), "location")
+    if location is None or location.value != REPLY_LOCATION:
+        d.error(
+            location or node,
+            f"reply address must be {{location: '{REPLY_LOCATION}'}}",
+            "spectask replies to the request's replyTo (RabbitMQ direct reply-to)",
+        )
+        return False, None
+    channel = _channel(spec, doc, node, channels, d)
+    if channel is None:
+        return False, None
+    if not channel.dynamic:
+        d.error(
+            node.child("channel") or node,
+            "reply channel must have address: null and no bindings",
+            "its address is the request's replyTo, known only at run time",
+        )
+        return False, None
+    message = _message(spec, node, channel, d)
+    return message is not None, message
+
+
+def _routing_key(spec: SpecSet, op: Node, d: Diagnostics, *, transient: bool = False) -> str | None:
     amqp = spec.get(spec.get(op, "bindings"), "amqp")
     cc = spec.get(amqp, "cc")
     mode = spec.get(amqp, "deliveryMode")
@@ -126,6 +163,8 @@ def _routing_key(spec: SpecSet, op: Node, d: Diagnostics) -> str | None:
         d.error(cc, "routing key must be a non-empty string", "quote it: cc: ['a.b']")
     else:
         key = cc.value[0]
+    if transient and mode is not None and mode.value in (1, 2):
+        return key
     if mode is None or mode.value != 2:
         d.error(
             mode or amqp or op,
@@ -153,13 +192,22 @@ def parse_operations(
         valid_id = _check_id(ref, operation_id, d)
         channel = _channel(spec, doc, op, channels, d)
         message = _message(spec, op, channel, d) if channel else None
-        key = _routing_key(spec, op, d) if action.value == "send" else ""
+        replied, reply = _reply(spec, doc, op, channels, d)
+        transient = reply is not None
+        key = _routing_key(spec, op, d, transient=transient) if action.value == "send" else ""
+        if channel and channel.dynamic:
+            d.error(
+                op.child("channel") or op,
+                "operation on a reply channel (address: null)",
+                "use such a channel only as an operation's reply.channel",
+            )
+            continue
         if channel and channel.exchange is not None and action.value == "receive":
             d.error(op, "receive operation on a channel that is not a queue", "use a queue channel")
             continue
         if action.value == "receive" and channel and channel.queue is None:
             continue  # the queue itself is broken; that error is already reported
-        if valid_id and channel and message and key is not None:
+        if valid_id and channel and message and key is not None and replied:
             summary = op.value.get("summary")
             summary = " ".join(summary.split()) if isinstance(summary, str) else ""
             summary = (
@@ -167,7 +215,21 @@ def parse_operations(
             )
             operations.append(
                 Operation(
-                    op.file, op.path, operation_id, action.value, channel, message, key, summary
+                    op.file,
+                    op.path,
+                    operation_id,
+                    action.value,
+                    channel,
+                    message,
+                    key,
+                    summary,
+                    reply,
+                    _persistent(spec, op),
                 )
             )
     return operations
+
+
+def _persistent(spec: SpecSet, op: Node) -> bool:
+    mode = spec.get(spec.get(spec.get(op, "bindings"), "amqp"), "deliveryMode")
+    return mode is None or mode.value != 1

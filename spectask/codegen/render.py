@@ -78,6 +78,9 @@ def _service_context(service: Service, models: GeneratedModels) -> dict[str, Any
         "root_model": any(models.reference(m).startswith("RootModel[") for m in service.models),
         "uses_policies": any(op.policy for op in service.receive_ops),
         "handler_models": sorted({op.model for op in service.receive_ops}),
+        "reply_models": {op.model: op.reply_model for op in service.receive_ops if op.reply_model},
+        "uses_replies": any(op.reply_model for op in service.send_ops)
+        or any(op.reply_model for op in service.receive_ops),
     }
 
 

@@ -16,7 +16,7 @@ from spectask.codegen.channels import Channel, Message, Origin, origin, parse_ch
 from spectask.codegen.diagnostics import Diagnostics
 from spectask.codegen.ir import MessageInfo, Project, ReceiveOp, SendOp, Service
 from spectask.codegen.load import SPEC_GLOB, Document, SpecSet, check_refs
-from spectask.codegen.operations import parse_operations, snake_case
+from spectask.codegen.operations import Operation, parse_operations, snake_case
 from spectask.codegen.schema import collect_schemas
 from spectask.runtime.topology import ExchangeSpec, QueueSpec, TaskPolicy
 
@@ -126,6 +126,9 @@ def _service(
                     message.schema,
                     policy.default_priority,
                     op.summary,
+                    *_reply_fields(op),
+                    op.persistent,
+                    _request_params(spec, message.schema) if op.reply else None,
                 )
             )
         else:
@@ -146,6 +149,7 @@ def _service(
                     message.schema,
                     policy_key,
                     op.summary,
+                    *_reply_fields(op),
                 )
             )
     stem = doc.name.removesuffix(SPEC_GLOB[1:])
@@ -153,6 +157,44 @@ def _service(
     return Service(
         stem, doc.name, tuple(sorted(sends, key=by_id)), tuple(sorted(receives, key=by_id))
     )
+
+
+def _reply_fields(op: Operation) -> tuple[str | None, str]:
+    return (op.reply.schema, op.reply.message_type) if op.reply else (None, "")
+
+
+_SIMPLE_TYPES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}
+
+
+def _annotation(schema: object) -> str | None:
+    if not isinstance(schema, dict):
+        return None
+    kind = schema.get("type")
+    if kind == "array":
+        item = _annotation(schema.get("items"))
+        return f"Sequence[{item}]" if item else None
+    return _SIMPLE_TYPES.get(kind) if isinstance(kind, str) else None
+
+
+def _request_params(spec: SpecSet, schema: str) -> tuple[tuple[str, str], ...] | None:
+    """`task_ids: Sequence[str]` for a request schema of required, simply typed properties."""
+    for name in sorted(spec.documents):
+        found = spec.get(spec.get(spec.documents[name].root, "components"), "schemas")
+        node = found.child(schema) if found is not None else None
+        if node is None or not isinstance(node.value, dict):
+            continue
+        properties = node.value.get("properties")
+        required = node.value.get("required") or []
+        if not isinstance(properties, dict) or set(properties) != set(required):
+            return None
+        params = []
+        for key, value in properties.items():
+            annotation = _annotation(value)
+            if annotation is None or not key.isidentifier() or keyword.iskeyword(key):
+                return None
+            params.append((key, annotation))
+        return tuple(params) or None
+    return None
 
 
 def validate(spec: SpecSet, d: Diagnostics) -> Project | None:

@@ -1,4 +1,8 @@
-"""`spectask collect`: consume task results, report them, and (with --expect) stop when done."""
+"""`spectask collect`: results into the task store, status requests answered from it.
+
+Every result is written to the store (`STORE_URL`, SQLite by default) before its delivery is
+acked; a store error leaves the result in its queue (requeued with backoff), never lost.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from generated import models
 from generated.collector import CollectorApp
@@ -16,6 +20,7 @@ from spectask.commands.summary import ResultSummary
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
+from spectask.store import TaskRecord, TaskStore, open_store
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,8 +45,44 @@ def _latency_ms(result: models.TaskResult) -> float | None:
     return (result.finished_at - result.submitted_at).total_seconds() * 1000
 
 
+def status_view(task_id: str, record: TaskRecord | None) -> models.TaskStatusView:
+    """What the status RPC says about one id (UNKNOWN for an id never seen)."""
+    if record is None:
+        return models.TaskStatusView(task_id=task_id, state=models.TaskState.UNKNOWN)
+    document: dict[str, Any] = {
+        "task_id": task_id,
+        "state": record.state.name,
+        "message_type": record.message_type,
+        "attempts": record.attempts,
+        "worker_id": record.worker_id,
+        "progress": record.progress,
+        "progress_message": record.progress_message,
+        "submitted_at": record.submitted_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "updated_at": record.updated_at,
+        "result": record.result,
+        "error": record.error.to_json() if record.error else None,
+        "dead_reason": record.dead_reason,
+    }
+    return models.TaskStatusView.model_validate(
+        {key: value for key, value in document.items() if value is not None}
+    )
+
+
+def add_store_handlers(app: CollectorApp, store: TaskStore) -> None:
+    """The status RPC: answer from `store`, in request order."""
+
+    @app.answer_status
+    async def on_status(request: models.StatusRequest, context: TaskContext) -> models.StatusReply:
+        records = await store.get_many(request.task_ids)
+        return models.StatusReply(tasks=[status_view(i, records.get(i)) for i in request.task_ids])
+
+
 async def run(args: argparse.Namespace) -> int:
     app = CollectorApp()
+    store = await open_store()
+    add_store_handlers(app, store)
     summary = ResultSummary()
     batch_summary = ResultSummary()
     stop = asyncio.Event()
@@ -51,6 +92,7 @@ async def run(args: argparse.Namespace) -> int:
 
     @app.collect_result
     async def on_result(result: models.TaskResult, context: TaskContext) -> None:
+        await store.apply_result(result)  # before the ack; an error requeues the result
         fields = (result.message_type, result.status.value, result.worker_id, _latency_ms(result))
         if not summary.add(result.task_id, *fields):
             return
@@ -71,14 +113,17 @@ async def run(args: argparse.Namespace) -> int:
     broker = await Broker.connect(RuntimeConfig(), name="spectask-collector")
     worker_id = f"collector-{os.getpid()}"
     timed_out = False
-    async with broker:
-        runner = asyncio.create_task(app.run(broker, worker_id=worker_id, stop=stop))
-        try:
-            await asyncio.wait_for(asyncio.shield(runner), timeout=args.timeout)
-        except TimeoutError:
-            timed_out = True
-            stop.set()
-            await runner
+    try:
+        async with broker:
+            runner = asyncio.create_task(app.run(broker, worker_id=worker_id, stop=stop))
+            try:
+                await asyncio.wait_for(asyncio.shield(runner), timeout=args.timeout)
+            except TimeoutError:
+                timed_out = True
+                stop.set()
+                await runner
+    finally:
+        await store.close()
     if sink is not None:
         sink.close()
     shown = batch_summary if args.batch else summary

@@ -21,6 +21,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from spectask.errors import BrokerUnavailableError, ConfigError
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.publisher import Publisher
+from spectask.runtime.rpc import RpcClient
 from spectask.runtime.topology import ArgumentValue, QueueSpec, Topology
 
 QUEUE_TYPE = "x-queue-type"
@@ -49,6 +50,7 @@ class Broker:
         self.connection = connection
         self.config = config
         self._publisher: Publisher | None = None
+        self._rpc: RpcClient | None = None
 
     @classmethod
     async def connect(
@@ -86,6 +88,12 @@ class Broker:
         if self._publisher is None:
             self._publisher = Publisher(await self.channel())
         return self._publisher
+
+    def rpc(self) -> RpcClient:
+        """The process's request/reply client: one direct reply-to consumer, shared."""
+        if self._rpc is None:
+            self._rpc = RpcClient(self.connection)
+        return self._rpc
 
     def server_version(self) -> Version | None:
         """The broker's version from the connection's server properties (None if unknown)."""
@@ -150,6 +158,8 @@ class Broker:
             await channel.close()
 
     async def close(self) -> None:
+        if self._rpc is not None:
+            await self._rpc.close()
         await self.connection.close()
 
     async def __aenter__(self) -> Broker:

@@ -35,13 +35,14 @@ from spectask.runtime.execution import Handler, HandlerRunner, TaskTimeoutError
 from spectask.runtime.producer import ATTEMPT_HEADER, SUBMITTED_AT_HEADER
 from spectask.runtime.publisher import OutgoingMessage, Publisher
 from spectask.runtime.retry import choose_tier, failure_headers
-from spectask.runtime.topology import ReceiveRoute, RetryTier, SendRoute
+from spectask.runtime.topology import ReceiveRoute, ReplySpec, RetryTier, SendRoute
 
 log = logging.getLogger("spectask.worker")
 
 IDLE_CHECK_SECONDS = 0.2
 BURST_IDLE_SECONDS = 0.3
 REQUEUE_BACKOFF_SECONDS = 1.0
+MAX_REQUEUE_BACKOFF = 30.0
 TRACEBACK_FRAMES = 8
 
 NextHops = tuple[OutgoingMessage, ...]
@@ -90,6 +91,7 @@ class WorkerRuntime:
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._last_delivery = time.monotonic()
         self._publisher: Publisher | None = None
+        self._transient_failures = 0
         self.stats = WorkerStats()
 
     async def run(self, *, stop: asyncio.Event, burst: bool = False) -> WorkerStats:
@@ -158,7 +160,11 @@ class WorkerRuntime:
         self._in_flight.add(task)
         self._last_delivery = time.monotonic()
         try:
-            next_hops = await self._decide(message, queue)
+            try:
+                next_hops = await self._decide(message, queue)
+            except _RequeueLater as exc:
+                await self._requeue_later(message, exc.reason)
+                return
             await self._settle(message, next_hops)
         except asyncio.CancelledError:
             await self._requeue(message)
@@ -193,6 +199,21 @@ class WorkerRuntime:
             log.warning(
                 "task %s: ack lost (%s); the broker will redeliver it", message.message_id, exc
             )
+
+    async def _requeue_later(self, message: AbstractIncomingMessage, reason: str) -> None:
+        """Back off (longer while failures continue), then give the delivery back to the queue."""
+        self._transient_failures += 1
+        delay = min(
+            REQUEUE_BACKOFF_SECONDS * 2 ** (self._transient_failures - 1), MAX_REQUEUE_BACKOFF
+        )
+        log.warning(
+            "message %s: handler failed (%s); requeueing it in %.3gs",
+            message.message_id,
+            reason,
+            delay,
+        )
+        await asyncio.sleep(delay)
+        await self._requeue(message)
 
     async def _requeue(self, message: AbstractIncomingMessage) -> None:
         self.stats.requeued += 1
@@ -273,12 +294,54 @@ class WorkerRuntime:
             failure = Failure(DeadReason.ATTEMPTS_EXHAUSTED, _error_info(exc))
         self.stats.processed += 1
         self.stats.by_type[route.message_type] += 1
+        reply: NextHops = ()
+        if failure is None and route.reply is not None:
+            try:
+                reply = self._reply(message, route.reply, result)
+            except ValidationError as exc:
+                error = {"type": "InvalidReply", "message": _summarize(exc)}
+                failure = Failure(DeadReason.PERMANENT, error)
         if failure is not None:
+            if (
+                self._result_route is None
+                and failure.reason is not DeadReason.PERMANENT
+                and not route.policy.retry.tiers
+            ):
+                # No result to report and no retry tier (a collector, say): the failure is
+                # taken as transient (its store is down?), so the message waits in its queue.
+                raise _RequeueLater(f"{failure.error['type']}: {failure.error['message']}")
             return self._failed(message, route, context, started_at, failure)
+        self._transient_failures = 0
         self.stats.succeeded += 1
+        if reply or route.reply is not None:
+            return reply
         if self._result_route is None:
             return ()
         return (self._result(context, started_at, result, None),)
+
+    def _reply(
+        self, message: AbstractIncomingMessage, reply: ReplySpec, result: dict[str, Any] | None
+    ) -> NextHops:
+        """The handler's reply, to the request's `reply_to` with its correlation id.
+
+        Not mandatory: a caller that gave up is gone, and its reply is dropped rather than
+        keeping the request in the queue forever.
+        """
+        model = reply.model.model_validate(result)
+        if not message.reply_to:
+            log.warning("request %s has no reply_to; nobody to answer", message.message_id)
+            return ()
+        return (
+            OutgoingMessage(
+                exchange="",
+                routing_key=message.reply_to,
+                body=model.model_dump_json(by_alias=True, exclude_none=True).encode(),
+                message_id=message.message_id or "",
+                message_type=reply.message_type,
+                correlation_id=message.correlation_id,
+                reply=True,
+            ),
+        )
 
     def _failed(
         self,
@@ -412,6 +475,14 @@ class WorkerRuntime:
             priority=message.priority,
         )
         return (dead,)
+
+
+class _RequeueLater(Exception):
+    """The delivery goes back to its queue after a backoff (no next hop can take it now)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

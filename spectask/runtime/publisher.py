@@ -36,6 +36,8 @@ class OutgoingMessage:
     reply_to: str | None = None
     timestamp: datetime | None = None
     content_type: str = "application/json"
+    # A reply to a caller that may be gone: transient, and not returned when unroutable.
+    reply: bool = False
 
 
 class Publisher:
@@ -60,7 +62,11 @@ class Publisher:
         exchange = await self._exchange(message.exchange)
         amqp_message = aio_pika.Message(
             message.body,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            delivery_mode=(
+                aio_pika.DeliveryMode.NOT_PERSISTENT
+                if message.reply
+                else aio_pika.DeliveryMode.PERSISTENT
+            ),
             content_type=message.content_type,
             message_id=message.message_id,
             type=message.message_type,
@@ -71,7 +77,7 @@ class Publisher:
             timestamp=message.timestamp,
         )
         try:
-            await exchange.publish(amqp_message, message.routing_key, mandatory=True)
+            await exchange.publish(amqp_message, message.routing_key, mandatory=not message.reply)
         except aiormq.exceptions.PublishError as exc:
             raise UnroutableError(message.exchange, message.routing_key) from exc
         except aiormq.exceptions.DeliveryError as exc:

@@ -118,3 +118,29 @@ class ReceiveRoute:
     task_type: str
     model: type[BaseModel]
     policy: TaskPolicy = field(default_factory=TaskPolicy)
+    reply: ReplySpec | None = None
+
+
+@dataclass(frozen=True)
+class ReplySpec:
+    """The reply of a request/reply operation: sent to the request's `reply_to` address.
+
+    Replies go through the default exchange with the request's correlation id; the address
+    is dynamic (the spec's `reply.address.location: $message.header#/replyTo`).
+    """
+
+    message_type: str
+    model: type[BaseModel]
+
+
+@dataclass(frozen=True)
+class RpcRoute:
+    """A send operation that waits for a reply (`spectask.runtime.rpc`)."""
+
+    operation: str
+    exchange: str
+    routing_key: str
+    message_type: str
+    model: type[BaseModel]
+    reply: ReplySpec
+    persistent: bool = False
