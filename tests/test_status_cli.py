@@ -93,3 +93,41 @@ async def test_status_and_result_of_known_and_unknown_tasks(
         assert missing.returncode == 1 and unknown in (missing.stdout + missing.stderr)
     finally:
         worker.stop()
+
+
+async def test_producer_wait_reports_final_states(
+    env: dict[str, str], amqp_url: str, collector: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    await reset_topology(amqp_url)
+    worker = WorkerProcess("wait-w", amqp_url, types="data_analysis", log_dir=tmp_path)
+    try:
+        wait_ready(worker)
+        ok = spectask(
+            env,
+            "produce",
+            "--count",
+            "12",
+            "--types",
+            "data_analysis",
+            "--wait",
+            "--wait-timeout",
+            "90",
+        )
+        assert ok.returncode == 0, ok.stderr
+        assert "SUCCEEDED" in ok.stdout and "data_analysis.statistics" in ok.stdout
+        assert "latency submit->finish" in ok.stdout
+        poison = spectask(
+            env,
+            "produce",
+            "--task",
+            "data_analysis.statistics",
+            "--params",
+            '{"values": []}',
+            "--wait",
+            "--wait-timeout",
+            "90",
+        )
+        assert poison.returncode == 2, poison.stdout + poison.stderr
+        assert "data_analysis.statistics" in poison.stdout
+    finally:
+        worker.stop()

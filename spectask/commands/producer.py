@@ -13,8 +13,10 @@ from typing import Any
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from generated.producer import SEND_ROUTES
+from generated import models
+from generated.producer import SEND_ROUTES, ProducerClient
 from generated.topology import TOPOLOGY
+from spectask.commands.waiting import render_final, wait_until_final
 from spectask.errors import ConfigError, TaskValidationError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
@@ -42,6 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch", help="task ids become BATCH-<n> (lets a collector wait for this batch)"
     )
     parser.add_argument("--ids-file", type=Path, help="write the submitted task ids here")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until every submitted task is final (asks the collectors' status operation)",
+    )
+    parser.add_argument(
+        "--wait-timeout", type=float, default=600.0, help="seconds --wait waits (default 600)"
+    )
 
 
 def _routes() -> dict[str, Any]:
@@ -103,8 +113,41 @@ async def run(args: argparse.Namespace) -> int:
 
             ids = await publisher.submit_many(messages, on_confirmed=confirmed)
         elapsed = time.perf_counter() - started
-    if args.ids_file:
-        args.ids_file.write_text("\n".join(ids) + "\n")
+        report_submitted(messages, ids, elapsed, args.ids_file)
+        if args.wait:
+            return await wait_and_report(ProducerClient(publisher, broker.rpc()), ids, args)
+    return 0
+
+
+async def wait_and_report(client: ProducerClient, ids: list[str], args: argparse.Namespace) -> int:
+    """--wait: a progress bar until every task is final, then the table; 2 if any failed."""
+    show = sys.stderr.isatty()
+    with tqdm(total=len(ids), unit="task", disable=not show, file=sys.stderr) as bar:
+
+        def finished(count: int) -> None:
+            bar.update(count)
+
+        final, pending = await wait_until_final(
+            client, ids, deadline=time.monotonic() + args.wait_timeout, on_progress=finished
+        )
+    print(render_final(list(final.values())))
+    if pending:
+        print(
+            f"{len(pending)} of {len(ids)} tasks not final after {args.wait_timeout:g}s, "
+            f"e.g. {pending[0]} (check `spectask status {pending[0]}`)",
+            file=sys.stderr,
+        )
+        return 1
+    not_ok = sum(1 for view in final.values() if view.state is not models.TaskState.SUCCEEDED)
+    return 2 if not_ok else 0
+
+
+def report_submitted(
+    messages: list[OutgoingMessage], ids: list[str], elapsed: float, ids_file: Path | None
+) -> None:
+    """The ids (a single one on stdout, for scripts) and counts per type on stderr."""
+    if ids_file:
+        ids_file.write_text("\n".join(ids) + "\n")
     counts = Counter(message.message_type for message in messages)
     if len(ids) == 1:
         print(ids[0])
@@ -115,4 +158,3 @@ async def run(args: argparse.Namespace) -> int:
     )
     for message_type, count in sorted(counts.items()):
         print(f"  {message_type:<34}{count:>6}", file=sys.stderr)
-    return 0
