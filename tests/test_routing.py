@@ -20,6 +20,7 @@ import aio_pika
 import pytest
 import yaml
 
+from generated.collector import COLLECT_SUBMITTED
 from generated.producer import SEND_ROUTES
 from generated.topology import TOPOLOGY
 from spectask.errors import UnroutableError
@@ -31,10 +32,12 @@ from tests.workqueue_support import ROOT, queue_depth, reset_topology
 
 pytestmark = pytest.mark.timeout(120)
 
+# The worker queues bound to the tasks exchange; the collector's copy queue is checked apart.
 TASK_QUEUES = sorted(
     queue.name
     for queue in TOPOLOGY.queues
     if any(binding.exchange == "tasks" for binding in queue.bindings)
+    and queue.name != COLLECT_SUBMITTED.queue
 )
 AUDIT_QUEUE = "audit.report_email"
 
@@ -69,6 +72,10 @@ async def test_each_task_type_lands_only_in_its_own_queue(amqp_url: str) -> None
     }
     assert dict(landed) == expected
     assert sum(len(keys) for keys in landed.values()) == len(SEND_ROUTES) == 9
+    copies = await take_all(amqp_url, COLLECT_SUBMITTED.queue)  # and one copy for the collector
+    assert sorted(m.message_id or "" for m in copies) == sorted(
+        f"route-{route.message_type}" for route in SEND_ROUTES
+    )
 
 
 async def test_a_routing_key_no_queue_binds_is_refused_at_the_producer(amqp_url: str) -> None:
@@ -163,9 +170,11 @@ async def test_a_binding_added_in_the_spec_alone_routes_end_to_end(
         module_file, task_id = done.stdout.split()
         assert module_file.startswith(str(tmp_path)), "the copied spec's code must be used"
         assert task_id == "audited-1"
-        copies = {queue: await take_all(amqp_url, queue) for queue in (*TASK_QUEUES, AUDIT_QUEUE)}
+        queues = (*TASK_QUEUES, COLLECT_SUBMITTED.queue, AUDIT_QUEUE)
+        copies = {queue: await take_all(amqp_url, queue) for queue in queues}
         assert {q: [m.message_id for m in got] for q, got in copies.items() if got} == {
             "tasks.report_generation": ["audited-1"],
+            COLLECT_SUBMITTED.queue: ["audited-1"],
             AUDIT_QUEUE: ["audited-1"],
         }
         [audited] = copies[AUDIT_QUEUE]

@@ -1,7 +1,9 @@
 """The collector writes results into the task store and answers the status RPC from it.
 
 Real broker, real stores (SQLite file; PostgreSQL when one answers, see tests/store_support.py).
-QUEUED/STARTED/RETRYING come from lifecycle events, which the collector does not consume yet.
+QUEUED comes from the broker's copy of each task (collector.tasks), RETRYING from the worker's
+`retrying` event, DEAD from the copy of each dead letter (collector.dead_letter). STARTED is not
+published (it would cost the success path a publish per task).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import aio_pika
 import pytest
 
 from generated import models
+from generated.collector import RECEIVE_ROUTES as COLLECTOR_ROUTES
 from generated.collector import CollectorApp
 from generated.producer import ProducerClient
 from generated.topology import TOPOLOGY
+from generated.worker import WorkerApp
 from spectask.commands.collector import add_store_handlers
-from spectask.errors import RpcTimeoutError
+from spectask.errors import PermanentTaskError, RpcTimeoutError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats
@@ -69,6 +73,7 @@ async def collector(
     stop = asyncio.Event()
     stats: list[WorkerStats] = []
     broker = await Broker.connect(RuntimeConfig(amqp_url=amqp_url), name="test-collector")
+    await purge_collector_copies(broker)
     runner = asyncio.create_task(app.run(broker, worker_id="c1", stop=stop))
     try:
         await asyncio.sleep(0.3)
@@ -78,6 +83,16 @@ async def collector(
         stats.append(await runner)
         await broker.close()
         await store.close()
+
+
+async def purge_collector_copies(broker: Broker) -> None:
+    """Drop the task copies, events and dead letters other tests left with no collector running."""
+    await broker.declare(TOPOLOGY)
+    channel = await broker.connection.channel()
+    for route in COLLECTOR_ROUTES:
+        if route.queue.startswith("collector."):
+            await (await channel.get_queue(route.queue, ensure=False)).purge()
+    await channel.close()
 
 
 def result_body(task_id: str, status: str = "succeeded") -> bytes:
@@ -214,3 +229,100 @@ async def test_a_bare_string_is_refused_not_split_into_characters(amqp_url: str)
         client = ProducerClient(TaskPublisher(await broker.publisher(), TOPOLOGY), broker.rpc())
         with pytest.raises(TaskValidationError, match="task_ids"):
             await client.get_status("abc", timeout=1.0)
+
+
+@asynccontextmanager
+async def data_worker(amqp_url: str, fail_once: set[str], doomed: set[str]) -> AsyncIterator[None]:
+    """A data_analysis worker: ids in `fail_once` fail their first attempt, `doomed` ones fail
+    permanently; any other task (left by another test) just succeeds."""
+    app = WorkerApp()
+
+    async def handle(payload: object, context: TaskContext) -> dict[str, object]:
+        if context.task_id in doomed:
+            raise PermanentTaskError("these numbers are hopeless")
+        if context.task_id in fail_once and context.attempt == 1:
+            raise ConnectionError("flaky upstream")
+        return {"attempt": context.attempt}
+
+    app.process_data_aggregate(handle)
+    app.process_data_statistics(handle)
+    app.process_data_detect_patterns(handle)
+    stop = asyncio.Event()
+    broker = await Broker.connect(RuntimeConfig(amqp_url=amqp_url), name="test-worker")
+    runner = asyncio.create_task(
+        app.run(broker, worker_id="w-states", task_types=["data_analysis"], stop=stop)
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await runner
+        await broker.close()
+
+
+async def test_queued_retrying_succeeded_and_dead(amqp_url: str, store_url: str) -> None:
+    """QUEUED with no worker; then RETRYING after a failed first attempt, SUCCEEDED at attempt 2;
+    a permanent failure ends DEAD with its reason. No extra publish on the success path."""
+    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+        client = await _client(broker)
+        async with collector(amqp_url, store_url) as (_, stats):
+            flaky = await client.submit_data_statistics(
+                models.DataStatistics(values=[1.0, 2.0]), task_id=new_id("flaky")
+            )
+            doomed = await client.submit_data_statistics(
+                models.DataStatistics(values=[3.0]), task_id=new_id("doomed")
+            )
+            views = await wait_states(client, {flaky: "QUEUED", doomed: "QUEUED"})
+            assert views[flaky].attempts == 1 and views[flaky].submitted_at is not None
+            assert views[flaky].message_type == "data_analysis.statistics"
+
+            seen: list[str] = []
+            async with data_worker(amqp_url, fail_once={flaky}, doomed={doomed}):
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    reply = await client.get_status([flaky], timeout=5.0)
+                    state = reply.tasks[0].state.value
+                    if not seen or seen[-1] != state:
+                        seen.append(state)
+                    if state == "SUCCEEDED":
+                        break
+                    await asyncio.sleep(0.02)
+                views = await wait_states(client, {flaky: "SUCCEEDED", doomed: "DEAD"})
+            # the 1 s backoff is long enough to see RETRYING, then attempt 2 QUEUED again
+            assert seen[0] == "QUEUED" and "RETRYING" in seen and seen[-1] == "SUCCEEDED", seen
+            assert views[flaky].attempts == 2 and views[flaky].result == {"attempt": 2}
+            assert views[doomed].dead_reason == "permanent"
+            assert views[doomed].error is not None
+            assert "hopeless" in views[doomed].error.message
+
+            # stale and duplicated news never moves a task backwards
+            stale = [
+                {"task_id": flaky, "event": "retrying", "attempt": 1, "message": "old"},
+                {"task_id": flaky, "event": "submitted", "attempt": 2},
+                {"task_id": doomed, "event": "submitted", "attempt": 1},
+                {"task_id": doomed, "event": "retrying", "attempt": 1, "message": "old"},
+            ]
+            marker = new_id("marker")
+            await publish_events(broker, [*stale, *stale, {"task_id": marker, "event": "started"}])
+            await wait_states(client, {marker: "STARTED"})
+            await asyncio.sleep(0.3)
+            views = await wait_states(client, {flaky: "SUCCEEDED", doomed: "DEAD"})
+            assert views[flaky].attempts == 2 and views[doomed].dead_reason == "permanent"
+        assert stats[0].dead_lettered == 0
+
+
+async def publish_events(broker: Broker, events: list[dict[str, object]]) -> None:
+    channel = await broker.connection.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange("events", ensure=False)
+    for event in events:
+        body = models.TaskEvent.model_validate({"at": datetime.now(UTC), **event})
+        await exchange.publish(
+            aio_pika.Message(
+                body.model_dump_json(exclude_none=True).encode(),
+                content_type="application/json",
+                message_id=str(event["task_id"]),
+                type="spectask.event",
+            ),
+            f"data_analysis.{event['event']}",
+        )
+    await channel.close()

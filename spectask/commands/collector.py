@@ -1,17 +1,24 @@
 """`spectask collect`: results into the task store, status requests answered from it.
 
 Every result is written to the store (`STORE_URL`, SQLite by default) before its delivery is
-acked; a store error leaves the result in its queue (requeued with backoff), never lost.
+acked; a store error leaves the result in its queue (requeued with backoff), never lost. The
+same goes for the broker's copies of every task (QUEUED) and every dead letter (DEAD), and for
+lifecycle events (RETRYING): none of them costs the producer or the worker an extra publish
+on the success path.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+
+from pydantic import RootModel, ValidationError
 
 from generated import models
 from generated.collector import CollectorApp
@@ -21,6 +28,9 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.store import TaskRecord, TaskStore, open_store
+from spectask.store.observations import EventKind, Observation, observation_from_dead_letter
+
+log = logging.getLogger("spectask.collector")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,8 +80,59 @@ def status_view(task_id: str, record: TaskRecord | None) -> models.TaskStatusVie
     )
 
 
+def submitted_observation(context: TaskContext, *, now: datetime) -> Observation | None:
+    """The QUEUED observation of the broker's copy of a task (None without a task id).
+
+    A retry coming back from its tier carries its next attempt number, so it is that
+    attempt's QUEUED; the event time of a first attempt is its submission time.
+    """
+    if not context.task_id:
+        return None
+    submitted_at = context.submitted_at
+    at = submitted_at if submitted_at is not None and context.attempt == 1 else now
+    return Observation(
+        task_id=context.task_id,
+        kind=EventKind.SUBMITTED,
+        at=at,
+        attempt=max(1, context.attempt),
+        message_type=context.message_type or None,
+        submitted_at=submitted_at,
+    )
+
+
+def dead_observation(context: TaskContext, *, now: datetime) -> Observation | None:
+    """The DEAD observation of a dead letter (None without a task id or a readable reason)."""
+    if not context.task_id:
+        return None
+    try:
+        headers = models.DeadLetterHeaders.model_validate(dict(context.headers))
+    except ValidationError as exc:
+        log.warning("dead letter %s has unreadable headers: %s", context.task_id, exc)
+        return None
+    return observation_from_dead_letter(
+        headers, task_id=context.task_id, message_type=context.message_type, received_at=now
+    )
+
+
 def add_store_handlers(app: CollectorApp, store: TaskStore) -> None:
-    """The status RPC: answer from `store`, in request order."""
+    """The status RPC answered from `store`, in request order; task copies, dead letters and
+    events written to it (results are the caller's, who may also want to print them)."""
+
+    @app.collect_submitted
+    async def on_submitted(body: RootModel[Any], context: TaskContext) -> None:
+        observation = submitted_observation(context, now=datetime.now(UTC))
+        if observation is not None:
+            await store.apply(observation)
+
+    @app.collect_dead_letter
+    async def on_dead_letter(body: RootModel[Any], context: TaskContext) -> None:
+        observation = dead_observation(context, now=datetime.now(UTC))
+        if observation is not None:
+            await store.apply(observation)
+
+    @app.collect_event
+    async def on_event(event: models.TaskEvent, context: TaskContext) -> None:
+        await store.apply_event(event)
 
     @app.answer_status
     async def on_status(request: models.StatusRequest, context: TaskContext) -> models.StatusReply:

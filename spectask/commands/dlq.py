@@ -50,8 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def spec_queue() -> tuple[str, Topology]:
-    """The dead-letter queue of the spec: the one queue bound to the dead-letter exchange."""
+    """The dead-letter queue of the spec: the one queue bound to the dead-letter exchange that
+    no service taps (the collector's copy queue is consumed, not kept for inspection)."""
     try:
+        from generated.collector import RECEIVE_ROUTES
         from generated.topology import TOPOLOGY
         from generated.worker import SEND_ROUTES
     except ModuleNotFoundError as exc:
@@ -59,7 +61,12 @@ def spec_queue() -> tuple[str, Topology]:
     from spectask.runtime.worker import DEAD_LETTER_MESSAGE_TYPE
 
     exchange = next(r.exchange for r in SEND_ROUTES if r.message_type == DEAD_LETTER_MESSAGE_TYPE)
-    queues = [q.name for q in TOPOLOGY.queues if any(b.exchange == exchange for b in q.bindings)]
+    tapped = {route.queue for route in RECEIVE_ROUTES if route.is_tap}
+    queues = [
+        q.name
+        for q in TOPOLOGY.queues
+        if q.name not in tapped and any(b.exchange == exchange for b in q.bindings)
+    ]
     if len(queues) != 1:
         raise ConfigError(
             f"the spec binds {len(queues)} queues to the dead-letter exchange {exchange!r} "

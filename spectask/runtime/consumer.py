@@ -8,6 +8,10 @@ therefore gives a duplicate, never a loss. The next hops of a delivery:
   limit): the task itself, to a retry tier (`spectask.runtime.retry`), with no result;
 - the last failed attempt, or PermanentTaskError: a dead letter and a failed result;
 - input that cannot run at all (undecodable, unknown type, ...): a dead letter.
+A failed attempt that is retried also publishes a `retrying` event (when the service has an
+event route), confirmed together with the tier publish: it decides what the task is doing.
+A tap route (`ReceiveRoute.is_tap`) has no next hop: it records, then acks, and never
+dead-letters (its queue holds copies the broker made of other traffic).
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ class WorkerRuntime:
         handlers: Mapping[str, Handler],
         result_route: SendRoute | None,
         dead_letter_route: SendRoute,
+        event_route: SendRoute | None = None,
     ) -> None:
         self._broker = broker
         self._config = broker.config
@@ -84,9 +89,13 @@ class WorkerRuntime:
         self._handlers = handlers
         self._result_route = result_route
         self._dead_letter_route = dead_letter_route
+        self._event_route = event_route
         self._by_queue: dict[str, dict[str, ReceiveRoute]] = {}
+        self._taps: dict[str, ReceiveRoute] = {}
         for route in routes:
             self._by_queue.setdefault(route.queue, {})[route.message_type] = route
+            if route.is_tap:
+                self._taps[route.queue] = route
         self._runner = HandlerRunner(self._config.concurrency, self._config.isolation)
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._last_delivery = time.monotonic()
@@ -176,8 +185,9 @@ class WorkerRuntime:
     async def _settle(self, message: AbstractIncomingMessage, next_hops: NextHops) -> None:
         """Publish the next hops with confirms, then ack; requeue if the broker did not take one.
 
-        A success has one next hop (its result); only a final failure has two (the dead letter
-        and the failed result), and those are confirmed together.
+        A success has one next hop (its result); a retry has two (the task to its tier and the
+        `retrying` event) and a final failure too (the dead letter and the failed result); those
+        are confirmed together.
         """
         if next_hops:
             assert self._publisher is not None
@@ -223,6 +233,9 @@ class WorkerRuntime:
 
     async def _decide(self, message: AbstractIncomingMessage, queue: str) -> NextHops:
         """Decode and run one delivery; return the messages that must be confirmed before ack."""
+        tap = self._taps.get(queue)
+        if tap is not None:
+            return await self._tap(message, tap)
         routes = self._by_queue[queue]
         size = len(message.body)
         if size > self._config.max_message_bytes:
@@ -264,6 +277,41 @@ class WorkerRuntime:
             return self._dead(message, queue, reason, _summarize(exc))
         return await self._execute(message, route, payload)
 
+    async def _tap(self, message: AbstractIncomingMessage, route: ReceiveRoute) -> NextHops:
+        """Hand any message to a tap's handler, body undecoded; requeue it if the handler fails.
+
+        A PermanentTaskError drops the message (logged): a tap must never dead-letter, since
+        its queue may be bound to the dead-letter exchange itself.
+        """
+        headers = message.headers or {}
+        message_type = message.type or ""
+        context = TaskContext(
+            task_id=message.message_id or "",
+            message_type=message_type,
+            task_type=message_type.partition(".")[0],
+            operation=route.operation,
+            attempt=_int_header(headers, ATTEMPT_HEADER, 1),
+            worker_id=self._worker_id,
+            routing_key=message.routing_key or "",
+            redelivered=bool(message.redelivered),
+            submitted_at=_submitted_at(headers, message.timestamp),
+            priority=message.priority or 0,
+            headers=headers,
+        )
+        payload = route.model.model_construct(root=message.body)
+        try:
+            await self._runner.run(
+                self._handlers[route.operation], payload, context, route.policy.time_limit
+            )
+        except PermanentTaskError as exc:
+            log.warning("dropping %s from %s: %s", message.message_id, route.queue, exc)
+            return ()
+        except Exception as exc:
+            raise _RequeueLater(f"{type(exc).__name__}: {exc}") from exc
+        self.stats.processed += 1
+        self._transient_failures = 0
+        return ()
+
     async def _execute(
         self, message: AbstractIncomingMessage, route: ReceiveRoute, payload: Any
     ) -> NextHops:
@@ -279,6 +327,7 @@ class WorkerRuntime:
             redelivered=bool(message.redelivered),
             submitted_at=_submitted_at(headers, message.timestamp),
             priority=message.priority or 0,
+            headers=headers,
         )
         started_at = datetime.now(UTC)
         failure: Failure | None = None
@@ -373,7 +422,8 @@ class WorkerRuntime:
                     tier.delay_ms / 1000,
                     summary,
                 )
-                return (self._retry(message, tier, attempt + 1, summary),)
+                retrying = self._event(context, "retrying", summary)
+                return (self._retry(message, tier, attempt + 1, summary), *retrying)
             reason = DeadReason.EXCEPTION  # the policy asks for retries but has no tiers
         self.stats.failed += 1
         log.warning(
@@ -413,6 +463,31 @@ class WorkerRuntime:
             reply_to=message.reply_to,
             timestamp=message.timestamp,
             content_type=message.content_type or "application/json",
+        )
+
+    def _event(self, context: TaskContext, event: str, message: str) -> NextHops:
+        """A lifecycle event about the context's attempt, routed `<task_type>.<event>`."""
+        route = self._event_route
+        if route is None:
+            return ()
+        document = {
+            "task_id": context.task_id,
+            "event": event,
+            "message_type": context.message_type,
+            "worker_id": self._worker_id,
+            "at": datetime.now(UTC),
+            "attempt": context.attempt,
+            "message": message,
+        }
+        model = route.model.model_validate(document)
+        return (
+            OutgoingMessage(
+                exchange=route.exchange,
+                routing_key=f"{context.task_type}.{event}",
+                body=model.model_dump_json(by_alias=True, exclude_none=True).encode(),
+                message_id=context.task_id,
+                message_type=route.message_type,
+            ),
         )
 
     def _result(

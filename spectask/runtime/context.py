@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
 class TaskContext:
-    """Delivery facts a handler may need: ids, attempt, who runs it, when it was submitted."""
+    """Delivery facts a handler may need: ids, attempt, who runs it, when it was submitted.
+
+    `headers` are the message's AMQP headers as received (read-only by convention).
+    """
 
     task_id: str
     message_type: str
@@ -20,3 +25,4 @@ class TaskContext:
     redelivered: bool
     submitted_at: datetime | None
     priority: int
+    headers: Mapping[str, Any] = field(default_factory=dict)

@@ -108,9 +108,17 @@ class SendRoute:
     default_priority: int = 0
 
 
+ANY_MESSAGE_SUFFIX = "*"
+
+
 @dataclass(frozen=True)
 class ReceiveRoute:
-    """Where one receive operation consumes from, and how its messages decode."""
+    """Where one receive operation consumes from, and how its messages decode.
+
+    A `message_type` ending in `*` makes the route a *tap*: it takes every message on its
+    queue whatever its AMQP type, hands the body over undecoded (the payload model's root is
+    the raw bytes) with the headers in the context, and never dead-letters.
+    """
 
     operation: str
     queue: str
@@ -119,6 +127,10 @@ class ReceiveRoute:
     model: type[BaseModel]
     policy: TaskPolicy = field(default_factory=TaskPolicy)
     reply: ReplySpec | None = None
+
+    @property
+    def is_tap(self) -> bool:
+        return self.message_type.endswith(ANY_MESSAGE_SUFFIX)
 
 
 @dataclass(frozen=True)

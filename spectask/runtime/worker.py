@@ -18,6 +18,7 @@ from spectask.runtime.topology import ReceiveRoute, SendRoute, Topology
 
 RESULT_MESSAGE_TYPE = "spectask.result"
 DEAD_LETTER_MESSAGE_TYPE = "spectask.dead_letter"
+EVENT_MESSAGE_TYPE = "spectask.event"
 
 __all__ = [
     "Handler",
@@ -97,5 +98,6 @@ async def run_worker(
         handlers=handlers,
         result_route=_send_route(send_routes, RESULT_MESSAGE_TYPE),
         dead_letter_route=dead_letter_route,
+        event_route=_send_route(send_routes, EVENT_MESSAGE_TYPE),
     )
     return await runtime.run(stop=stop or asyncio.Event(), burst=burst)
