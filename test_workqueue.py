@@ -12,7 +12,6 @@ import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,11 @@ from PIL import Image
 
 from tests.brokers import require_controllable
 from tests.workqueue_support import (
-    ResultCollector,
-    WorkerProcess,
+    Env,
     queue_depth,
-    reset_topology,
     submit,
     wait_ready,
+    worker_environment,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -34,33 +32,10 @@ pytestmark = pytest.mark.timeout(300)
 FILTER = "image_processing.filter"
 
 
-@dataclass
-class Env:
-    url: str
-    tmp: Path
-    collector: ResultCollector
-    workers: list[WorkerProcess] = field(default_factory=list)
-
-    def worker(self, worker_id: str, **kwargs: Any) -> WorkerProcess:
-        process = WorkerProcess(
-            worker_id, self.url, output_dir=self.tmp / "out", log_dir=self.tmp, **kwargs
-        )
-        self.workers.append(process)
-        return process
-
-
 @pytest.fixture
 async def env(amqp_url: str, tmp_path: Path) -> AsyncIterator[Env]:
-    await reset_topology(amqp_url)
-    collector = ResultCollector(amqp_url)
-    await collector.start()
-    environment = Env(amqp_url, tmp_path, collector)
-    try:
+    async with worker_environment(amqp_url, tmp_path) as environment:
         yield environment
-    finally:
-        for worker in environment.workers:
-            worker.stop()
-        await collector.close()
 
 
 def make_image(path: Path, size: int) -> Path:

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,11 @@ from PIL import Image
 from generated.topology import POLICIES
 from tests.workqueue_support import (
     ROOT,
-    ResultCollector,
-    WorkerProcess,
+    Env,
     queue_depth,
-    reset_topology,
     submit,
     wait_ready,
+    worker_environment,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -37,33 +35,10 @@ DATA_QUEUE = "tasks.data_analysis"
 GRACE = 2.0  # seconds the data tasks must stay put after the image tasks are done
 
 
-@dataclass
-class Env:
-    url: str
-    tmp: Path
-    collector: ResultCollector
-    workers: list[WorkerProcess] = field(default_factory=list)
-
-    def worker(self, worker_id: str, types: str) -> WorkerProcess:
-        process = WorkerProcess(
-            worker_id, self.url, types=types, output_dir=self.tmp / "out", log_dir=self.tmp
-        )
-        self.workers.append(process)
-        return process
-
-
 @pytest.fixture
 async def env(amqp_url: str, tmp_path: Path) -> AsyncIterator[Env]:
-    await reset_topology(amqp_url)
-    collector = ResultCollector(amqp_url)
-    await collector.start()
-    environment = Env(amqp_url, tmp_path, collector)
-    try:
+    async with worker_environment(amqp_url, tmp_path) as environment:
         yield environment
-    finally:
-        for worker in environment.workers:
-            worker.stop()
-        await collector.close()
 
 
 async def consumer_count(url: str, name: str) -> int:

@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +183,35 @@ def wait_ready(*workers: WorkerProcess, timeout: float = 60.0) -> None:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{worker.worker_id} not ready in {timeout}s:\n{worker.log()}")
             time.sleep(0.05)
+
+
+@dataclass
+class Env:
+    """A reset topology, a result collector and the worker processes a test starts."""
+
+    url: str
+    tmp: Path
+    collector: ResultCollector
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def worker(self, worker_id: str, **kwargs: Any) -> WorkerProcess:
+        process = WorkerProcess(
+            worker_id, self.url, output_dir=self.tmp / "out", log_dir=self.tmp, **kwargs
+        )
+        self.workers.append(process)
+        return process
+
+
+@contextlib.asynccontextmanager
+async def worker_environment(url: str, tmp: Path) -> AsyncIterator[Env]:
+    """Reset the topology and collect results; stop every worker started, whatever happens."""
+    await reset_topology(url)
+    collector = ResultCollector(url)
+    await collector.start()
+    environment = Env(url, tmp, collector)
+    try:
+        yield environment
+    finally:
+        for worker in environment.workers:
+            worker.stop()
+        await collector.close()

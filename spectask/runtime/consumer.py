@@ -277,18 +277,19 @@ class WorkerRuntime:
             return self._dead(message, queue, reason, _summarize(exc))
         return await self._execute(message, route, payload)
 
-    async def _tap(self, message: AbstractIncomingMessage, route: ReceiveRoute) -> NextHops:
-        """Hand any message to a tap's handler, body undecoded; requeue it if the handler fails.
-
-        A PermanentTaskError drops the message (logged): a tap must never dead-letter, since
-        its queue may be bound to the dead-letter exchange itself.
-        """
+    def _context(
+        self,
+        message: AbstractIncomingMessage,
+        route: ReceiveRoute,
+        message_type: str,
+        task_type: str,
+    ) -> TaskContext:
+        """What a handler may know about the delivery it is running."""
         headers = message.headers or {}
-        message_type = message.type or ""
-        context = TaskContext(
+        return TaskContext(
             task_id=message.message_id or "",
             message_type=message_type,
-            task_type=message_type.partition(".")[0],
+            task_type=task_type,
             operation=route.operation,
             attempt=_int_header(headers, ATTEMPT_HEADER, 1),
             worker_id=self._worker_id,
@@ -298,6 +299,15 @@ class WorkerRuntime:
             priority=message.priority or 0,
             headers=headers,
         )
+
+    async def _tap(self, message: AbstractIncomingMessage, route: ReceiveRoute) -> NextHops:
+        """Hand any message to a tap's handler, body undecoded; requeue it if the handler fails.
+
+        A PermanentTaskError drops the message (logged): a tap must never dead-letter, since
+        its queue may be bound to the dead-letter exchange itself.
+        """
+        message_type = message.type or ""
+        context = self._context(message, route, message_type, message_type.partition(".")[0])
         payload = route.model.model_construct(root=message.body)
         try:
             await self._runner.run(
@@ -315,20 +325,7 @@ class WorkerRuntime:
     async def _execute(
         self, message: AbstractIncomingMessage, route: ReceiveRoute, payload: Any
     ) -> NextHops:
-        headers = message.headers or {}
-        context = TaskContext(
-            task_id=message.message_id or "",
-            message_type=route.message_type,
-            task_type=route.task_type,
-            operation=route.operation,
-            attempt=_int_header(headers, ATTEMPT_HEADER, 1),
-            worker_id=self._worker_id,
-            routing_key=message.routing_key or "",
-            redelivered=bool(message.redelivered),
-            submitted_at=_submitted_at(headers, message.timestamp),
-            priority=message.priority or 0,
-            headers=headers,
-        )
+        context = self._context(message, route, route.message_type, route.task_type)
         started_at = datetime.now(UTC)
         failure: Failure | None = None
         try:
@@ -479,16 +476,7 @@ class WorkerRuntime:
             "attempt": context.attempt,
             "message": message,
         }
-        model = route.model.model_validate(document)
-        return (
-            OutgoingMessage(
-                exchange=route.exchange,
-                routing_key=f"{context.task_type}.{event}",
-                body=model.model_dump_json(by_alias=True, exclude_none=True).encode(),
-                message_id=context.task_id,
-                message_type=route.message_type,
-            ),
-        )
+        return (_validated(route, document, context.task_id, f"{context.task_type}.{event}"),)
 
     def _result(
         self,
@@ -511,14 +499,7 @@ class WorkerRuntime:
             "result": result,
             "error": error,
         }
-        model = route.model.model_validate(document)
-        return OutgoingMessage(
-            exchange=route.exchange,
-            routing_key=route.routing_key,
-            body=model.model_dump_json(by_alias=True, exclude_none=True).encode(),
-            message_id=context.task_id,
-            message_type=route.message_type,
-        )
+        return _validated(route, document, context.task_id, route.routing_key)
 
     def _dead(
         self,
@@ -585,6 +566,20 @@ async def _publish_all(publisher: Publisher, messages: Sequence[OutgoingMessage]
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
+
+
+def _validated(
+    route: SendRoute, document: Mapping[str, Any], message_id: str, routing_key: str
+) -> OutgoingMessage:
+    """A message the runtime builds itself, checked against its schema in the spec."""
+    body = route.model.model_validate(document).model_dump_json(by_alias=True, exclude_none=True)
+    return OutgoingMessage(
+        exchange=route.exchange,
+        routing_key=routing_key,
+        body=body.encode(),
+        message_id=message_id,
+        message_type=route.message_type,
+    )
 
 
 def _summarize(exc: ValidationError, limit: int = 5) -> str:
