@@ -1,12 +1,14 @@
-"""Session broker fixtures, shared by tests/ and test_workqueue.py (policy: tests/brokers.py)."""
+"""Shared fixtures: the session broker (policy: tests/brokers.py) and task stores."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.brokers import BrokerNode, session_broker
+from tests.store_support import fresh_database
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +20,13 @@ def broker_node() -> Iterator[BrokerNode]:
 @pytest.fixture(scope="session")
 def amqp_url(broker_node: BrokerNode) -> str:
     return broker_node.url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh task store: an SQLite file, then a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'tasks.db'}"
+    else:
+        with fresh_database("spectask_rpc") as url:
+            yield url

@@ -28,6 +28,7 @@ COMMANDS = {
     "dlq": ("spectask.commands.dlq", "inspect, replay or purge dead letters"),
     "status": ("spectask.commands.status", "the stored state of tasks (status RPC)"),
     "result": ("spectask.commands.result", "the stored result of one task (status RPC)"),
+    "cancel": ("spectask.commands.cancel", "cancel queued, retrying or running tasks"),
 }
 
 

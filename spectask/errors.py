@@ -55,5 +55,18 @@ class PermanentTaskError(SpectaskError):
         self.reason = reason
 
 
+class TaskCancelledError(SpectaskError):
+    """The task was cancelled (`spectask cancel`): raised by `TaskContext.raise_if_cancelled`
+    and `TaskContext.progress` once a cancellation reached the worker.
+
+    A handler may catch it to clean up, then re-raise; the task ends CANCELLED, is not retried
+    and not dead-lettered.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class RpcTimeoutError(SpectaskError):
     """A request/reply call got no reply within its timeout."""

@@ -26,14 +26,17 @@ CHANNEL_KEYS = ("x-spectask-bindings", "x-spectask-arguments", "x-spectask-polic
 # Keys whose values are JSON Schemas: property names there (`x-spectask-attempt`) are data.
 _SCHEMA_KEYS = frozenset({"schemas", "payload", "headers"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+OPERATION_KEYS = ("x-spectask-runtime",)
 _KNOWN_HINT = (
-    f"spectask knows {', '.join(ROOT_KEYS)} (document root) and {', '.join(CHANNEL_KEYS)} "
-    "(in a queue channel's bindings.amqp)"
+    f"spectask knows {', '.join(ROOT_KEYS)} (document root), {', '.join(CHANNEL_KEYS)} "
+    f"(in a queue channel's bindings.amqp) and {', '.join(OPERATION_KEYS)} (in an operation)"
 )
 
 
 def _allowed(path: JsonPath) -> bool:
     if len(path) == 1 and path[0] in ROOT_KEYS:
+        return True
+    if len(path) == 3 and path[0] == "operations" and path[2] in OPERATION_KEYS:
         return True
     return (
         len(path) == 5

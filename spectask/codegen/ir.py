@@ -41,6 +41,9 @@ class SendOp:
     # keyword parameters of a request/reply method: (name, annotation), when the request
     # schema is simple enough to spell out; None means the method takes the model itself
     request_params: tuple[tuple[str, str], ...] | None = None
+    runtime: str | None = None
+    # the schema of one task in a status reply (`x-spectask-runtime: status` only)
+    status_view: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class ReceiveOp:
     summary: str
     reply_model: str | None = None
     reply_message_type: str = ""
+    # `x-spectask-runtime`: the runtime handles it, so the app has no decorator for it
+    runtime: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class Service:
         models = {op.model for op in self.send_ops} | {op.model for op in self.receive_ops}
         models |= {op.reply_model for op in self.send_ops if op.reply_model}
         models |= {op.reply_model for op in self.receive_ops if op.reply_model}
+        models |= {op.status_view for op in self.send_ops if op.status_view}
         return tuple(sorted(models))
 
     @property
@@ -90,6 +96,16 @@ class Service:
     def rpc_ops(self) -> tuple[SendOp, ...]:
         """Send operations that wait for a reply."""
         return tuple(op for op in self.send_ops if op.reply_model is not None)
+
+    @property
+    def status_op(self) -> SendOp | None:
+        """The task status request (`x-spectask-runtime: status`), which `wait()` polls."""
+        return next((op for op in self.send_ops if op.runtime == "status"), None)
+
+    @property
+    def handler_ops(self) -> tuple[ReceiveOp, ...]:
+        """Receive operations that need a handler (the runtime carries out the others)."""
+        return tuple(op for op in self.receive_ops if op.runtime is None)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from spectask.codegen.nodes import Node
 _ID = re.compile(r"^[a-z][A-Za-z0-9]*$")
 _LOCAL_CHANNEL = re.compile(r"^#/channels/([^/]+)$")
 # Names the generated classes use themselves; an operation must not shadow them.
-RESERVED = frozenset({"run", "handlers", "submit_many"})
+RESERVED = frozenset({"run", "handlers", "submit_many", "wait"})
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Operation:
     summary: str
     reply: Message | None = None
     persistent: bool = True
+    runtime: str | None = None
 
 
 def snake_case(name: str) -> str:
@@ -114,6 +115,32 @@ def _message(spec: SpecSet, op: Node, channel: Channel, d: Diagnostics) -> Messa
 
 
 REPLY_LOCATION = "$message.header#/replyTo"
+RUNTIME = "x-spectask-runtime"
+# Operations the runtime carries out itself (`x-spectask-runtime: <kind>`), by action:
+# `cancellations` (receive): the worker reads the cancellation stream, no handler to register;
+# `status` (send with reply): the task status request; the client also gets `wait()` on it.
+RUNTIME_KINDS = {"cancellations": "receive", "status": "send"}
+
+
+def _runtime(op: Node, action: str, has_reply: bool, d: Diagnostics) -> tuple[bool, str | None]:
+    """(ok, kind) of an operation's `x-spectask-runtime`; (True, None) when it has none."""
+    node = op.child(RUNTIME)
+    if node is None:
+        return True, None
+    kinds = ", ".join(f"{kind} ({act})" for kind, act in sorted(RUNTIME_KINDS.items()))
+    expected = RUNTIME_KINDS.get(node.value) if isinstance(node.value, str) else None
+    if expected is None:
+        d.error(node, f"unknown {RUNTIME} {node.value!r}", f"spectask knows {kinds}")
+        return False, None
+    if action != expected or (node.value == "status") != has_reply:
+        d.error(
+            node,
+            f"{RUNTIME}: {node.value} belongs on a {expected} operation"
+            + (" with a reply" if node.value == "status" else " without a reply"),
+            f"spectask knows {kinds}",
+        )
+        return False, None
+    return True, str(node.value)
 
 
 def _reply(
@@ -193,6 +220,7 @@ def parse_operations(
         channel = _channel(spec, doc, op, channels, d)
         message = _message(spec, op, channel, d) if channel else None
         replied, reply = _reply(spec, doc, op, channels, d)
+        known_runtime, runtime = _runtime(op, action.value, reply is not None, d)
         transient = reply is not None
         key = _routing_key(spec, op, d, transient=transient) if action.value == "send" else ""
         if channel and channel.dynamic:
@@ -207,7 +235,7 @@ def parse_operations(
             continue
         if action.value == "receive" and channel and channel.queue is None:
             continue  # the queue itself is broken; that error is already reported
-        if valid_id and channel and message and key is not None and replied:
+        if valid_id and channel and message and key is not None and replied and known_runtime:
             summary = op.value.get("summary")
             summary = " ".join(summary.split()) if isinstance(summary, str) else ""
             summary = (
@@ -225,6 +253,7 @@ def parse_operations(
                     summary,
                     reply,
                     _persistent(spec, op),
+                    runtime,
                 )
             )
     return operations

@@ -7,6 +7,7 @@ strictly because RabbitMQ would take a misspelt argument without a word.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +41,11 @@ ARGUMENTS = {
         lambda v: v in ("drop-head", "reject-publish", "reject-publish-dlx"),
         "drop-head, reject-publish or reject-publish-dlx",
         "reject-publish",
+    ),
+    "x-max-age": Rule(
+        lambda v: isinstance(v, str) and re.fullmatch(r"[1-9][0-9]*[YMDhms]", v) is not None,
+        "a stream retention like 7D (Y, M, D, h, m or s)",
+        "7D",
     ),
     "x-delivery-limit": Rule(_count, "an integer >= 0", "5"),
     "x-single-active-consumer": Rule(lambda v: isinstance(v, bool), "true or false", "true"),

@@ -77,11 +77,18 @@ def _service_context(service: Service, models: GeneratedModels) -> dict[str, Any
         "abc_imports": sorted(abc),
         "root_model": any(models.reference(m).startswith("RootModel[") for m in service.models),
         "uses_policies": any(op.policy for op in service.receive_ops),
-        "handler_models": sorted({op.model for op in service.receive_ops}),
+        "handler_models": sorted({op.model for op in service.handler_ops}),
+        "status_view": _status_view(service, models),
         "reply_models": {op.model: op.reply_model for op in service.receive_ops if op.reply_model},
         "uses_replies": any(op.reply_model for op in service.send_ops)
         or any(op.reply_model for op in service.receive_ops),
     }
+
+
+def _status_view(service: Service, models: GeneratedModels) -> str:
+    """The item model of the status reply's `tasks` (what `wait()` returns per task)."""
+    op = service.status_op
+    return models.reference(op.status_view) if op is not None and op.status_view else ""
 
 
 def render(project: Project, models: GeneratedModels) -> dict[str, str]:

@@ -16,6 +16,7 @@ from spectask.codegen.channels import Channel, Message, Origin, origin, parse_ch
 from spectask.codegen.diagnostics import Diagnostics
 from spectask.codegen.ir import MessageInfo, Project, ReceiveOp, SendOp, Service
 from spectask.codegen.load import SPEC_GLOB, Document, SpecSet, check_refs
+from spectask.codegen.nodes import Node
 from spectask.codegen.operations import Operation, parse_operations, snake_case
 from spectask.codegen.schema import collect_schemas
 from spectask.runtime.topology import ExchangeSpec, QueueSpec, TaskPolicy
@@ -116,6 +117,10 @@ def _service(
         if op.action == "send":
             exchange = routing.send_exchange(op, *topology, d)
             policy = policies.get(message.task_type, TaskPolicy())
+            params = _request_params(spec, message.schema) if op.reply else None
+            status_view = None
+            if op.runtime == "status":
+                status_view = _status_view(spec, op, params, d)
             sends.append(
                 SendOp(
                     *common,
@@ -128,7 +133,9 @@ def _service(
                     op.summary,
                     *_reply_fields(op),
                     op.persistent,
-                    _request_params(spec, message.schema) if op.reply else None,
+                    params,
+                    op.runtime,
+                    status_view,
                 )
             )
         else:
@@ -150,6 +157,7 @@ def _service(
                     policy_key,
                     op.summary,
                     *_reply_fields(op),
+                    op.runtime,
                 )
             )
     stem = doc.name.removesuffix(SPEC_GLOB[1:])
@@ -163,6 +171,8 @@ def _reply_fields(op: Operation) -> tuple[str | None, str]:
     return (op.reply.schema, op.reply.message_type) if op.reply else (None, "")
 
 
+SCHEMAS = ("components", "schemas")
+STATUS_PARAMS = (("task_ids", "Sequence[str]"),)
 _SIMPLE_TYPES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}
 
 
@@ -176,25 +186,66 @@ def _annotation(schema: object) -> str | None:
     return _SIMPLE_TYPES.get(kind) if isinstance(kind, str) else None
 
 
-def _request_params(spec: SpecSet, schema: str) -> tuple[tuple[str, str], ...] | None:
-    """`task_ids: Sequence[str]` for a request schema of required, simply typed properties."""
+def _schema_node(spec: SpecSet, schema: str) -> Node | None:
     for name in sorted(spec.documents):
         found = spec.get(spec.get(spec.documents[name].root, "components"), "schemas")
         node = found.child(schema) if found is not None else None
-        if node is None or not isinstance(node.value, dict):
-            continue
-        properties = node.value.get("properties")
-        required = node.value.get("required") or []
-        if not isinstance(properties, dict) or set(properties) != set(required):
-            return None
-        params = []
-        for key, value in properties.items():
-            annotation = _annotation(value)
-            if annotation is None or not key.isidentifier() or keyword.iskeyword(key):
-                return None
-            params.append((key, annotation))
-        return tuple(params) or None
+        if node is not None:
+            return node
     return None
+
+
+def _status_view(
+    spec: SpecSet, op: Operation, params: tuple[tuple[str, str], ...] | None, d: Diagnostics
+) -> str | None:
+    """The schema of one task in the status reply (`tasks: [<view>]`), which `wait()` returns.
+
+    The status operation is what `wait()` polls: it must take `{task_ids: [string]}` and
+    answer `{tasks: [<view with task_id and state>]}`.
+    """
+    if params != STATUS_PARAMS:
+        d.error(
+            op,
+            f"the status operation {op.operation_id} must take {{task_ids: array of string}} "
+            "(required, the only property)",
+            "wait() polls it with the ids it waits for",
+        )
+        return None
+    assert op.reply is not None
+    reply = _schema_node(spec, op.reply.schema)
+    # `get` follows the $ref: a named schema is where the item resolves to
+    items = spec.get(spec.get(spec.get(reply, "properties"), "tasks"), "items")
+    named = items is not None and len(items.path) == 3 and items.path[:2] == SCHEMAS
+    view = str(items.path[2]) if items is not None and named else None
+    properties = spec.get(items, "properties")
+    fields = properties.value if properties is not None else None
+    if view is None or not isinstance(fields, dict) or not {"task_id", "state"} <= set(fields):
+        d.error(
+            op,
+            f"the reply of the status operation {op.operation_id} must be {{tasks: array of "
+            "$ref to a schema with task_id and state}",
+            "wait() reads each task's state from it",
+        )
+        return None
+    return view
+
+
+def _request_params(spec: SpecSet, schema: str) -> tuple[tuple[str, str], ...] | None:
+    """`task_ids: Sequence[str]` for a request schema of required, simply typed properties."""
+    node = _schema_node(spec, schema)
+    if node is None or not isinstance(node.value, dict):
+        return None
+    properties = node.value.get("properties")
+    required = node.value.get("required") or []
+    if not isinstance(properties, dict) or set(properties) != set(required):
+        return None
+    params = []
+    for key, value in properties.items():
+        annotation = _annotation(value)
+        if annotation is None or not key.isidentifier() or keyword.iskeyword(key):
+            return None
+        params.append((key, annotation))
+    return tuple(params) or None
 
 
 def validate(spec: SpecSet, d: Diagnostics) -> Project | None:

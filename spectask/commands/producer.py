@@ -16,12 +16,13 @@ from tqdm import tqdm
 from generated import models
 from generated.producer import SEND_ROUTES, ProducerClient
 from generated.topology import TOPOLOGY
-from spectask.commands.waiting import render_final, wait_until_final
+from spectask.commands.waiting import render_final
 from spectask.errors import ConfigError, TaskValidationError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.publisher import OutgoingMessage
+from spectask.runtime.waiting import WaitTimeoutError
 from spectask.samples import DEFAULT_MIX, expand_selection, mixed_batch
 
 PROGRESS_THRESHOLD = 200
@@ -127,17 +128,13 @@ async def wait_and_report(client: ProducerClient, ids: list[str], args: argparse
         def finished(count: int) -> None:
             bar.update(count)
 
-        final, pending = await wait_until_final(
-            client, ids, deadline=time.monotonic() + args.wait_timeout, on_progress=finished
-        )
+        try:
+            final = await client.wait(ids, args.wait_timeout, on_progress=finished)
+        except WaitTimeoutError as exc:
+            print(render_final(list(exc.final.values())))
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     print(render_final(list(final.values())))
-    if pending:
-        print(
-            f"{len(pending)} of {len(ids)} tasks not final after {args.wait_timeout:g}s, "
-            f"e.g. {pending[0]} (check `spectask status {pending[0]}`)",
-            file=sys.stderr,
-        )
-        return 1
     not_ok = sum(1 for view in final.values() if view.state is not models.TaskState.SUCCEEDED)
     return 2 if not_ok else 0
 

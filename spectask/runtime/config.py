@@ -41,6 +41,18 @@ class RuntimeConfig(BaseSettings):
         description="Type of the spec's task queues (those whose arguments name an x-queue-type): "
         "quorum replicates them across a cluster; priorities on quorum queues need RabbitMQ 4.0.",
     )
+    progress_interval: float = Field(
+        default=0.5,
+        ge=0,
+        description="At most one progress event per task per this many seconds (reports in "
+        "between are dropped; the final result supersedes them anyway).",
+    )
+    cancel_sync_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a starting worker may take to read the cancellation stream "
+        "before it takes tasks (it then starts anyway, with a warning).",
+    )
     isolation: Literal["process", "thread"] = Field(
         default="process",
         description="Where sync handlers run: a pool of processes (a time limit stops the "

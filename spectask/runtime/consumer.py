@@ -7,9 +7,12 @@ therefore gives a duplicate, never a loss. The next hops of a delivery:
 - a failed attempt with attempts left (any exception but PermanentTaskError, or the time
   limit): the task itself, to a retry tier (`spectask.runtime.retry`), with no result;
 - the last failed attempt, or PermanentTaskError: a dead letter and a failed result;
-- input that cannot run at all (undecodable, unknown type, ...): a dead letter.
+- input that cannot run at all (undecodable, unknown type, ...): a dead letter;
+- a cancelled task (skipped before it ran, or stopped cooperatively while running): a
+  cancelled result and a `cancelled` event; never a retry or a dead letter.
 A failed attempt that is retried also publishes a `retrying` event (when the service has an
 event route), confirmed together with the tier publish: it decides what the task is doing.
+`started` and `progress` events are transient and unconfirmed (`spectask.runtime.events`).
 A tap route (`ReceiveRoute.is_tap`) has no next hop: it records, then acks, and never
 dead-letters (its queue holds copies the broker made of other traffic).
 """
@@ -18,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import traceback
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,10 +35,13 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
-from spectask.errors import PermanentTaskError, PublishError
+from spectask.errors import PermanentTaskError, PublishError, TaskCancelledError
 from spectask.runtime.broker import Broker
+from spectask.runtime.cancellation import CancellationWatch, CancelRegistry
 from spectask.runtime.context import TaskContext
+from spectask.runtime.control import TaskSignals
 from spectask.runtime.deadletter import DeadReason, build_dead_letter
+from spectask.runtime.events import LiveEvents, event_document
 from spectask.runtime.execution import Handler, HandlerRunner, TaskTimeoutError
 from spectask.runtime.producer import ATTEMPT_HEADER, SUBMITTED_AT_HEADER
 from spectask.runtime.publisher import OutgoingMessage, Publisher
@@ -57,12 +64,14 @@ class WorkerStats:
     """What one worker run did; `by_type` counts processed tasks per message type.
 
     `processed` counts attempts; `retried` the failed ones that went to a retry tier, `failed`
-    the tasks that failed for good (each of those is also in `dead_lettered`).
+    the tasks that failed for good (each of those is also in `dead_lettered`); `cancelled`
+    the ones skipped or stopped because they were cancelled.
     """
 
     processed: int = 0
     succeeded: int = 0
     failed: int = 0
+    cancelled: int = 0
     retried: int = 0
     dead_lettered: int = 0
     requeued: int = 0
@@ -82,6 +91,7 @@ class WorkerRuntime:
         result_route: SendRoute | None,
         dead_letter_route: SendRoute,
         event_route: SendRoute | None = None,
+        cancel_route: ReceiveRoute | None = None,
     ) -> None:
         self._broker = broker
         self._config = broker.config
@@ -96,7 +106,14 @@ class WorkerRuntime:
             self._by_queue.setdefault(route.queue, {})[route.message_type] = route
             if route.is_tap:
                 self._taps[route.queue] = route
-        self._runner = HandlerRunner(self._config.concurrency, self._config.isolation)
+        self._runner = HandlerRunner(
+            self._config.concurrency,
+            self._config.isolation,
+            progress_interval=self._config.progress_interval,
+        )
+        self._cancel_route = cancel_route
+        self._cancels = CancelRegistry()
+        self._live: LiveEvents | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._last_delivery = time.monotonic()
         self._publisher: Publisher | None = None
@@ -105,6 +122,16 @@ class WorkerRuntime:
 
     async def run(self, *, stop: asyncio.Event, burst: bool = False) -> WorkerStats:
         self._publisher = await self._broker.publisher()
+        if self._event_route is not None and self._result_route is not None:
+            self._live = await LiveEvents.open(
+                self._broker.connection, self._event_route, self._worker_id
+            )
+        watch: CancellationWatch | None = None
+        if self._cancel_route is not None:
+            watch = CancellationWatch(
+                self._broker, self._cancel_route, self._cancels, self._worker_id
+            )
+            await watch.start(self._config.cancel_sync_timeout)
         channel = await self._broker.channel(prefetch=self._config.prefetch)
         consumers: list[tuple[AbstractQueue, str]] = []
         try:
@@ -118,6 +145,10 @@ class WorkerRuntime:
             await self._shutdown(consumers)
             await channel.close()
             self._runner.close()
+            if watch is not None:
+                await watch.close()
+            if self._live is not None:
+                await self._live.close()
         return self.stats
 
     def _deliver_to(self, queue: str) -> Any:
@@ -327,19 +358,41 @@ class WorkerRuntime:
     ) -> NextHops:
         context = self._context(message, route, route.message_type, route.task_type)
         started_at = datetime.now(UTC)
-        failure: Failure | None = None
-        try:
-            result = await self._runner.run(
-                self._handlers[route.operation], payload, context, route.policy.time_limit
+        request = self._cancels.request(context.task_id)
+        if request is not None:
+            log.info(
+                "task %s (%s) skipped: %s", context.task_id, route.message_type, request.describe()
             )
-        except TaskTimeoutError as exc:
-            failure = Failure(DeadReason.TIMEOUT, {"type": "timeout", "message": str(exc)})
-        except PermanentTaskError as exc:
-            failure = Failure(DeadReason.PERMANENT, _error_info(exc))
-        except Exception as exc:
-            failure = Failure(DeadReason.ATTEMPTS_EXHAUSTED, _error_info(exc))
+            return self._cancelled(context, None, f"skipped before it ran: {request.describe()}")
+        signals = TaskSignals(
+            functools.partial(self._on_progress, context),
+            interval=self._config.progress_interval,
+            loop=asyncio.get_running_loop(),
+        )
+        context = replace(context, signals=signals)
+        failure: Failure | None = None
+        with self._cancels.running(context.task_id, signals):
+            if self._live is not None:
+                await self._live.started(context)
+            try:
+                result = await self._runner.run(
+                    self._handlers[route.operation], payload, context, route.policy.time_limit
+                )
+            except TaskCancelledError as exc:
+                failure = Failure(DeadReason.PERMANENT, _error_info(exc), cancelled=True)
+            except TaskTimeoutError as exc:
+                failure = Failure(DeadReason.TIMEOUT, {"type": "timeout", "message": str(exc)})
+            except PermanentTaskError as exc:
+                failure = Failure(DeadReason.PERMANENT, _error_info(exc))
+            except Exception as exc:
+                failure = Failure(DeadReason.ATTEMPTS_EXHAUSTED, _error_info(exc))
         self.stats.processed += 1
         self.stats.by_type[route.message_type] += 1
+        if failure is not None and (failure.cancelled or signals.cancelled()):
+            # A failure after a cancellation is its consequence: cancelled, never retried.
+            request = self._cancels.request(context.task_id)
+            why = request.describe() if request is not None else "cancelled"
+            return self._cancelled(context, started_at, f"stopped while running: {why}")
         reply: NextHops = ()
         if failure is None and route.reply is not None:
             try:
@@ -364,6 +417,19 @@ class WorkerRuntime:
         if self._result_route is None:
             return ()
         return (self._result(context, started_at, result, None),)
+
+    def _on_progress(self, context: TaskContext, percent: float, message: str | None) -> None:
+        if self._live is not None:
+            self._live.progress(context, percent, message)
+
+    def _cancelled(self, context: TaskContext, started_at: datetime | None, why: str) -> NextHops:
+        """A cancelled result and a `cancelled` event, confirmed together, then the ack."""
+        self.stats.cancelled += 1
+        error = {"type": "cancelled", "message": why}
+        hops = self._event(context, "cancelled", why)
+        if self._result_route is not None:
+            hops = (*hops, self._result(context, started_at, None, error, status="cancelled"))
+        return hops
 
     def _reply(
         self, message: AbstractIncomingMessage, reply: ReplySpec, result: dict[str, Any] | None
@@ -467,30 +533,24 @@ class WorkerRuntime:
         route = self._event_route
         if route is None:
             return ()
-        document = {
-            "task_id": context.task_id,
-            "event": event,
-            "message_type": context.message_type,
-            "worker_id": self._worker_id,
-            "at": datetime.now(UTC),
-            "attempt": context.attempt,
-            "message": message,
-        }
+        document = event_document(context, self._worker_id, event, message=message)
         return (_validated(route, document, context.task_id, f"{context.task_type}.{event}"),)
 
     def _result(
         self,
         context: TaskContext,
-        started_at: datetime,
+        started_at: datetime | None,
         result: dict[str, Any] | None,
         error: Mapping[str, str] | None,
+        *,
+        status: str | None = None,
     ) -> OutgoingMessage:
         route = self._result_route
         assert route is not None
         document: dict[str, Any] = {
             "task_id": context.task_id,
             "message_type": context.message_type,
-            "status": "failed" if error else "succeeded",
+            "status": status or ("failed" if error else "succeeded"),
             "worker_id": self._worker_id,
             "attempt": context.attempt,
             "submitted_at": context.submitted_at,
@@ -547,6 +607,7 @@ class Failure:
 
     reason: DeadReason
     error: Mapping[str, str]
+    cancelled: bool = False
 
 
 def _error_info(exc: BaseException) -> dict[str, str]:

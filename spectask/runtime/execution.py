@@ -23,7 +23,13 @@ from pydantic import BaseModel
 
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
-from spectask.runtime.isolation import HandlerCrashedError, ProcessPool, TaskTimeoutError
+from spectask.runtime.control import TaskSignals
+from spectask.runtime.isolation import (
+    DEFAULT_PROGRESS_INTERVAL,
+    HandlerCrashedError,
+    ProcessPool,
+    TaskTimeoutError,
+)
 
 __all__ = [
     "Handler",
@@ -58,7 +64,13 @@ class HandlerRunner:
     `isolation` defaults to `SPECTASK_ISOLATION` (see `RuntimeConfig.isolation`).
     """
 
-    def __init__(self, concurrency: int, isolation: Isolation | None = None) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        isolation: Isolation | None = None,
+        *,
+        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
+    ) -> None:
         self._concurrency = concurrency
         self._isolation = isolation or RuntimeConfig().isolation
         self._executor: ThreadPoolExecutor | None = None
@@ -66,7 +78,9 @@ class HandlerRunner:
         self._threads = asyncio.Semaphore(concurrency)
         self._pool: ProcessPool | None = None
         if self._isolation == "process":
-            self._pool = ProcessPool(concurrency, to_json_object)
+            self._pool = ProcessPool(
+                concurrency, to_json_object, progress_interval=progress_interval
+            )
         self._modes: dict[Handler, _Mode] = {}
 
     @property
@@ -81,14 +95,16 @@ class HandlerRunner:
         if mode is _Mode.PROCESS:
             assert self._pool is not None
             sync_handler = cast(Callable[[Any, Any], object], handler)
+            signals = context.signals if isinstance(context.signals, TaskSignals) else None
             return cast(
                 dict[str, Any] | None,
-                await self._pool.run(sync_handler, payload, context, time_limit),
+                await self._pool.run(sync_handler, payload, context, time_limit, signals),
             )
         # asyncio.timeout, not wait_for: no extra task per message on the hot path.
         scope = asyncio.timeout(time_limit)
         try:
             if mode is _Mode.LOOP:
+                context.raise_if_cancelled()
                 async with scope:
                     result = await cast(Awaitable[HandlerResult], handler(payload, context))
             else:
@@ -96,6 +112,7 @@ class HandlerRunner:
                     Callable[[], HandlerResult], functools.partial(handler, payload, context)
                 )
                 async with self._threads, scope:
+                    context.raise_if_cancelled()  # cancelled while it waited for a thread
                     result = await asyncio.get_running_loop().run_in_executor(
                         self._thread_pool(), sync_call
                     )

@@ -12,6 +12,10 @@ once, so a slot (re)starts in milliseconds and shares those pages. Handlers and 
 by pickle: module-level functions, `functools.partial` over them and the generated pydantic
 models all do. A handler is sent to each slot once and cached there; after that a task costs
 one small round trip (pickled payload and context out, the JSON-ready result back).
+
+While a handler runs, its progress reports (`ctx.progress`) come back over the same socket as
+frames ahead of the answer, throttled in the child; a cancellation reaches it through a flag
+in shared memory, one per slot, that `ctx.cancelled` reads.
 """
 
 from __future__ import annotations
@@ -31,10 +35,15 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.process import BaseProcess
+from multiprocessing.sharedctypes import Synchronized
 from types import FrameType
 from typing import Any, Literal
+
+from spectask.errors import TaskCancelledError
+from spectask.runtime.context import NO_SIGNALS, TaskContext, check_percent
+from spectask.runtime.control import TaskSignals, Throttle
 
 log = logging.getLogger("spectask.worker")
 
@@ -44,7 +53,8 @@ Finish = Callable[[object], object]
 KILL_GRACE_SECONDS = 0.5
 EXIT_WAIT_SECONDS = 2.0
 _HEADER = struct.Struct("!Q")
-_OK, _ERROR = 0, 1
+_OK, _ERROR, _PROGRESS = 0, 1, 2
+DEFAULT_PROGRESS_INTERVAL = 0.5
 _PICKLE = pickle.HIGHEST_PROTOCOL
 
 
@@ -77,6 +87,7 @@ class _Slot:
     sock: socket.socket
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    cancel_flag: Any  # a shared c_byte (multiprocessing RawValue): 1 once the task is cancelled
     handlers: set[int] = field(default_factory=set)
 
 
@@ -94,6 +105,7 @@ class ProcessPool:
         *,
         start_method: Literal["forkserver", "spawn"] = "forkserver",
         kill_grace: float = KILL_GRACE_SECONDS,
+        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
     ) -> None:
         self._context = (
             multiprocessing.get_context("spawn")
@@ -102,6 +114,7 @@ class ProcessPool:
         )
         self._finish = finish
         self._kill_grace = kill_grace
+        self._progress_interval = progress_interval
         self._free = asyncio.Semaphore(size)
         self._idle: list[_Slot] = []
         self._busy: set[_Slot] = set()
@@ -131,20 +144,39 @@ class ProcessPool:
         return True
 
     async def run(
-        self, handler: SyncHandler, payload: object, context: Any, time_limit: float
+        self,
+        handler: SyncHandler,
+        payload: object,
+        context: Any,
+        time_limit: float,
+        signals: TaskSignals | None = None,
     ) -> object:
-        """Run `handler(payload, context)` in a slot; the time limit starts once a slot is free."""
+        """Run `handler(payload, context)` in a slot; the time limit starts once a slot is free.
+
+        With `signals`, the handler's progress reports reach them and their cancellation
+        reaches the handler (a TaskContext's own signals stay behind: they do not pickle).
+        """
         if not self.accepts(handler):
             raise TypeError(f"handler {handler!r} cannot be pickled for a handler process")
         key = self._keys[handler]
+        if isinstance(context, TaskContext):
+            context = replace(context, signals=NO_SIGNALS)
         async with self._free:
+            if signals is not None and signals.cancelled():
+                raise TaskCancelledError("cancelled while waiting for a handler process")
             slot = await self._take(handler)
             self._busy.add(slot)
             healthy = False
+            slot.cancel_flag.value = 0
+            unsubscribe = (
+                signals.on_cancel(functools.partial(_raise_flag, slot)) if signals else None
+            )
             try:
-                reply = await self._call(slot, key, payload, context, time_limit)
+                reply = await self._call(slot, key, payload, context, time_limit, signals)
                 healthy = True
             finally:
+                if unsubscribe is not None:
+                    unsubscribe()
                 self._busy.discard(slot)
                 if healthy and not self._closed:
                     self._idle.append(slot)
@@ -168,8 +200,12 @@ class ProcessPool:
             self._context.set_forkserver_preload(["__main__", _module_of(handler)])
         self._started = True
         ours, theirs = socket.socketpair()
+        cancel_flag = self._context.RawValue("b", 0)
         process = self._context.Process(
-            target=_serve, args=(theirs, self._finish), name="spectask-handler", daemon=True
+            target=_serve,
+            args=(theirs, self._finish, cancel_flag, self._progress_interval),
+            name="spectask-handler",
+            daemon=True,
         )
         try:
             # Off the loop: the first start waits for the fork server to import the handlers.
@@ -180,10 +216,16 @@ class ProcessPool:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        return _Slot(process, ours, reader, writer)
+        return _Slot(process, ours, reader, writer, cancel_flag)
 
     async def _call(
-        self, slot: _Slot, key: int, payload: object, context: Any, time_limit: float
+        self,
+        slot: _Slot,
+        key: int,
+        payload: object,
+        context: Any,
+        time_limit: float,
+        signals: TaskSignals | None,
     ) -> tuple[Any, ...]:
         handler = None if key in slot.handlers else self._pickled[key]
         request = pickle.dumps((key, handler, payload, context), _PICKLE)
@@ -191,8 +233,13 @@ class ProcessPool:
             async with asyncio.timeout(time_limit):
                 slot.writer.write(_HEADER.pack(len(request)) + request)
                 await slot.writer.drain()
-                size = _HEADER.unpack(await slot.reader.readexactly(_HEADER.size))[0]
-                reply: tuple[Any, ...] = pickle.loads(await slot.reader.readexactly(size))
+                while True:
+                    size = _HEADER.unpack(await slot.reader.readexactly(_HEADER.size))[0]
+                    reply: tuple[Any, ...] = pickle.loads(await slot.reader.readexactly(size))
+                    if reply[0] != _PROGRESS:
+                        break
+                    if signals is not None:
+                        signals.forward(reply[1], reply[2])
         except TimeoutError:
             await self._stop(slot)
             raise TaskTimeoutError(
@@ -300,6 +347,10 @@ async def _exited(process: BaseProcess, timeout: float) -> bool:
     return process.exitcode is not None
 
 
+def _raise_flag(slot: _Slot) -> None:
+    slot.cancel_flag.value = 1
+
+
 def _crash_message(process: BaseProcess, context: Any) -> str:
     task = getattr(context, "task_id", None)
     what = f"task {task}" if task else "a task"
@@ -356,7 +407,31 @@ def _exit_with_parent(sentinel: int) -> None:
     os._exit(1)
 
 
-def _serve(sock: socket.socket, finish: Finish) -> None:
+class _ChildSignals:
+    """A handler process's TaskContext signals: progress frames out, the slot's flag in."""
+
+    def __init__(
+        self, sock: socket.socket, lock: threading.Lock, flag: Synchronized[int], interval: float
+    ) -> None:
+        self._sock = sock
+        self._lock = lock
+        self._flag = flag
+        self._throttle = Throttle(interval)
+
+    def report(self, percent: float, message: str | None) -> None:
+        check_percent(percent)
+        with self._lock:
+            if self._throttle.allow():
+                frame = pickle.dumps((_PROGRESS, float(percent), message), _PICKLE)
+                self._sock.sendall(_HEADER.pack(len(frame)) + frame)
+
+    def cancelled(self) -> bool:
+        return bool(self._flag.value)
+
+
+def _serve(
+    sock: socket.socket, finish: Finish, cancel_flag: Synchronized[int], interval: float
+) -> None:
     """A slot process: read a task, run it, answer; exit when the parent closes the socket."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the worker, which drains
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -366,6 +441,7 @@ def _serve(sock: socket.socket, finish: Finish) -> None:
             target=_exit_with_parent, args=(parent.sentinel,), name="parent-watchdog", daemon=True
         ).start()
     handlers: dict[int, SyncHandler] = {}
+    lock = threading.Lock()  # a handler's own threads may report progress too
     stream = sock.makefile("rb")
     try:
         while True:
@@ -377,10 +453,14 @@ def _serve(sock: socket.socket, finish: Finish) -> None:
                 key, pickled, payload, context = pickle.loads(request)
                 if pickled is not None:
                     handlers[key] = pickle.loads(pickled)
+                if isinstance(context, TaskContext):
+                    signals = _ChildSignals(sock, lock, cancel_flag, interval)
+                    context = replace(context, signals=signals)
                 reply = pickle.dumps((_OK, finish(handlers[key](payload, context))), _PICKLE)
             except Exception as exc:
                 reply = _error_reply(exc)
-            sock.sendall(_HEADER.pack(len(reply)) + reply)
+            with lock:
+                sock.sendall(_HEADER.pack(len(reply)) + reply)
     except _Terminated:
         return
     finally:

@@ -118,6 +118,8 @@ class ReceiveRoute:
     A `message_type` ending in `*` makes the route a *tap*: it takes every message on its
     queue whatever its AMQP type, hands the body over undecoded (the payload model's root is
     the raw bytes) with the headers in the context, and never dead-letters.
+    `runtime` names what the runtime does with the route itself (the spec's
+    `x-spectask-runtime`, e.g. `cancellations`); such a route takes no handler.
     """
 
     operation: str
@@ -127,6 +129,7 @@ class ReceiveRoute:
     model: type[BaseModel]
     policy: TaskPolicy = field(default_factory=TaskPolicy)
     reply: ReplySpec | None = None
+    runtime: str | None = None
 
     @property
     def is_tap(self) -> bool:

@@ -19,6 +19,7 @@ from spectask.runtime.topology import ReceiveRoute, SendRoute, Topology
 RESULT_MESSAGE_TYPE = "spectask.result"
 DEAD_LETTER_MESSAGE_TYPE = "spectask.dead_letter"
 EVENT_MESSAGE_TYPE = "spectask.event"
+CANCELLATIONS = "cancellations"  # x-spectask-runtime of the worker's cancellation stream
 
 __all__ = [
     "Handler",
@@ -81,7 +82,15 @@ async def run_worker(
     (prefetch, concurrency, limits) is what the runtime uses.
     """
     del config
-    selected = select_routes(routes, task_types)
+    runtime_routes = [route for route in routes if route.runtime is not None]
+    unknown = sorted({r.runtime or "" for r in runtime_routes} - {CANCELLATIONS})
+    if unknown:
+        raise SpectaskError(
+            f"this runtime does not know x-spectask-runtime {', '.join(unknown)} on a receive "
+            f"operation; it knows {CANCELLATIONS}"
+        )
+    cancel_route = next(iter(runtime_routes), None)
+    selected = select_routes([r for r in routes if r.runtime is None], task_types)
     check_handlers(selected, handlers)
     dead_letter_route = _send_route(send_routes, DEAD_LETTER_MESSAGE_TYPE)
     if dead_letter_route is None:
@@ -99,5 +108,6 @@ async def run_worker(
         result_route=_send_route(send_routes, RESULT_MESSAGE_TYPE),
         dead_letter_route=dead_letter_route,
         event_route=_send_route(send_routes, EVENT_MESSAGE_TYPE),
+        cancel_route=cancel_route,
     )
     return await runtime.run(stop=stop or asyncio.Event(), burst=burst)

@@ -144,6 +144,9 @@ class DeadLetterHeadersLike(Protocol):
     def x_spectask_last_failure_at(self) -> datetime | None: ...
 
 
+_RESULT_KINDS = {
+    kind.value: kind for kind in (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELLED)
+}
 _FAILURE_KINDS = {EventKind.RETRYING, EventKind.FAILED, EventKind.CANCELLED}
 
 
@@ -177,11 +180,15 @@ def observation_from_event(event: TaskEventLike) -> Observation:
 
 
 def observation_from_result(result: TaskResultLike) -> Observation:
-    """A TaskResult as the task's `succeeded` or `failed` observation (event time: finished_at)."""
-    succeeded = str(result.status) == EventKind.SUCCEEDED.value
+    """A TaskResult as the task's `succeeded`, `failed` or `cancelled` observation.
+
+    The event time is finished_at; a status this store does not know counts as failed.
+    """
+    status = str(getattr(result.status, "value", result.status))
+    kind = _RESULT_KINDS.get(status, EventKind.FAILED)
     return Observation(
         task_id=result.task_id,
-        kind=EventKind.SUCCEEDED if succeeded else EventKind.FAILED,
+        kind=kind,
         at=result.finished_at,
         attempt=result.attempt,
         message_type=result.message_type,

@@ -1,0 +1,142 @@
+"""Shared by the status tests: an in-process collector on a real store, and status polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import aio_pika
+
+from generated import models
+from generated.collector import RECEIVE_ROUTES as COLLECTOR_ROUTES
+from generated.collector import CollectorApp
+from generated.producer import ProducerClient
+from generated.topology import TOPOLOGY
+from spectask.commands.collector import add_store_handlers
+from spectask.runtime.broker import Broker
+from spectask.runtime.config import RuntimeConfig
+from spectask.runtime.consumer import WorkerStats
+from spectask.runtime.context import TaskContext
+from spectask.runtime.producer import TaskPublisher
+from spectask.store import TaskStore, open_store
+
+
+async def producer_client(broker: Broker) -> ProducerClient:
+    await broker.declare(TOPOLOGY)
+    return ProducerClient(TaskPublisher(await broker.publisher(), TOPOLOGY), broker.rpc())
+
+
+@asynccontextmanager
+async def collector(
+    amqp_url: str, store_url: str, *, fail_first: int = 0
+) -> AsyncIterator[tuple[TaskStore, list[WorkerStats]]]:
+    """An in-process collector (store + status RPC); `fail_first` store writes raise."""
+    store = await open_store(store_url)
+    app = CollectorApp()
+    add_store_handlers(app, store)
+    failures = [fail_first]
+
+    @app.collect_result
+    async def on_result(result: models.TaskResult, context: TaskContext) -> None:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise ConnectionError("store is down")
+        await store.apply_result(result)
+
+    stop = asyncio.Event()
+    stats: list[WorkerStats] = []
+    broker = await Broker.connect(RuntimeConfig(amqp_url=amqp_url), name="test-collector")
+    await purge_collector_copies(broker)
+    runner = asyncio.create_task(app.run(broker, worker_id="c1", stop=stop))
+    try:
+        await asyncio.sleep(0.3)
+        yield store, stats
+    finally:
+        stop.set()
+        stats.append(await runner)
+        await broker.close()
+        await store.close()
+
+
+async def purge_collector_copies(broker: Broker) -> None:
+    """Drop the task copies, events and dead letters other tests left with no collector running."""
+    await broker.declare(TOPOLOGY)
+    channel = await broker.connection.channel()
+    for route in COLLECTOR_ROUTES:
+        if route.queue.startswith("collector."):
+            await (await channel.get_queue(route.queue, ensure=False)).purge()
+    await channel.close()
+
+
+def result_body(task_id: str, status: str = "succeeded") -> bytes:
+    now = datetime.now(UTC)
+    document = models.TaskResult.model_validate(
+        {
+            "task_id": task_id,
+            "message_type": "data_analysis.statistics",
+            "status": status,
+            "worker_id": "w1",
+            "attempt": 1,
+            "submitted_at": now,
+            "started_at": now,
+            "finished_at": now,
+            "result": {"mean": 2.0} if status == "succeeded" else None,
+            "error": {"type": "ValueError", "message": "bad"} if status == "failed" else None,
+        }
+    )
+    return document.model_dump_json(exclude_none=True).encode()
+
+
+async def publish_results(broker: Broker, items: list[tuple[str, str]]) -> None:
+    channel = await broker.connection.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange("results", ensure=False)
+    for task_id, status in items:
+        await exchange.publish(
+            aio_pika.Message(
+                result_body(task_id, status),
+                content_type="application/json",
+                message_id=task_id,
+                type="spectask.result",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            "result",
+        )
+    await channel.close()
+
+
+async def wait_states(
+    client: ProducerClient, expected: dict[str, str], timeout: float = 15.0
+) -> dict[str, models.TaskStatusView]:
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = await client.get_status(list(expected), timeout=5.0)
+        views = {view.task_id: view for view in reply.tasks}
+        if {k: v.state.value for k, v in views.items()} == expected:
+            return views
+        assert time.monotonic() < deadline, f"states {views} never became {expected}"
+        await asyncio.sleep(0.1)
+
+
+def new_id(tag: str) -> str:
+    return f"rpc-{tag}-{uuid.uuid4().hex[:10]}"
+
+
+async def publish_events(broker: Broker, events: list[dict[str, object]]) -> None:
+    channel = await broker.connection.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange("events", ensure=False)
+    for event in events:
+        body = models.TaskEvent.model_validate({"at": datetime.now(UTC), **event})
+        await exchange.publish(
+            aio_pika.Message(
+                body.model_dump_json(exclude_none=True).encode(),
+                content_type="application/json",
+                message_id=str(event["task_id"]),
+                type="spectask.event",
+            ),
+            f"data_analysis.{event['event']}",
+        )
+    await channel.close()

@@ -1,0 +1,207 @@
+"""STARTED and progress over the status RPC, cancellation (queued and running), and wait().
+
+Real broker, real stores (SQLite and PostgreSQL), the generated clients and WorkerApp. The sync
+handlers are module-level so they run in handler processes (the default isolation): their
+progress crosses the slot's socket and their cancellation a shared flag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from generated import models
+from generated.producer import ProducerClient
+from generated.worker import WorkerApp
+from spectask.runtime.broker import Broker
+from spectask.runtime.config import RuntimeConfig
+from spectask.runtime.consumer import WorkerStats
+from spectask.runtime.context import TaskContext
+from spectask.runtime.waiting import WaitTimeoutError
+from tests.status_support import collector, new_id, producer_client, wait_states
+
+pytestmark = pytest.mark.asyncio
+
+Handler = Callable[[models.DataStatistics, TaskContext], Any]
+
+
+def stepper(payload: models.DataStatistics, context: TaskContext) -> dict[str, Any]:
+    """`values[0]` steps of 50 ms, reporting progress each step (so it can be cancelled)."""
+    steps = int(payload.values[0])
+    for step in range(steps):
+        context.progress(100.0 * step / steps, f"step {step} of {steps}")
+        time.sleep(0.05)
+    return {"steps": steps}
+
+
+def deaf(payload: models.DataStatistics, context: TaskContext) -> dict[str, Any]:
+    """Sleeps `values[0]` x 50 ms and never checks for cancellation."""
+    time.sleep(0.05 * payload.values[0])
+    return {"checked": False}
+
+
+def quick(payload: Any, context: TaskContext) -> dict[str, Any]:
+    return {"n": len(getattr(payload, "values", []) or [])}
+
+
+@asynccontextmanager
+async def data_worker(
+    amqp_url: str, statistics: Handler, *, worker_id: str = "w-life"
+) -> AsyncIterator[list[WorkerStats]]:
+    """A data_analysis worker whose statistics handler is `statistics` (others: `quick`)."""
+    app = WorkerApp()
+    app.process_data_statistics(statistics)
+    app.process_data_aggregate(quick)
+    app.process_data_detect_patterns(quick)
+    stop = asyncio.Event()
+    stats: list[WorkerStats] = []
+    config = RuntimeConfig(amqp_url=amqp_url, progress_interval=0.1)
+    broker = await Broker.connect(config, name="test-lifecycle-worker")
+    runner = asyncio.create_task(
+        app.run(broker, worker_id=worker_id, task_types=["data_analysis"], stop=stop)
+    )
+    try:
+        yield stats
+    finally:
+        stop.set()
+        stats.append(await runner)
+        await broker.close()
+
+
+async def cancel(client: ProducerClient, *task_ids: str, reason: str = "test") -> None:
+    await client.cancel_tasks(
+        models.TaskCancel(
+            task_ids=list(task_ids),
+            requested_at=datetime.now(UTC),
+            requested_by="tests",
+            reason=reason,
+        )
+    )
+
+
+async def poll_until(
+    client: ProducerClient,
+    task_id: str,
+    ok: Callable[[models.TaskStatusView], bool],
+    timeout: float = 20.0,
+) -> models.TaskStatusView:
+    deadline = time.monotonic() + timeout
+    while True:
+        view = (await client.get_status([task_id], timeout=5.0)).tasks[0]
+        if ok(view):
+            return view
+        assert time.monotonic() < deadline, f"{task_id} never got there; last seen {view}"
+        await asyncio.sleep(0.05)
+
+
+async def test_started_and_progress_reach_the_store(amqp_url: str, store_url: str) -> None:
+    """A running task is STARTED with its worker and progress; it ends SUCCEEDED at 100."""
+    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+        client = await producer_client(broker)
+        async with collector(amqp_url, store_url), data_worker(amqp_url, stepper):
+            task = await client.submit_data_statistics(
+                models.DataStatistics(values=[40.0]), task_id=new_id("steps")
+            )
+            view = await poll_until(
+                client, task, lambda v: v.state.value == "STARTED" and (v.progress or 0) > 20
+            )
+            assert view.worker_id == "w-life" and view.started_at is not None
+            assert view.progress_message is not None and "of 40" in view.progress_message
+            views = await wait_states(client, {task: "SUCCEEDED"})
+            assert views[task].progress == 100 and views[task].result == {"steps": 40}
+
+
+async def test_a_cancelled_queued_task_is_skipped_by_a_worker_started_later(
+    amqp_url: str, store_url: str
+) -> None:
+    """Cancelled while queued (no worker runs); a worker started afterwards reads the stream,
+    skips it without running it, and it ends CANCELLED; its neighbour still runs."""
+    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+        client = await producer_client(broker)
+        async with collector(amqp_url, store_url):
+            doomed = await client.submit_data_statistics(
+                models.DataStatistics(values=[1.0]), task_id=new_id("doomed")
+            )
+            kept = await client.submit_data_statistics(
+                models.DataStatistics(values=[1.0]), task_id=new_id("kept")
+            )
+            await wait_states(client, {doomed: "QUEUED", kept: "QUEUED"})
+            await cancel(client, doomed, reason="changed my mind")
+            ran: list[str] = []
+
+            async def record(payload: models.DataStatistics, context: TaskContext) -> Any:
+                ran.append(context.task_id)
+                return {"ran": True}
+
+            async with data_worker(amqp_url, record) as stats:
+                views = await wait_states(client, {doomed: "CANCELLED", kept: "SUCCEEDED"})
+            assert doomed not in ran and kept in ran
+            assert stats[0].cancelled >= 1
+            error = views[doomed].error
+            assert error is not None
+            assert "changed my mind" in error.message and "skipped before it ran" in error.message
+
+
+async def test_a_running_task_is_cancelled_cooperatively(amqp_url: str, store_url: str) -> None:
+    """A handler process reporting progress stops at its next report; it is not retried."""
+    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+        client = await producer_client(broker)
+        async with collector(amqp_url, store_url), data_worker(amqp_url, stepper) as stats:
+            task = await client.submit_data_statistics(
+                models.DataStatistics(values=[400.0]), task_id=new_id("long")
+            )
+            await poll_until(client, task, lambda v: v.state.value == "STARTED")
+            asked = time.monotonic()
+            await cancel(client, task)
+            views = await wait_states(client, {task: "CANCELLED"})
+            stopped_after = time.monotonic() - asked
+            assert views[task].attempts == 1
+            error = views[task].error
+            assert error is not None and "stopped while running" in error.message
+            assert stopped_after < 5.0, f"it ran on for {stopped_after:.1f}s (20 s if ignored)"
+        assert stats[0].cancelled == 1 and stats[0].retried == 0 and stats[0].dead_lettered == 0
+
+
+async def test_a_handler_that_never_checks_finishes_normally(amqp_url: str, store_url: str) -> None:
+    """Cancellation is cooperative: a handler that does not look finishes, and says so."""
+    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+        client = await producer_client(broker)
+        async with collector(amqp_url, store_url), data_worker(amqp_url, deaf):
+            task = await client.submit_data_statistics(
+                models.DataStatistics(values=[20.0]), task_id=new_id("deaf")
+            )
+            await poll_until(client, task, lambda v: v.state.value == "STARTED")
+            await cancel(client, task)
+            views = await wait_states(client, {task: "SUCCEEDED"})
+            assert views[task].result == {"checked": False}
+
+
+async def test_wait_returns_final_views_and_times_out_naming_the_pending(
+    amqp_url: str, tmp_path: Any
+) -> None:
+    store_url = f"sqlite:///{tmp_path / 'tasks.db'}"
+    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+        client = await producer_client(broker)
+        async with collector(amqp_url, store_url):
+            ids = [
+                await client.submit_data_statistics(
+                    models.DataStatistics(values=[1.0, 2.0]), task_id=new_id("wait")
+                )
+                for _ in range(5)
+            ]
+            with pytest.raises(WaitTimeoutError) as caught:
+                await client.wait(ids, 0.5, poll_interval=0.1)
+            assert set(caught.value.pending) == set(ids) and not caught.value.final
+            assert "5 of 5 tasks not final" in str(caught.value)
+            progress: list[int] = []
+            async with data_worker(amqp_url, quick):
+                final = await client.wait([*ids, ids[0]], 20.0, on_progress=progress.append)
+            assert list(final) == ids, "the order given, each id once"
+            assert {view.state.value for view in final.values()} == {"SUCCEEDED"}
+            assert sum(progress) == 5
