@@ -2,31 +2,40 @@
 
 The fixture spec in tests/fixtures/spec is small on purpose (two services, cross-file `$ref`s,
 property names with `-`); its generated tree is kept in tests/golden so a template change shows
-up as a reviewable diff. Regenerate with `SPECTASK_UPDATE_GOLDEN=1 pytest tests/test_codegen.py`.
+up as a reviewable diff. tests/fixtures/rpc_spec is the request/reply fixture (AsyncAPI 3
+`reply`: a requester and a responder), its tree kept in tests/golden/rpc.
+Regenerate both with `SPECTASK_UPDATE_GOLDEN=1 pytest tests/test_codegen.py`.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 import pytest
+import yaml
 
 from spectask.codegen import build, main
 from spectask.codegen.operations import snake_case
 from spectask.codegen.routing import topic_matches
 from spectask.errors import SpectaskError
+from spectask.runtime.topology import ReceiveRoute, ReplySpec, RpcRoute
+from spectask.runtime.worker import TaskContext
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "spec"
 FIXTURE_SPEC = Path(__file__).resolve().parent / "fixtures" / "spec"
 GOLDEN = Path(__file__).resolve().parent / "golden"
+RPC_SPEC = Path(__file__).resolve().parent / "fixtures" / "rpc_spec"
+RPC_GOLDEN = GOLDEN / "rpc"
 
 
 def tree(directory: Path) -> dict[str, bytes]:
@@ -57,16 +66,42 @@ def real_package(real_generated: Path) -> Iterator[str]:
             del sys.modules[name]
 
 
+def golden_files(directory: Path) -> dict[str, bytes]:
+    """The golden files of one fixture: those directly in `directory` (a subfolder holds the
+    golden files of another fixture, as tests/golden/rpc does)."""
+    if not directory.is_dir():
+        return {}
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir()) if path.is_file()}
+
+
+def check_golden(out: Path, golden: Path) -> None:
+    """`out` must equal `golden`; with SPECTASK_UPDATE_GOLDEN=1, `golden` is rewritten first."""
+    if os.environ.get("SPECTASK_UPDATE_GOLDEN") == "1":
+        for name in golden_files(golden):
+            (golden / name).unlink()
+        golden.mkdir(parents=True, exist_ok=True)
+        for name, data in tree(out).items():
+            (golden / name).write_bytes(data)
+    assert tree(out) == golden_files(golden)
+
+
 def test_fixture_matches_golden_files(tmp_path: Path) -> None:
     out = tmp_path / "generated"
     assert main(["--spec", str(FIXTURE_SPEC), "--out", str(out)]) == 0
-    if os.environ.get("SPECTASK_UPDATE_GOLDEN") == "1":
-        for name in tree(GOLDEN):
-            (GOLDEN / name).unlink()
-        GOLDEN.mkdir(exist_ok=True)
-        for name, data in tree(out).items():
-            (GOLDEN / name).write_bytes(data)
-    assert tree(out) == tree(GOLDEN)
+    check_golden(out, GOLDEN)
+
+
+def test_rpc_fixture_matches_golden_files(tmp_path: Path) -> None:
+    out = tmp_path / "generated"
+    assert main(["--spec", str(RPC_SPEC), "--out", str(out)]) == 0
+    check_golden(out, RPC_GOLDEN)
+    assert sorted(tree(out)) == [
+        "__init__.py",
+        "models.py",
+        "requester.py",
+        "responder.py",
+        "topology.py",
+    ]
 
 
 def test_every_file_starts_with_the_header(real_generated: Path) -> None:
@@ -234,10 +269,248 @@ async def test_producer_client_delegates_to_the_publisher(real_package: str) -> 
     assert route.default_priority == 5
 
 
+@pytest.fixture(scope="module")
+def rpc_generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The request/reply fixture generated once into a package of its own (gen_rpc)."""
+    out = tmp_path_factory.mktemp("rpc") / "gen_rpc"
+    assert main(["--spec", str(RPC_SPEC), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def rpc_package(rpc_generated: Path) -> Iterator[str]:
+    """Make the generated request/reply package importable; forget it again afterwards."""
+    sys.path.insert(0, str(rpc_generated.parent))
+    try:
+        yield rpc_generated.name
+    finally:
+        sys.path.remove(str(rpc_generated.parent))
+        for name in [n for n in sys.modules if n.split(".")[0] == rpc_generated.name]:
+            del sys.modules[name]
+
+
+def _rpc_modules(package: str) -> tuple[ModuleType, ModuleType, ModuleType]:
+    """(requester, responder, models) of the generated request/reply package."""
+    return (
+        importlib.import_module(f"{package}.requester"),
+        importlib.import_module(f"{package}.responder"),
+        importlib.import_module(f"{package}.models"),
+    )
+
+
+def test_rpc_routes_carry_the_reply(rpc_package: str) -> None:
+    requester, responder, models = _rpc_modules(rpc_package)
+    ping_reply = ReplySpec(message_type="ping.reply", model=models.PingReply)
+    lookup_reply = ReplySpec(message_type="lookup.reply", model=models.LookupReply)
+    ping = RpcRoute(
+        operation="ping",
+        exchange="rpc",  # through the binding of the request queue
+        routing_key="ping",
+        message_type="ping.request",
+        model=models.PingRequest,
+        reply=ping_reply,
+        persistent=False,  # deliveryMode: 1, allowed only with a reply
+    )
+    assert ping == requester.PING
+    look_up = RpcRoute(
+        operation="lookUp",
+        exchange="rpc",  # the operation's channel is the exchange itself
+        routing_key="lookup",
+        message_type="lookup.request",
+        model=models.LookupRequest,
+        reply=lookup_reply,
+        persistent=True,
+    )
+    assert look_up == requester.LOOK_UP
+    assert requester.RPC_ROUTES == (requester.LOOK_UP, requester.PING)
+    assert requester.SEND_ROUTES == ()  # a request waits for its reply: no fire-and-forget route
+    answer_ping = ReceiveRoute(
+        operation="answerPing",
+        queue="rpc.ping",
+        message_type="ping.request",
+        task_type="ping",
+        model=models.PingRequest,
+        reply=ping_reply,
+    )
+    assert answer_ping == responder.ANSWER_PING
+    answer_lookup = ReceiveRoute(
+        operation="answerLookup",
+        queue="rpc.lookup",
+        message_type="lookup.request",
+        task_type="lookup",
+        model=models.LookupRequest,
+        reply=lookup_reply,
+    )
+    assert answer_lookup == responder.ANSWER_LOOKUP
+    assert responder.RECEIVE_ROUTES == (responder.ANSWER_LOOKUP, responder.ANSWER_PING)
+    # a reply channel (address: null) declares nothing: replies go to the request's replyTo
+    topology = importlib.import_module(f"{rpc_package}.topology")
+    assert [e.name for e in topology.TOPOLOGY.exchanges] == ["rpc"]
+    assert [q.name for q in topology.TOPOLOGY.queues] == ["rpc.lookup", "rpc.ping"]
+
+
+def test_rpc_client_methods_are_typed_from_the_request(rpc_package: str) -> None:
+    requester, _, models = _rpc_modules(rpc_package)
+    client = requester.RequesterClient
+    positional, keyword_only = (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    # a request of required, simply typed properties: one parameter per property, in order
+    ping = inspect.signature(client.ping).parameters
+    assert [(p.name, p.kind) for p in ping.values()] == [
+        ("self", positional),
+        ("text", positional),
+        ("count", positional),
+        ("tags", positional),
+        ("timeout", keyword_only),
+    ]
+    assert all(ping[name].default is inspect.Parameter.empty for name in ("text", "count", "tags"))
+    assert ping["timeout"].default == 5.0
+    assert get_type_hints(client.ping) == {
+        "text": str,
+        "count": int,
+        "tags": Sequence[str],
+        "timeout": float,
+        "return": models.PingReply,
+    }
+    # a request with an optional property: the method takes the model
+    look_up = inspect.signature(client.look_up).parameters
+    assert [(p.name, p.kind) for p in look_up.values()] == [
+        ("self", positional),
+        ("request", positional),
+        ("timeout", keyword_only),
+    ]
+    assert look_up["timeout"].default == 5.0
+    assert get_type_hints(client.look_up) == {
+        "request": models.LookupRequest,
+        "timeout": float,
+        "return": models.LookupReply,
+    }
+    assert inspect.iscoroutinefunction(client.ping)
+    assert inspect.iscoroutinefunction(client.look_up)
+    assert not hasattr(client, "prepare_ping")  # nothing to batch: a request waits for its reply
+    assert not hasattr(client, "prepare_look_up")
+
+
+def test_reply_address_may_be_a_ref(tmp_path: Path) -> None:
+    """AsyncAPI 3 lets `reply.address` be a $ref (to components.replyAddresses)."""
+    spec = tmp_path / RPC_SPEC.name
+    shutil.copytree(RPC_SPEC, spec)
+    document = spec / "requester.asyncapi.yaml"
+    data = yaml.safe_load(document.read_text())
+    data["components"] = {"replyAddresses": {"replyTo": {"location": "$message.header#/replyTo"}}}
+    for operation in data["operations"].values():
+        operation["reply"]["address"] = {"$ref": "#/components/replyAddresses/replyTo"}
+    document.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def without_sha(files: dict[str, bytes]) -> dict[str, list[bytes]]:
+        return {
+            name: [line for line in text.splitlines() if not line.startswith(b"# spec sha256: ")]
+            for name, text in files.items()
+        }
+
+    assert without_sha(build(spec)) == without_sha(build(RPC_SPEC))
+
+
+def _without_sha(files: dict[str, bytes]) -> dict[str, list[bytes]]:
+    return {
+        name: [line for line in text.splitlines() if not line.startswith(b"# spec sha256: ")]
+        for name, text in files.items()
+    }
+
+
+def test_the_whole_reply_may_be_a_ref(tmp_path: Path) -> None:
+    """AsyncAPI 3 lets `reply` itself be a $ref (to components.replies)."""
+    spec = tmp_path / RPC_SPEC.name
+    shutil.copytree(RPC_SPEC, spec)
+    document = spec / "requester.asyncapi.yaml"
+    data = yaml.safe_load(document.read_text())
+    data["components"] = {"replies": {}}
+    for name, operation in data["operations"].items():
+        data["components"]["replies"][name] = operation["reply"]
+        operation["reply"] = {"$ref": f"#/components/replies/{name}"}
+    document.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert _without_sha(build(spec)) == _without_sha(build(RPC_SPEC))
+
+
+@pytest.mark.parametrize("name", ["timeout", "self", "models", "request"])
+def test_a_request_field_named_like_the_method_s_own_takes_the_model(
+    tmp_path: Path, name: str
+) -> None:
+    """`ping(timeout: str, *, timeout=5.0)` would not compile: the method takes the model."""
+    spec = tmp_path / RPC_SPEC.name
+    shutil.copytree(RPC_SPEC, spec)
+    document = spec / "common.asyncapi.yaml"
+    data = yaml.safe_load(document.read_text())
+    request = data["components"]["schemas"]["PingRequest"]
+    request["properties"][name] = {"type": "string"}
+    request["required"].append(name)
+    document.write_text(yaml.safe_dump(data, sort_keys=False))
+    requester = build(spec)["requester.py"].decode()
+    assert "request: models.PingRequest," in requester
+
+
+class _RecordingRpc:
+    """Stands in for RpcClient: the client must only hand over route, request and timeout."""
+
+    def __init__(self, reply: Any) -> None:
+        self.reply = reply
+        self.calls: list[tuple[Any, Any, float]] = []
+
+    async def call(self, route: Any, request: Any, *, timeout: float) -> Any:
+        self.calls.append((route, request, timeout))
+        return self.reply
+
+
+async def test_rpc_client_delegates_to_the_rpc_client(rpc_package: str) -> None:
+    requester, _, models = _rpc_modules(rpc_package)
+    pong = models.PingReply(text="pong", count=2)
+    rpc = _RecordingRpc(pong)
+    client = requester.RequesterClient(_RecordingPublisher(), rpc)
+    assert await client.ping("hi", 2, ["a"]) is pong
+    assert await client.ping(text="ho", count=1, tags=[], timeout=0.5) is pong
+    found = models.LookupReply(found=True, value="v")
+    rpc.reply = found
+    request = models.LookupRequest(key="k")
+    assert await client.look_up(request, timeout=1.5) is found
+    assert rpc.calls == [
+        (requester.PING, {"text": "hi", "count": 2, "tags": ["a"]}, 5.0),
+        (requester.PING, {"text": "ho", "count": 1, "tags": []}, 0.5),
+        (requester.LOOK_UP, request, 1.5),
+    ]
+    without_rpc = requester.RequesterClient(_RecordingPublisher())
+    with pytest.raises(SpectaskError, match="no RPC client"):
+        await without_rpc.ping("hi", 1, [])
+
+
+def test_responder_handlers_return_the_reply(rpc_package: str) -> None:
+    _, responder, models = _rpc_modules(rpc_package)
+    app = responder.ResponderApp()
+
+    def answer(payload: Any, context: Any) -> Any:
+        return models.PingReply(text=payload.text)
+
+    assert app.answer_ping(answer) is answer
+    assert dict(app.handlers) == {"answerPing": answer}
+    with pytest.raises(SpectaskError, match="answerPing"):
+        app.answer_ping(answer)
+    for method, request, reply in [
+        (responder.ResponderApp.answer_ping, models.PingRequest, models.PingReply),
+        (responder.ResponderApp.answer_lookup, models.LookupRequest, models.LookupReply),
+    ]:
+        handler = get_type_hints(method)["handler"]  # Callable[[request, TaskContext], reply]
+        arguments, result = get_args(handler)
+        assert arguments == [request, TaskContext]
+        awaited, returned = get_args(result)  # Awaitable[reply] | reply
+        assert (get_origin(awaited), get_args(awaited), returned) == (Awaitable, (reply,), reply)
+
+
 def test_topology_holds_the_whole_common_document(real_package: str) -> None:
     topology = importlib.import_module(f"{real_package}.topology")
     declared = [e.name for e in topology.TOPOLOGY.exchanges if not e.name.startswith("retry.")]
     assert declared == [
+        "control",
         "dead_letter",
         "events",
         "results",

@@ -2,6 +2,7 @@
 
 Every case copies the fixture spec, breaks one thing in one document (through its YAML as a
 dict) and runs the generator: exit code 1, a message naming the place, and no output directory.
+The request/reply cases (AsyncAPI 3 `reply`) break the rpc fixture (tests/fixtures/rpc_spec).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import yaml
 from spectask.codegen import main
 
 FIXTURE_SPEC = Path(__file__).resolve().parent / "fixtures" / "spec"
+RPC_SPEC = Path(__file__).resolve().parent / "fixtures" / "rpc_spec"
 COMMON, CLIENT, ECHOER = "common.asyncapi.yaml", "client.asyncapi.yaml", "echoer.asyncapi.yaml"
+REQUESTER, RESPONDER = "requester.asyncapi.yaml", "responder.asyncapi.yaml"
 Path_ = tuple[str | int, ...]
 
 ECHO_AMQP: Path_ = ("channels", "echoQueue", "bindings", "amqp")
@@ -26,6 +29,10 @@ POLICY: Path_ = (*ECHO_AMQP, "x-spectask-policy")
 SAY_AMQP: Path_ = ("operations", "sayEcho", "bindings", "amqp")
 RETRY: Path_ = ("x-spectask-retry",)
 MAX_ATTEMPTS = "$.channels.echoQueue.bindings.amqp.x-spectask-policy.maxAttempts"
+PING: Path_ = ("operations", "ping")  # requester: send with a reply
+ANSWER: Path_ = ("operations", "answerPing")  # responder: receive with a reply
+REPLY_LOCATION = "reply address must be {location: '$message.header#/replyTo'}"
+NOT_DYNAMIC = "reply channel must have address: null and no bindings"
 
 
 def _parent(data: Any, path: Path_) -> Any:
@@ -68,6 +75,19 @@ class Case:
     mutate: Callable[[Any], None]
     json_path: str
     message: str
+    spec: Path = FIXTURE_SPEC  # the fixture to break
+    reported_in: str | None = None  # the file the error names, if not the one broken
+
+
+def rpc(
+    file: str,
+    mutate: Callable[[Any], None],
+    json_path: str,
+    message: str,
+    reported_in: str | None = None,
+) -> Case:
+    """A case that breaks the request/reply fixture."""
+    return Case(file, mutate, json_path, message, RPC_SPEC, reported_in)
 
 
 CASES = {
@@ -399,9 +419,156 @@ CASES = {
 }
 
 
+REPLY_CASES = {
+    "reply not a mapping": rpc(
+        REQUESTER,
+        put((*PING, "reply"), "$message.header#/replyTo"),
+        "$.operations.ping.reply",
+        "reply must be a mapping",
+    ),
+    "reply address other than the replyTo header": rpc(
+        REQUESTER,
+        put((*PING, "reply", "address", "location"), "$message.payload#/replyTo"),
+        "$.operations.ping.reply.address.location",
+        REPLY_LOCATION,
+    ),
+    "reply without address": rpc(
+        RESPONDER,
+        drop((*ANSWER, "reply", "address")),
+        "$.operations.answerPing.reply",
+        REPLY_LOCATION,
+    ),
+    "reply without channel": rpc(
+        REQUESTER,
+        drop((*PING, "reply", "channel")),
+        "$.operations.ping.reply",
+        "operation has no channel $ref",
+    ),
+    "reply channel not in its document": rpc(
+        REQUESTER,
+        put((*PING, "reply", "channel"), {"$ref": "./common.asyncapi.yaml#/channels/pingReplies"}),
+        "$.operations.ping.reply.channel",
+        "operation channel './common.asyncapi.yaml#/channels/pingReplies' is not in this document",
+    ),
+    "reply on an unknown channel": rpc(
+        RESPONDER,
+        put((*ANSWER, "reply", "channel"), {"$ref": "#/channels/nowhere"}),
+        "$.operations.answerPing.reply.channel",
+        "operation on unknown channel 'nowhere'",
+    ),
+    "reply channel is a queue": rpc(
+        REQUESTER,
+        put((*PING, "reply", "channel"), {"$ref": "#/channels/pingRequests"}),
+        "$.operations.ping.reply.channel",
+        NOT_DYNAMIC,
+    ),
+    "reply channel is an exchange": rpc(
+        REQUESTER,
+        put((*PING, "reply", "channel"), {"$ref": "#/channels/rpc"}),
+        "$.operations.ping.reply.channel",
+        NOT_DYNAMIC,
+    ),
+    "reply channel with address null but bindings": rpc(
+        COMMON,
+        put(
+            ("channels", "pingReplies", "bindings"),
+            {"amqp": {"is": "routingKey", "exchange": {"name": "rpc", "type": "direct"}}},
+        ),
+        "$.operations.answerPing.reply.channel",
+        NOT_DYNAMIC,
+        reported_in=RESPONDER,
+    ),
+    "reply channel with a static address": rpc(
+        COMMON,
+        put(("channels", "pingReplies", "address"), "rpc/replies"),
+        "$.channels.pingReplies",
+        "channel bindings.amqp.is must be 'queue' or 'routingKey'",
+    ),
+    "reply without messages": rpc(
+        RESPONDER,
+        drop((*ANSWER, "reply", "messages")),
+        "$.operations.answerPing.reply",
+        "operation must list exactly one message",
+    ),
+    "reply with two messages": rpc(
+        REQUESTER,
+        put(
+            (*PING, "reply", "messages"),
+            [{"$ref": "#/channels/pingReplies/messages/pingReply"}] * 2,
+        ),
+        "$.operations.ping.reply.messages",
+        "operation must list exactly one message",
+    ),
+    "receive reply message not on the reply channel": rpc(
+        RESPONDER,
+        put(
+            (*ANSWER, "reply", "messages"),
+            [{"$ref": "#/channels/pingRequests/messages/pingRequest"}],
+        ),
+        "$.operations.answerPing.reply.messages[0]",
+        "operation message is not among its channel's messages",
+    ),
+    "send reply message of another reply channel": rpc(
+        REQUESTER,
+        put(
+            (*PING, "reply", "messages"),
+            [{"$ref": "#/channels/lookupReplies/messages/lookupReply"}],
+        ),
+        "$.operations.ping.reply.messages[0]",
+        "operation message is not among its channel's messages",
+    ),
+    "send on a reply channel": rpc(
+        REQUESTER,
+        both(
+            put((*PING, "channel"), {"$ref": "#/channels/pingReplies"}),
+            put((*PING, "messages"), [{"$ref": "#/channels/pingReplies/messages/pingReply"}]),
+        ),
+        "$.operations.ping.channel",
+        "operation on a reply channel (address: null)",
+    ),
+    "receive on a reply channel": rpc(
+        RESPONDER,
+        both(
+            put((*ANSWER, "channel"), {"$ref": "#/channels/pingReplies"}),
+            put((*ANSWER, "messages"), [{"$ref": "#/channels/pingReplies/messages/pingReply"}]),
+        ),
+        "$.operations.answerPing.channel",
+        "operation on a reply channel (address: null)",
+    ),
+    "request with deliveryMode 3": rpc(
+        REQUESTER,
+        put((*PING, "bindings", "amqp", "deliveryMode"), 3),
+        "$.operations.ping.bindings.amqp.deliveryMode",
+        "send operation must use deliveryMode: 2 (persistent)",
+    ),
+    "request without deliveryMode": rpc(
+        REQUESTER,
+        drop((*PING, "bindings", "amqp", "deliveryMode")),
+        "$.operations.ping.bindings.amqp",
+        "send operation must use deliveryMode: 2 (persistent)",
+    ),
+    "runtime status on a send without a reply": rpc(
+        REQUESTER,
+        both(
+            drop((*PING, "reply")),
+            put((*PING, "bindings", "amqp", "deliveryMode"), 2),
+            put((*PING, "x-spectask-runtime"), "status"),
+        ),
+        "$.operations.ping.x-spectask-runtime",
+        "x-spectask-runtime: status belongs on a send operation with a reply",
+    ),
+    "runtime cancellations on a receive with a reply": rpc(
+        RESPONDER,
+        put((*ANSWER, "x-spectask-runtime"), "cancellations"),
+        "$.operations.answerPing.x-spectask-runtime",
+        "x-spectask-runtime: cancellations belongs on a receive operation without a reply",
+    ),
+}
+
+
 def _mutated(tmp_path: Path, case: Case) -> Path:
     spec = tmp_path / "spec"
-    shutil.copytree(FIXTURE_SPEC, spec)
+    shutil.copytree(case.spec, spec)
     document = spec / case.file
     data = yaml.safe_load(document.read_text())
     case.mutate(data)
@@ -409,7 +576,10 @@ def _mutated(tmp_path: Path, case: Case) -> Path:
     return spec
 
 
-@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+ALL_CASES = {**CASES, **REPLY_CASES}
+
+
+@pytest.mark.parametrize("case", ALL_CASES.values(), ids=ALL_CASES.keys())
 def test_invalid_spec_is_reported_and_nothing_written(
     case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -417,7 +587,7 @@ def test_invalid_spec_is_reported_and_nothing_written(
     out = tmp_path / "generated"
     assert main(["--spec", str(spec), "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    location = f"{spec / case.file}: {case.json_path}: "
+    location = f"{spec / (case.reported_in or case.file)}: {case.json_path}: "
     lines = err.splitlines()
     matching = [i for i, line in enumerate(lines) if line.startswith(location)]
     assert matching, f"no error at {location}\n{err}"

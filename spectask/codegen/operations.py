@@ -147,7 +147,7 @@ def _reply(
     spec: SpecSet, doc: Document, op: Node, channels: Mapping[Origin, Channel], d: Diagnostics
 ) -> tuple[bool, Message | None]:
     """(ok, the reply message) of an operation's `reply`; (True, None) when it has none."""
-    node = op.child("reply")
+    node = spec.get(op, "reply")  # a Reply Object or a $ref to one (components.replies)
     if node is None:
         return True, None
     if not isinstance(node.value, dict):
@@ -221,7 +221,7 @@ def parse_operations(
         message = _message(spec, op, channel, d) if channel else None
         replied, reply = _reply(spec, doc, op, channels, d)
         known_runtime, runtime = _runtime(op, action.value, reply is not None, d)
-        transient = reply is not None
+        transient = op.child("reply") is not None  # a request may be transient
         key = _routing_key(spec, op, d, transient=transient) if action.value == "send" else ""
         if channel and channel.dynamic:
             d.error(

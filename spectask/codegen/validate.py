@@ -172,6 +172,8 @@ def _reply_fields(op: Operation) -> tuple[str | None, str]:
 
 
 SCHEMAS = ("components", "schemas")
+# Names a request/reply method uses itself: such a property makes it take the request model.
+_TAKEN_NAMES = frozenset({"self", "timeout", "request", "reply", "models"})
 STATUS_PARAMS = (("task_ids", "Sequence[str]"),)
 _SIMPLE_TYPES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}
 
@@ -242,7 +244,12 @@ def _request_params(spec: SpecSet, schema: str) -> tuple[tuple[str, str], ...] |
     params = []
     for key, value in properties.items():
         annotation = _annotation(value)
-        if annotation is None or not key.isidentifier() or keyword.iskeyword(key):
+        if (
+            annotation is None
+            or not key.isidentifier()
+            or keyword.iskeyword(key)
+            or key in _TAKEN_NAMES
+        ):
             return None
         params.append((key, annotation))
     return tuple(params) or None
