@@ -102,7 +102,7 @@ async def _delete(settings: Settings) -> None:
             await asyncio.wait_for(delete(settings.url, bench), timeout=settings.timeout)
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
             print(
-                f"bench: could not delete {', '.join(bench.queue_names)}: {exc!r}; "
+                f"bench: could not delete {', '.join(bench.all_queue_names)}: {exc!r}; "
                 "delete them by hand (rabbitmqctl delete_queue NAME)",
                 file=sys.stderr,
             )

@@ -3,7 +3,8 @@
 Tasks are built from the generated route (payload validated into the generated model) and
 published by `TaskPublisher`; workers and the collector are `run_worker` with the bench's
 renamed routes, so every message goes through the runtime's decode -> handler -> confirmed
-next hop -> ack path, exactly as in production.
+next hop -> ack path, exactly as in production: the workers also follow the cancellation
+stream (checked before each task) and publish each task's transient `started` event.
 
 Run as `python -m bench.spectask_side --run-id ID --worker-id W --prefetch N` it is one worker
 process.
@@ -133,9 +134,9 @@ async def _worker(args: argparse.Namespace) -> int:
         stats = await run_worker(
             broker,
             topology=bench.topology,
-            routes=[bench.process],
+            routes=[bench.process, bench.cancellations],
             handlers={bench.process.operation: process_statistics},
-            send_routes=[bench.result, bench.dead_letter],
+            send_routes=[bench.result, bench.dead_letter, bench.event],
             worker_id=args.worker_id,
             stop=control.stop_event(args.max_seconds),
         )

@@ -27,7 +27,12 @@ from spectask.runtime.topology import (
     SendRoute,
     Topology,
 )
-from spectask.runtime.worker import DEAD_LETTER_MESSAGE_TYPE, RESULT_MESSAGE_TYPE
+from spectask.runtime.worker import (
+    CANCELLATIONS,
+    DEAD_LETTER_MESSAGE_TYPE,
+    EVENT_MESSAGE_TYPE,
+    RESULT_MESSAGE_TYPE,
+)
 
 RENAMED_ARGUMENTS = ("x-dead-letter-exchange",)
 """Queue arguments whose value is an exchange name and must follow the renaming."""
@@ -44,14 +49,32 @@ class BenchTopology:
     dead_letter: SendRoute
     collect: ReceiveRoute
     collector_dead_letter: SendRoute
+    event: SendRoute
+    cancellations: ReceiveRoute
 
     @property
     def queue_names(self) -> list[str]:
+        """The queues a run must leave empty (not the cancellation stream: a log keeps all)."""
+        return [queue.name for queue in self.topology.queues if not _is_stream(queue)]
+
+    @property
+    def all_queue_names(self) -> list[str]:
         return [queue.name for queue in self.topology.queues]
 
     @property
     def exchange_names(self) -> list[str]:
         return [exchange.name for exchange in self.topology.exchanges]
+
+
+def _is_stream(queue: QueueSpec) -> bool:
+    return queue.arguments_dict().get("x-queue-type") == "stream"
+
+
+def _runtime_route(routes: Iterable[ReceiveRoute], runtime: str) -> ReceiveRoute:
+    for route in routes:
+        if route.runtime == runtime:
+            return route
+    raise LookupError(f"the generated worker has no x-spectask-runtime: {runtime} route")
 
 
 def _send(routes: Iterable[SendRoute], message_type: str) -> SendRoute:
@@ -81,17 +104,21 @@ def bench_topology(run_id: str, side: str) -> BenchTopology:
     dead_letter = _send(generated_worker.SEND_ROUTES, DEAD_LETTER_MESSAGE_TYPE)
     collect = _receive(generated_collector.RECEIVE_ROUTES, RESULT_MESSAGE_TYPE)
     collector_dead_letter = _send(generated_collector.SEND_ROUTES, DEAD_LETTER_MESSAGE_TYPE)
+    event = _send(generated_worker.SEND_ROUTES, EVENT_MESSAGE_TYPE)
+    cancellations = _runtime_route(generated_worker.RECEIVE_ROUTES, CANCELLATIONS)
 
-    # The queues one round trip touches: the task queue, the result queue, and whatever the
-    # dead-letter exchange feeds (so a dead letter is kept for the checks, not unroutable).
-    wanted_queues = {process.queue, collect.queue}
+    # The queues one round trip touches: the task queue, the result queue, whatever the
+    # dead-letter exchange feeds (so a dead letter is kept for the checks, not unroutable) and
+    # the cancellation stream every worker reads at start. The events exchange is declared
+    # with no queue: the worker pays for publishing started events, the broker drops them.
+    wanted_queues = {process.queue, collect.queue, cancellations.queue}
     queues = [
         queue
         for queue in TOPOLOGY.queues
         if queue.name in wanted_queues
         or any(binding.exchange == dead_letter.exchange for binding in queue.bindings)
     ]
-    wanted_exchanges = {submit.exchange, result.exchange, dead_letter.exchange}
+    wanted_exchanges = {submit.exchange, result.exchange, dead_letter.exchange, event.exchange}
     wanted_exchanges |= {binding.exchange for queue in queues for binding in queue.bindings}
     exchanges = [exchange for exchange in TOPOLOGY.exchanges if exchange.name in wanted_exchanges]
 
@@ -121,6 +148,8 @@ def bench_topology(run_id: str, side: str) -> BenchTopology:
         collector_dead_letter=replace(
             collector_dead_letter, exchange=rename(collector_dead_letter.exchange)
         ),
+        event=replace(event, exchange=rename(event.exchange)),
+        cancellations=replace(cancellations, queue=rename(cancellations.queue)),
     )
 
 
@@ -151,7 +180,7 @@ async def delete(url: str, bench: BenchTopology) -> None:
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
-        for name in bench.queue_names:
+        for name in bench.all_queue_names:
             await channel.queue_delete(name)
         for name in bench.exchange_names:
             await channel.exchange_delete(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -92,12 +92,20 @@ def result_body(task_id: str, status: str = "succeeded") -> bytes:
 
 
 async def publish_results(broker: Broker, items: list[tuple[str, str]]) -> None:
+    """Results with the given statuses, published straight to `results` as a worker would."""
+    await publish_result_bodies(
+        broker, [(task_id, result_body(task_id, s)) for task_id, s in items]
+    )
+
+
+async def publish_result_bodies(broker: Broker, bodies: Sequence[tuple[str, bytes]]) -> None:
+    """TaskResult bodies to the `results` exchange, confirmed, by task id."""
     channel = await broker.connection.channel(publisher_confirms=True)
     exchange = await channel.get_exchange("results", ensure=False)
-    for task_id, status in items:
+    for task_id, body in bodies:
         await exchange.publish(
             aio_pika.Message(
-                result_body(task_id, status),
+                body,
                 content_type="application/json",
                 message_id=task_id,
                 type="spectask.result",

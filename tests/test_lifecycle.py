@@ -205,3 +205,39 @@ async def test_wait_returns_final_views_and_times_out_naming_the_pending(
             assert list(final) == ids, "the order given, each id once"
             assert {view.state.value for view in final.values()} == {"SUCCEEDED"}
             assert sum(progress) == 5
+
+
+async def test_only_tasks_running_past_started_after_send_started(amqp_url: str) -> None:
+    """Short tasks keep one publish on the success path: no `started` event for them."""
+    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+        client = await producer_client(broker)
+        channel = await broker.connection.channel()
+        events = await channel.declare_queue(exclusive=True)
+        await events.bind("events", "data_analysis.started")
+        async with data_worker(amqp_url, stepper):
+            # the first task waits for the handler processes to start: warm them up
+            await client.submit_data_statistics(models.DataStatistics(values=[0.0]))
+            await asyncio.sleep(1.5)
+            short = [
+                await client.submit_data_statistics(
+                    models.DataStatistics(values=[0.0]), task_id=new_id("short")
+                )
+                for _ in range(10)
+            ]
+            long = await client.submit_data_statistics(
+                models.DataStatistics(values=[12.0]), task_id=new_id("long")
+            )
+            started: list[str] = []
+            deadline = time.monotonic() + 15
+            while long not in started and time.monotonic() < deadline:
+                message = await events.get(fail=False, no_ack=True)
+                if message is None:
+                    await asyncio.sleep(0.05)
+                elif message.message_id in {*short, long}:
+                    started.append(message.message_id or "")
+            await asyncio.sleep(0.8)  # the long task ends; nothing else may turn up
+            while (message := await events.get(fail=False, no_ack=True)) is not None:
+                if message.message_id in {*short, long}:
+                    started.append(message.message_id or "")
+        await channel.close()
+    assert started == [long]

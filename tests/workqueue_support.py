@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
@@ -120,7 +120,30 @@ class ResultCollector:
             await self._connection.close()
 
 
-class WorkerProcess:
+class ChildProcess:
+    """A spectask process the test started, its output in a log file: stop or kill it."""
+
+    process: subprocess.Popen[bytes]
+    _log: IO[bytes]
+
+    def kill9(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (finish in-flight work, then exit); SIGKILL if it does not stop in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+        return self.process.returncode
+
+
+class WorkerProcess(ChildProcess):
     """`main-worker.py ID` as a child process with its own environment."""
 
     def __init__(
@@ -153,21 +176,6 @@ class WorkerProcess:
         self.log_path = (log_dir or Path("/tmp")) / f"{worker_id}-{os.getpid()}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def kill9(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self, timeout: float = 20.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._log.close()
-        return self.process.returncode
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -35,7 +35,10 @@ log = logging.getLogger("spectask.collector")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--expect", type=int, help="stop after this many distinct results (of --batch, if given)"
+        "--expect",
+        type=int,
+        help="stop after this collector got this many distinct results (of --batch, if given); "
+        "competing collectors each count their own share",
     )
     parser.add_argument("--batch", help="count only task ids starting with BATCH- toward --expect")
     parser.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
@@ -160,7 +163,9 @@ async def run(args: argparse.Namespace) -> int:
         if result.task_id.startswith(prefix):
             batch_summary.add(result.task_id, *fields)
         if sink is not None:
+            # flushed per line: a collector killed mid-run keeps every line it stored
             sink.write(result.model_dump_json(exclude_none=True) + "\n")
+            sink.flush()
         if not args.quiet:
             detail = f" {result.error.type}: {result.error.message}" if result.error else ""
             print(
@@ -185,8 +190,8 @@ async def run(args: argparse.Namespace) -> int:
                 await runner
     finally:
         await store.close()
-    if sink is not None:
-        sink.close()
+        if sink is not None:
+            sink.close()
     shown = batch_summary if args.batch else summary
     print(shown.render(), flush=True)
     if timed_out:

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -74,17 +74,19 @@ class CancelRegistry:
                 signals.cancel()
         return told
 
-    @contextlib.contextmanager
-    def running(self, task_id: str, signals: TaskSignals) -> Iterator[None]:
-        """While the attempt runs, a cancellation of its id reaches `signals`."""
+    def start(self, task_id: str, signals: TaskSignals) -> None:
+        """The attempt runs now: a cancellation of its id reaches `signals` (call `finish`)."""
         self._running[task_id] = signals
         if task_id in self._cancelled:
             signals.cancel()
-        try:
-            yield
-        finally:
-            if self._running.get(task_id) is signals:
-                del self._running[task_id]
+
+    def finish(self, task_id: str, signals: TaskSignals) -> None:
+        if self._running.get(task_id) is signals:
+            del self._running[task_id]
+
+    def running(self) -> list[TaskSignals]:
+        """The attempts running now (a copy)."""
+        return list(self._running.values())
 
 
 class CancellationWatch:

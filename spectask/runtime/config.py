@@ -41,6 +41,12 @@ class RuntimeConfig(BaseSettings):
         description="Type of the spec's task queues (those whose arguments name an x-queue-type): "
         "quorum replicates them across a cluster; priorities on quorum queues need RabbitMQ 4.0.",
     )
+    started_after: float = Field(
+        default=0.2,
+        ge=0,
+        description="Send a task's `started` event once it has run this long (0: at once); "
+        "shorter tasks go from QUEUED straight to their result, saving a publish each.",
+    )
     progress_interval: float = Field(
         default=0.5,
         ge=0,

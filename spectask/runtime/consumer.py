@@ -12,7 +12,8 @@ therefore gives a duplicate, never a loss. The next hops of a delivery:
   cancelled result and a `cancelled` event; never a retry or a dead letter.
 A failed attempt that is retried also publishes a `retrying` event (when the service has an
 event route), confirmed together with the tier publish: it decides what the task is doing.
-`started` and `progress` events are transient and unconfirmed (`spectask.runtime.events`).
+`started` (for tasks still running after SPECTASK_STARTED_AFTER) and `progress` events are
+transient and unconfirmed (`spectask.runtime.events`).
 A tap route (`ReceiveRoute.is_tap`) has no next hop: it records, then acks, and never
 dead-letters (its queue holds copies the broker made of other traffic).
 """
@@ -21,13 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 import traceback
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from spectask.errors import PermanentTaskError, PublishError, TaskCancelledError
 from spectask.runtime.broker import Broker
 from spectask.runtime.cancellation import CancellationWatch, CancelRegistry
-from spectask.runtime.context import TaskContext
+from spectask.runtime.context import NO_SIGNALS, Signals, TaskContext
 from spectask.runtime.control import TaskSignals
 from spectask.runtime.deadletter import DeadReason, build_dead_letter
 from spectask.runtime.events import LiveEvents, event_document
@@ -114,6 +114,7 @@ class WorkerRuntime:
         self._cancel_route = cancel_route
         self._cancels = CancelRegistry()
         self._live: LiveEvents | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._last_delivery = time.monotonic()
         self._publisher: Publisher | None = None
@@ -121,6 +122,7 @@ class WorkerRuntime:
         self.stats = WorkerStats()
 
     async def run(self, *, stop: asyncio.Event, burst: bool = False) -> WorkerStats:
+        self._loop = asyncio.get_running_loop()
         self._publisher = await self._broker.publisher()
         if self._event_route is not None and self._result_route is not None:
             self._live = await LiveEvents.open(
@@ -134,6 +136,12 @@ class WorkerRuntime:
             await watch.start(self._config.cancel_sync_timeout)
         channel = await self._broker.channel(prefetch=self._config.prefetch)
         consumers: list[tuple[AbstractQueue, str]] = []
+        swept = asyncio.Event()
+        sweeper = (
+            asyncio.create_task(self._announce_long_runners(swept))
+            if self._live is not None and self._config.started_after > 0
+            else None
+        )
         try:
             for name in sorted(self._by_queue):
                 queue = await channel.get_queue(name, ensure=True)
@@ -143,6 +151,9 @@ class WorkerRuntime:
             await self._wait(stop, burst)
         finally:
             await self._shutdown(consumers)
+            swept.set()
+            if sweeper is not None:
+                await sweeper
             await channel.close()
             self._runner.close()
             if watch is not None:
@@ -314,6 +325,7 @@ class WorkerRuntime:
         route: ReceiveRoute,
         message_type: str,
         task_type: str,
+        signals: Signals = NO_SIGNALS,
     ) -> TaskContext:
         """What a handler may know about the delivery it is running."""
         headers = message.headers or {}
@@ -329,6 +341,7 @@ class WorkerRuntime:
             submitted_at=_submitted_at(headers, message.timestamp),
             priority=message.priority or 0,
             headers=headers,
+            signals=signals,
         )
 
     async def _tap(self, message: AbstractIncomingMessage, route: ReceiveRoute) -> NextHops:
@@ -356,41 +369,45 @@ class WorkerRuntime:
     async def _execute(
         self, message: AbstractIncomingMessage, route: ReceiveRoute, payload: Any
     ) -> NextHops:
-        context = self._context(message, route, route.message_type, route.task_type)
         started_at = datetime.now(UTC)
-        request = self._cancels.request(context.task_id)
+        task_id = message.message_id or ""
+        request = self._cancels.request(task_id)
         if request is not None:
-            log.info(
-                "task %s (%s) skipped: %s", context.task_id, route.message_type, request.describe()
-            )
+            context = self._context(message, route, route.message_type, route.task_type)
+            log.info("task %s (%s) skipped: %s", task_id, route.message_type, request.describe())
             return self._cancelled(context, None, f"skipped before it ran: {request.describe()}")
+        assert self._loop is not None
         signals = TaskSignals(
-            functools.partial(self._on_progress, context),
+            self._on_progress,
             interval=self._config.progress_interval,
-            loop=asyncio.get_running_loop(),
+            loop=self._loop,
+            started_at=started_at,
         )
-        context = replace(context, signals=signals)
+        context = self._context(message, route, route.message_type, route.task_type, signals)
+        signals.context = context
         failure: Failure | None = None
-        with self._cancels.running(context.task_id, signals):
-            if self._live is not None:
-                await self._live.started(context)
-            try:
-                result = await self._runner.run(
-                    self._handlers[route.operation], payload, context, route.policy.time_limit
-                )
-            except TaskCancelledError as exc:
-                failure = Failure(DeadReason.PERMANENT, _error_info(exc), cancelled=True)
-            except TaskTimeoutError as exc:
-                failure = Failure(DeadReason.TIMEOUT, {"type": "timeout", "message": str(exc)})
-            except PermanentTaskError as exc:
-                failure = Failure(DeadReason.PERMANENT, _error_info(exc))
-            except Exception as exc:
-                failure = Failure(DeadReason.ATTEMPTS_EXHAUSTED, _error_info(exc))
+        self._cancels.start(task_id, signals)
+        if self._live is not None and self._config.started_after == 0:
+            self._announce(signals)
+        try:
+            result = await self._runner.run(
+                self._handlers[route.operation], payload, context, route.policy.time_limit
+            )
+        except TaskCancelledError as exc:
+            failure = Failure(DeadReason.PERMANENT, _error_info(exc), cancelled=True)
+        except TaskTimeoutError as exc:
+            failure = Failure(DeadReason.TIMEOUT, {"type": "timeout", "message": str(exc)})
+        except PermanentTaskError as exc:
+            failure = Failure(DeadReason.PERMANENT, _error_info(exc))
+        except Exception as exc:
+            failure = Failure(DeadReason.ATTEMPTS_EXHAUSTED, _error_info(exc))
+        finally:
+            self._cancels.finish(task_id, signals)
         self.stats.processed += 1
         self.stats.by_type[route.message_type] += 1
         if failure is not None and (failure.cancelled or signals.cancelled()):
             # A failure after a cancellation is its consequence: cancelled, never retried.
-            request = self._cancels.request(context.task_id)
+            request = self._cancels.request(task_id)
             why = request.describe() if request is not None else "cancelled"
             return self._cancelled(context, started_at, f"stopped while running: {why}")
         reply: NextHops = ()
@@ -418,7 +435,31 @@ class WorkerRuntime:
             return ()
         return (self._result(context, started_at, result, None),)
 
+    async def _announce_long_runners(self, stop: asyncio.Event) -> None:
+        """Send `started` for attempts running longer than SPECTASK_STARTED_AFTER.
+
+        A task that finishes sooner never sends one: its result follows at once and says when
+        it started, so the success path of short tasks keeps a single publish. One sweep of
+        the running attempts every half period costs less than a timer per task.
+        """
+        assert self._loop is not None
+        after = self._config.started_after
+        period = max(0.02, after / 2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=period)
+            now = self._loop.time()
+            for signals in self._cancels.running():
+                if not signals.announced and now - signals.since >= after:
+                    self._announce(signals)
+
+    def _announce(self, signals: TaskSignals) -> None:
+        if self._live is not None and signals.context is not None and not signals.announced:
+            signals.announced = True
+            self._live.started(signals.context, signals.started_at or datetime.now(UTC))
+
     def _on_progress(self, context: TaskContext, percent: float, message: str | None) -> None:
+        """A handler's progress report (on the loop): a progress event."""
         if self._live is not None:
             self._live.progress(context, percent, message)
 

@@ -5,22 +5,32 @@ A `TaskSignals` belongs to one attempt. The handler reaches it through its TaskC
 handler on the event loop or in a thread uses it directly; a handler in a child process gets a
 stand-in (`spectask.runtime.isolation`) whose reports arrive here through `forward` and which
 reads a flag that `on_cancel` callbacks set.
+
+One is made for every task, so it is kept cheap (slots, no locks): the cancel flag is a plain
+attribute (reads and writes are atomic under the GIL), `cancel` and `on_cancel` run on the
+event loop, and a report from a handler's thread hops to the loop before it reaches the sink.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from spectask.runtime.context import check_percent
 
-ProgressSink = Callable[[float, str | None], None]
+if TYPE_CHECKING:
+    from spectask.runtime.context import TaskContext
+
+ProgressSink = Callable[["TaskContext", float, str | None], None]
 
 
 class Throttle:
     """Lets one event through per `interval` seconds (the first always); drops the rest."""
+
+    __slots__ = ("_interval", "_last")
 
     def __init__(self, interval: float) -> None:
         self._interval = interval
@@ -35,23 +45,46 @@ class Throttle:
 
 
 class TaskSignals:
-    """Progress and cancellation of one attempt; `report` is safe from any thread."""
+    """Progress and cancellation of one attempt, and when it started (see the module doc).
+
+    `context` is set once the attempt's TaskContext exists (it holds these signals);
+    `announced` is set once its `started` event went out.
+    """
+
+    __slots__ = (
+        "_callbacks",
+        "_cancelled",
+        "_loop",
+        "_sink",
+        "_throttle",
+        "announced",
+        "context",
+        "since",
+        "started_at",
+    )
 
     def __init__(
-        self, on_progress: ProgressSink, *, interval: float, loop: asyncio.AbstractEventLoop
+        self,
+        sink: ProgressSink | None,
+        *,
+        interval: float,
+        loop: asyncio.AbstractEventLoop,
+        started_at: datetime | None = None,
     ) -> None:
-        self._on_progress = on_progress
+        self._sink = sink
         self._throttle = Throttle(interval)
         self._loop = loop
-        self._cancelled = threading.Event()
-        self._lock = threading.Lock()
-        self._callbacks: list[Callable[[], None]] = []
+        self._cancelled = False
+        self._callbacks: list[Callable[[], None]] | None = None
+        self.context: TaskContext | None = None
+        self.started_at = started_at
+        self.since = loop.time()
+        self.announced = False
 
     def report(self, percent: float, message: str | None) -> None:
+        """From the handler, on the loop or in a thread: throttled, then to the sink."""
         check_percent(percent)
-        with self._lock:
-            allowed = self._throttle.allow()
-        if allowed:
+        if self._throttle.allow():
             self._deliver(percent, message)
 
     def forward(self, percent: float, message: str | None) -> None:
@@ -60,40 +93,39 @@ class TaskSignals:
         self._deliver(percent, message)
 
     def _deliver(self, percent: float, message: str | None) -> None:
+        if self._sink is None or self.context is None:
+            return
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is self._loop:
-            self._on_progress(percent, message)
+            self._sink(self.context, percent, message)
         elif not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._on_progress, percent, message)
+            self._loop.call_soon_threadsafe(self._sink, self.context, percent, message)
 
     def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
         """Ask the handler to stop (it sees `ctx.cancelled`); runs the `on_cancel` callbacks."""
-        with self._lock:
-            if self._cancelled.is_set():
-                return
-            self._cancelled.set()
-            callbacks = list(self._callbacks)
-        for callback in callbacks:
+        if self._cancelled:
+            return
+        self._cancelled = True
+        for callback in list(self._callbacks or ()):
             callback()
 
     def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call `callback` on cancel (now, if already cancelled); returns an unsubscribe."""
-        with self._lock:
-            already = self._cancelled.is_set()
-            if not already:
-                self._callbacks.append(callback)
-        if already:
+        if self._cancelled:
             callback()
+        else:
+            if self._callbacks is None:
+                self._callbacks = []
+            self._callbacks.append(callback)
 
         def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._callbacks:
-                    self._callbacks.remove(callback)
+            if self._callbacks is not None and callback in self._callbacks:
+                self._callbacks.remove(callback)
 
         return unsubscribe
