@@ -576,3 +576,18 @@ def test_retry_tiers_are_derived_from_the_policies(real_package: str) -> None:
     image = topology.POLICIES["image_processing"].retry
     assert [t.delay_ms for t in image.tiers] == [900, 1000, 1100, 1800, 2000, 2200]
     assert all(t.exchange in tiers for p in topology.POLICIES.values() for t in p.retry.tiers)
+
+
+def test_runtime_operations_get_no_decorator_and_status_gets_wait(real_package: str) -> None:
+    """`x-spectask-runtime`: the worker follows the cancellation stream itself (no handler to
+    register), and the producer's status operation also gives it `wait()`."""
+    worker = _worker(real_package)
+    producer = importlib.import_module(f"{real_package}.producer")
+    route = worker.WATCH_CANCELLATIONS
+    assert route.runtime == "cancellations" and route.queue == "spectask.cancellations"
+    assert route in worker.RECEIVE_ROUTES
+    assert not hasattr(worker.WorkerApp, "watch_cancellations")
+    wait = producer.ProducerClient.wait
+    assert list(inspect.signature(wait).parameters)[:3] == ["self", "task_ids", "timeout"]
+    assert "TaskStatusView" in str(get_type_hints(wait)["return"])
+    assert all(r.runtime is None for r in worker.RECEIVE_ROUTES if r is not route)

@@ -340,6 +340,12 @@ CASES = {
         "$.channels.echoQueue.bindings.amqp.x-spectask-bindings[0]",
         "binding to exchange 'nowhere', which no channel declares",
     ),
+    "stream retention that RabbitMQ would refuse": Case(
+        COMMON,
+        put((*ECHO_AMQP, "x-spectask-arguments", "x-max-age"), "7 days"),
+        "$.channels.echoQueue.bindings.amqp.x-spectask-arguments.x-max-age",
+        "x-max-age must be a stream retention like 7D",
+    ),
     "x-max-priority above 255": Case(
         COMMON,
         put((*ECHO_AMQP, "x-spectask-arguments", "x-max-priority"), 300),
@@ -563,6 +569,24 @@ REPLY_CASES = {
         "$.operations.answerPing.x-spectask-runtime",
         "x-spectask-runtime: cancellations belongs on a receive operation without a reply",
     ),
+    "unknown runtime kind": rpc(
+        REQUESTER,
+        put((*PING, "x-spectask-runtime"), "telepathy"),
+        "$.operations.ping.x-spectask-runtime",
+        "unknown x-spectask-runtime 'telepathy'",
+    ),
+    "status operation whose request is not task_ids": rpc(
+        REQUESTER,
+        put((*PING, "x-spectask-runtime"), "status"),
+        "$.operations.ping",
+        "the status operation ping must take {task_ids: array of string}",
+    ),
+    "runtime extension on a channel": rpc(
+        COMMON,
+        put(("channels", "pingRequests", "x-spectask-runtime"), "status"),
+        "$.channels.pingRequests.x-spectask-runtime",
+        "unknown or misplaced extension 'x-spectask-runtime'",
+    ),
 }
 
 
@@ -632,3 +656,25 @@ def test_missing_spec_directory(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["--spec", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 1
     assert "no *.asyncapi.yaml files" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_status_reply_without_tasks_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`wait()` reads `tasks[].state`: a status operation must answer that shape."""
+    spec = tmp_path / "spec"
+    shutil.copytree(RPC_SPEC, spec)
+    common = yaml.safe_load((spec / COMMON).read_text())
+    common["components"]["schemas"]["PingRequest"] = {
+        "type": "object",
+        "required": ["task_ids"],
+        "properties": {"task_ids": {"type": "array", "items": {"type": "string"}}},
+    }
+    (spec / COMMON).write_text(yaml.safe_dump(common, sort_keys=False))
+    requester = yaml.safe_load((spec / REQUESTER).read_text())
+    requester["operations"]["ping"]["x-spectask-runtime"] = "status"
+    (spec / REQUESTER).write_text(yaml.safe_dump(requester, sort_keys=False))
+    assert main(["--spec", str(spec), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert f"{spec / REQUESTER}: $.operations.ping: the reply of the status operation ping" in err
+    assert "task_id and state" in err
