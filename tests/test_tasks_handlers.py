@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from PIL import Image
 import generated.models as models
 import generated.worker as worker
 import spectask.tasks.handlers as handlers
+from spectask.errors import TaskCancelledError
 from spectask.runtime.context import TaskContext
 from spectask.tasks.errors import PermanentTaskError
 from spectask.tasks.settings import TaskSettings
@@ -181,3 +183,33 @@ def test_register_all_on_the_generated_app(settings: TaskSettings) -> None:
     app = worker.WorkerApp()
     handlers.register_all(app, settings)
     assert len(app.handlers) == 9
+
+
+class _Recorder:
+    """TaskContext signals that record progress and cancel after `cancel_after` reports."""
+
+    def __init__(self, cancel_after: int | None = None) -> None:
+        self.reports: list[tuple[float, str | None]] = []
+        self.cancel_after = cancel_after
+
+    def report(self, percent: float, message: str | None) -> None:
+        self.reports.append((percent, message))
+
+    def cancelled(self) -> bool:
+        return self.cancel_after is not None and len(self.reports) >= self.cancel_after
+
+
+def test_report_handlers_report_their_stages_and_stop_when_cancelled(
+    settings: TaskSettings, tmp_path: Path
+) -> None:
+    payload = models.ReportPdf.model_validate({"title": "T", "series": [1, 3, 2]})
+    recorder = _Recorder()
+    ctx = replace(context("report_pdf", "staged"), signals=recorder)
+    handlers.report_pdf(payload, ctx, settings)
+    assert [percent for percent, _ in recorder.reports] == [0.0, 80.0]
+    assert recorder.reports[1][1] == "writing the PDF"
+
+    cancelled = replace(context("report_pdf", "cancelled"), signals=_Recorder(cancel_after=1))
+    with pytest.raises(TaskCancelledError):
+        handlers.report_pdf(payload, cancelled, settings)
+    assert not (tmp_path / "reports" / "cancelled.pdf").exists(), "stopped before writing"

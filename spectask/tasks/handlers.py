@@ -143,6 +143,7 @@ def report_pdf(
         payload.notes,
         out_dir=_out_dir(cfg, "reports"),
         name=safe_name(context.task_id),
+        progress=context.progress,
     )
 
 
@@ -176,6 +177,7 @@ def report_email(
             sender=cfg.smtp_from,
             timeout=cfg.smtp_timeout,
         ),
+        progress=context.progress,
     )
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from spectask.tasks.analysis import describe
 from spectask.tasks.errors import PermanentTaskError
-from spectask.tasks.reports import build_pdf, write_pdf
+from spectask.tasks.reports import Progress, build_pdf, no_progress, write_pdf
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,13 +140,17 @@ def email_report(
     out_dir: Path,
     name: str,
     smtp: SmtpSettings,
+    progress: Progress | None = None,
 ) -> EmailOutput:
     """Build the PDF report, write it to `out_dir/<name>.pdf` and e-mail it to `to`."""
     recipients = list(dict.fromkeys(address.strip() for address in to))
     if not recipients or not all(recipients):
         raise PermanentTaskError("the report has no recipients (or an empty address)")
     values = list(series)
+    report = progress or no_progress
+    report(0.0, "rendering the report")
     document = build_pdf(title, values)
+    report(60.0, "writing the PDF")
     written = write_pdf(document, out_dir=out_dir, name=name)
     stats = describe(values)
     subject_line = _one_line(subject) if subject and subject.strip() else _one_line(title)
@@ -167,6 +171,7 @@ def email_report(
         filename=attachment_name(title),
         message_id=message_id,
     )
+    report(70.0, f"sending to {len(recipients)} recipient(s) via {smtp.host}:{smtp.port}")
     send(message, smtp=smtp, recipients=recipients)
     return EmailOutput(
         path=written.path,

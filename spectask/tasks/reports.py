@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 from xml.sax.saxutils import escape
@@ -35,6 +35,10 @@ MAX_DRAWN_BARS: Final = 1000
 """Longer bar charts are drawn as one line collection (one vertical line per value)."""
 
 _RENDER_LOCK = threading.Lock()
+
+# A stage reached: (percent, what happens now). TaskContext.progress is one; it raises
+# TaskCancelledError when the task was cancelled, so a stage boundary is a cancellation point.
+Progress = Callable[[float, str], None]
 
 
 class ChartOutput(BaseModel):
@@ -217,7 +221,21 @@ def write_pdf(document: PdfDocument, *, out_dir: Path, name: str) -> PdfOutput:
 
 
 def pdf_report(
-    title: str, series: Iterable[float], notes: str | None = None, *, out_dir: Path, name: str
+    title: str,
+    series: Iterable[float],
+    notes: str | None = None,
+    *,
+    out_dir: Path,
+    name: str,
+    progress: Progress | None = None,
 ) -> PdfOutput:
-    """Build a PDF report and write it to `out_dir/<name>.pdf`."""
-    return write_pdf(build_pdf(title, series, notes), out_dir=out_dir, name=name)
+    """Build a PDF report and write it to `out_dir/<name>.pdf`, reporting each stage."""
+    report = progress or no_progress
+    report(0.0, "rendering the chart and the PDF")
+    document = build_pdf(title, series, notes)
+    report(80.0, "writing the PDF")
+    return write_pdf(document, out_dir=out_dir, name=name)
+
+
+def no_progress(percent: float, message: str) -> None:
+    """Progress goes nowhere when the caller does not ask for it."""
