@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from generated.collector import COLLECT_SUBMITTED
-from generated.producer import SEND_ROUTES
-from generated.topology import TOPOLOGY
+from generated.producer import SEND_ROUTES as ALL_SEND_ROUTES
+from generated.topology import POLICIES, TOPOLOGY
 from spectask.errors import UnroutableError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
@@ -40,6 +40,7 @@ TASK_QUEUES = sorted(
     and queue.name != COLLECT_SUBMITTED.queue
 )
 AUDIT_QUEUE = "audit.report_email"
+SEND_ROUTES = [route for route in ALL_SEND_ROUTES if route.task_type in POLICIES]  # not cancels
 
 
 async def take_all(url: str, queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
@@ -124,7 +125,7 @@ PRODUCER = textwrap.dedent(
     import generated
     from generated import models
     from generated.producer import ProducerClient
-    from generated.topology import TOPOLOGY
+    from generated.topology import POLICIES, TOPOLOGY
     from spectask.runtime.broker import Broker
     from spectask.runtime.config import RuntimeConfig
     from spectask.runtime.producer import TaskPublisher

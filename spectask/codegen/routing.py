@@ -12,7 +12,7 @@ from functools import cache
 from spectask.codegen.channels import Channel
 from spectask.codegen.diagnostics import Diagnostics
 from spectask.codegen.operations import Operation
-from spectask.runtime.topology import ExchangeSpec, QueueSpec
+from spectask.runtime.topology import ANY_MESSAGE_SUFFIX, ExchangeSpec, QueueSpec
 
 
 def topic_matches(pattern: str, key: str) -> bool:
@@ -65,6 +65,43 @@ def check_topology(
     for channel in channels:
         _check_queue(channel, exchanges, d)
     return exchanges, queues
+
+
+def check_copy_queues(channels: Sequence[Channel], d: Diagnostics) -> None:
+    """A copy queue must see everything the queues beside it on an exchange see.
+
+    A copy queue takes any message type (`<prefix>*`, e.g. the collector's `collector.tasks`,
+    which learns from the broker's copy of each task that it is QUEUED). Bound with specific
+    keys (not `#`, which would swallow keys no worker takes, so they would no longer be
+    unroutable), it silently misses a task type whose queue was added without its key here:
+    that type would show UNKNOWN while it waits. Checked, so it cannot be forgotten.
+    """
+    copies = [
+        channel
+        for channel in channels
+        if channel.queue is not None
+        and any(message.message_type.endswith(ANY_MESSAGE_SUFFIX) for message in channel.messages)
+    ]
+    for copy in copies:
+        assert copy.queue is not None
+        patterns: dict[str, list[str]] = {}
+        for binding in copy.queue.bindings:
+            patterns.setdefault(binding.exchange, []).append(binding.routing_key)
+        for other in channels:
+            if other.queue is None or other in copies:
+                continue
+            for binding in other.queue.bindings:
+                keys = patterns.get(binding.exchange)
+                if keys is None or any(topic_matches(p, binding.routing_key) for p in keys):
+                    continue
+                d.error(
+                    copy,
+                    f"copy queue {copy.queue.name!r} does not get what queue "
+                    f"{other.queue.name!r} gets from exchange {binding.exchange!r} "
+                    f"(binding key {binding.routing_key!r})",
+                    f"add {{exchange: {binding.exchange}, routingKey: '{binding.routing_key}'}} "
+                    "to its x-spectask-bindings",
+                )
 
 
 def _check_queue(channel: Channel, exchanges: Mapping[str, ExchangeSpec], d: Diagnostics) -> None:

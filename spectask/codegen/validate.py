@@ -264,6 +264,7 @@ def validate(spec: SpecSet, d: Diagnostics) -> Project | None:
     retry = retries.parse_retry(spec, d)
     channels, messages = _definitions(spec, priorities, d)
     exchanges, queues = routing.check_topology(list(channels.values()), d)
+    routing.check_copy_queues(list(channels.values()), d)
     _check_message_types(messages, d)
     policies = _policies(channels, d)
     retries.check_channels(retry, channels.values(), exchanges, d)

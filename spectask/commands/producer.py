@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from generated import models
 from generated.producer import SEND_ROUTES, ProducerClient
-from generated.topology import TOPOLOGY
+from generated.topology import POLICIES, TOPOLOGY
 from spectask.commands.waiting import render_final
 from spectask.errors import ConfigError, TaskValidationError
 from spectask.runtime.broker import Broker
@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _routes() -> dict[str, Any]:
-    return {route.message_type: route for route in SEND_ROUTES}
+    """The task send routes by message type (task types have a policy; cancelTasks has not)."""
+    return {route.message_type: route for route in SEND_ROUTES if route.task_type in POLICIES}
 
 
 def _load_params(text: str | None) -> dict[str, Any]:
