@@ -2,8 +2,15 @@
 
 The batch uses every operation of all three task types, plus urgent tasks submitted after the
 backlog, a poison task that is dead-lettered, and e-mail reports whose SMTP server starts only
-once the first e-mail attempt has failed, so the retry path runs for real. Everything it
-starts, it stops; it exits 0 when every task ended as expected.
+once the first e-mail attempt has failed, so the retry path runs for real.
+
+The demo keeps the ids it submitted (`spectask produce --ids-file`), waits until every one is
+final by asking the status operation (`ProducerClient.wait`, answered by the collector from its
+task store), and builds its summary from those status views: tasks by type and final state with
+latency percentiles, tasks per worker, urgent vs backlog latency, retried tasks, the e-mails the
+local SMTP server received and the dead-lettered task with its reason. Everything it starts, it
+stops; it exits 0 only when every task but the poison one succeeded, the poison one is DEAD
+with reason `permanent`, and all of them were final within --timeout.
 """
 
 from __future__ import annotations
@@ -17,31 +24,69 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from generated import models
+from generated.producer import ProducerClient
 from generated.topology import TOPOLOGY
 from spectask.commands.mailsink import MailSink, free_port
 from spectask.commands.summary import percentile
-from spectask.dlq import list_dead_letters
+from spectask.commands.waiting import render_final
+from spectask.errors import RpcTimeoutError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
+from spectask.runtime.producer import TaskPublisher
+from spectask.runtime.waiting import WaitTimeoutError
 from spectask.samples import SAMPLES
 
 WORKERS = ("worker1", "worker2", "worker3")
 STOP_SECONDS = 30.0
 URGENT = 5
 RETRY_WAIT_SECONDS = 60.0
-DEAD_LETTER_QUEUE = "dead_letter"
+# A task that failed for good is dead-lettered *and* gets a failed result; the collector may
+# store the result first (FAILED, already final), so a FAILED task gets this long to turn DEAD.
+DEAD_SETTLE_SECONDS = 15.0
+POLL_SECONDS = 0.5
+POISON_REASON = "permanent"
 # A base64 string that decodes to bytes which are not an image: a permanent failure.
 POISON = {"image": {"data_base64": "bm90IGFuIGltYWdlIGF0IGFsbA=="}, "format": "PNG"}
+
+View = models.TaskStatusView
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=90, help="mixed tasks (default 90)")
     parser.add_argument("--types", default=",".join(SAMPLES), help="task types in the mix")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for results")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for every task to be final (default 300)",
+    )
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The ids the demo submitted, by group."""
+
+    backlog: list[str]
+    urgent: list[str]
+    poison: str
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.backlog, *self.urgent, self.poison]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the status operation said: final views (in submission order) and pending ids."""
+
+    views: dict[str, View]
+    pending: list[str]
 
 
 def _cli(*args: str) -> list[str]:
@@ -61,10 +106,20 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-def _produce(env: dict[str, str], *args: str) -> None:
-    done = subprocess.run(_cli("produce", *args), env=env, check=False)
+def _produce(env: dict[str, str], ids_file: Path, expected: int, *args: str) -> list[str]:
+    """Run `spectask produce ... --ids-file`; the ids it submitted (all confirmed)."""
+    done = subprocess.run(
+        _cli("produce", *args, "--ids-file", str(ids_file)),
+        env=env,
+        stdout=subprocess.DEVNULL,  # a single task's id; the demo reads the ids file instead
+        check=False,
+    )
     if done.returncode != 0:
         raise SystemExit(f"demo: the producer failed ({done.returncode}); stopping")
+    ids = [line for line in ids_file.read_text().splitlines() if line]
+    if len(ids) != expected:
+        raise SystemExit(f"demo: the producer reported {len(ids)} task ids, not {expected}")
+    return ids
 
 
 async def _wait_for_a_retry(deadline: float) -> bool:
@@ -86,34 +141,74 @@ async def _wait_for_a_retry(deadline: float) -> bool:
     return False
 
 
-async def _dead_letters(task_ids: list[str]) -> list[str]:
+async def _wait_until_final(task_ids: Sequence[str], timeout: float) -> Outcome:
+    """Every task's final status view, from the status operation (the collector's store)."""
     async with await Broker.connect(RuntimeConfig(), name="spectask-demo") as broker:
-        views = await list_dead_letters(broker, DEAD_LETTER_QUEUE, task_ids=task_ids)
-    return [
-        f"{view.task_id} {view.message_type}: {view.reason}: {view.error_line}" for view in views
-    ]
+        await broker.declare(TOPOLOGY)
+        client = ProducerClient(TaskPublisher(await broker.publisher(), TOPOLOGY), broker.rpc())
+        pending: list[str] = []
+        try:
+            views = await client.wait(task_ids, timeout)
+        except WaitTimeoutError as exc:
+            views, pending = dict(exc.final), list(exc.pending)
+        await _settle_dead(client, views)
+    return Outcome(views={i: views[i] for i in task_ids if i in views}, pending=pending)
 
 
-def _report(results_file: Path, batch: str, sink: MailSink, dead: list[str]) -> None:
-    results = [json.loads(line) for line in results_file.read_text().splitlines() if line]
-    mine = [r for r in results if r["task_id"].startswith(f"{batch}-")]
+async def _settle_dead(client: ProducerClient, views: dict[str, View]) -> None:
+    """Give FAILED tasks a moment to turn DEAD: their dead letter may be stored after them."""
+    deadline = time.monotonic() + DEAD_SETTLE_SECONDS
+    while failed := [i for i, view in views.items() if view.state is models.TaskState.FAILED]:
+        if time.monotonic() >= deadline:
+            return
+        await asyncio.sleep(POLL_SECONDS)
+        reply = await client.get_status(failed)
+        views.update((view.task_id, view) for view in reply.tasks)
 
-    def latency(result: dict[str, Any]) -> float:
-        start = result.get("submitted_at")
-        return (_ts(result["finished_at"]) - _ts(start)) * 1000 if start else float("nan")
 
-    urgent = sorted(latency(r) for r in mine if r["task_id"].startswith(f"{batch}-urgent-"))
-    normal = sorted(latency(r) for r in mine if r["task_id"].startswith(f"{batch}-0"))
-    retried = [r for r in mine if r["attempt"] > 1 and r["status"] == "succeeded"]
+def _latencies_ms(views: Iterable[View]) -> list[float]:
+    return sorted(
+        (view.finished_at - view.submitted_at).total_seconds() * 1000
+        for view in views
+        if view.finished_at is not None and view.submitted_at is not None
+    )
+
+
+def _error_line(view: View) -> str:
+    if view.error is None:
+        return "-"
+    if view.error.type == view.dead_reason:  # a dead letter's error: the reason, then the error
+        return view.error.message
+    return f"{view.error.type}: {view.error.message}"
+
+
+def _report(outcome: Outcome, submitted: Submitted, sink: MailSink) -> None:
+    """The summary, from the status views alone (plus what the SMTP server received)."""
+    views = outcome.views
     print()
-    if urgent and normal:
+    shown = f"{len(views)} of {len(views) + len(outcome.pending)}" if outcome.pending else ""
+    print(f"summary from the task store (status RPC, {shown or len(views)} tasks)")
+    print(render_final(list(views.values())))
+    workers = Counter(view.worker_id or "?" for view in views.values())
+    names = [*WORKERS, *sorted(set(workers) - set(WORKERS))]
+    print(
+        "tasks per worker (the last to run each): " + "  ".join(f"{n} {workers[n]}" for n in names)
+    )
+    urgent = _latencies_ms(views[i] for i in submitted.urgent if i in views)
+    backlog = _latencies_ms(views[i] for i in submitted.backlog if i in views)
+    if urgent and backlog:
         print(
             f"urgent tasks (submitted after the backlog): p50 {percentile(urgent, 50):.0f} ms "
-            f"vs backlog p50 {percentile(normal, 50):.0f} ms"
+            f"vs backlog p50 {percentile(backlog, 50):.0f} ms"
         )
+    retried = [
+        view
+        for view in views.values()
+        if view.state is models.TaskState.SUCCEEDED and (view.attempts or 1) > 1
+    ]
     print(
         f"retried: {len(retried)} tasks succeeded after more than one attempt "
-        f"(up to attempt {max((r['attempt'] for r in retried), default=1)})"
+        f"(up to attempt {max((view.attempts or 1 for view in retried), default=1)})"
     )
     with_pdf = sum(
         1 for m in sink.messages if any(str(a).endswith(".pdf") for a in m["attachments"])
@@ -121,13 +216,42 @@ def _report(results_file: Path, batch: str, sink: MailSink, dead: list[str]) -> 
     print(
         f"e-mails received by the local SMTP server: {len(sink.messages)} ({with_pdf} with a PDF)"
     )
+    dead = [view for view in views.values() if view.state is models.TaskState.DEAD]
     print(f"dead-lettered: {len(dead)}")
-    for line in dead:
-        print(f"  {line}")
+    for view in dead:
+        print(f"  {view.task_id} {view.message_type}: {view.dead_reason}: {_error_line(view)}")
 
 
-def _ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+def _problems(outcome: Outcome, submitted: Submitted, timeout: float) -> list[str]:
+    """Why the demo did not end as expected (nothing when it did)."""
+    problems: list[str] = []
+    if outcome.pending:
+        problems.append(
+            f"{len(outcome.pending)} tasks not final after {timeout:g}s: "
+            f"{_some(outcome.pending)} (`spectask status ID` shows where one is)"
+        )
+    unsuccessful = [
+        f"{i} {view.state.value}"
+        for i in [*submitted.backlog, *submitted.urgent]
+        if (view := outcome.views.get(i)) is not None
+        and view.state is not models.TaskState.SUCCEEDED
+    ]
+    if unsuccessful:
+        problems.append(f"{len(unsuccessful)} tasks did not succeed: {_some(unsuccessful)}")
+    poison = outcome.views.get(submitted.poison)
+    if poison is not None and (
+        poison.state is not models.TaskState.DEAD or poison.dead_reason != POISON_REASON
+    ):
+        problems.append(
+            f"the poison task {poison.task_id} ended {poison.state.value} "
+            f"(reason {poison.dead_reason or '-'}), expected DEAD ({POISON_REASON})"
+        )
+    return problems
+
+
+def _some(items: Sequence[str], shown: int = 5) -> str:
+    more = len(items) - shown
+    return ", ".join(items[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,48 +265,41 @@ def run(args: argparse.Namespace) -> int:
         "SPECTASK_SMTP_HOST": "127.0.0.1",
         "SPECTASK_SMTP_PORT": str(smtp_port),
     }
-    results_file = Path(tempfile.mkdtemp(prefix="spectask-demo-")) / "results.jsonl"
     print(f"demo: batch {batch}: collector + {len(WORKERS)} workers, {total} tasks", flush=True)
+    # A long-lived collector: it stores results, task copies, events and dead letters, and
+    # answers the status operation until stopped. Its own results table (stdout) is not the
+    # demo's summary; --batch/--expected-failures only keep it from complaining on exit that
+    # the poison task failed.
     collector = subprocess.Popen(
-        _cli(
-            "collect",
-            "--expect",
-            str(total),
-            "--batch",
-            batch,
-            "--timeout",
-            str(args.timeout),
-            "--quiet",
-            "--output",
-            str(results_file),
-            "--expected-failures",
-            "1",
-        ),
+        _cli("collect", "--quiet", "--batch", batch, "--expected-failures", "1"),
         env=env,
+        stdout=subprocess.DEVNULL,
     )
     workers = [subprocess.Popen(_cli("worker", name), env=env) for name in WORKERS]
     try:
-        _produce(env, "--count", str(args.count), "--types", args.types, "--batch", batch)
-        _produce(
-            env,
-            "--count",
-            str(URGENT),
-            "--types",
-            "data_analysis.statistics",
-            "--priority",
-            "urgent",
-            "--batch",
-            f"{batch}-urgent",
-        )
-        _produce(
-            env,
-            "--task",
-            "image_processing.convert",
-            "--params",
-            json.dumps(POISON),
-            "--batch",
-            f"{batch}-poison",
-        )
+        with tempfile.TemporaryDirectory(prefix="spectask-demo-") as scratch:
+            ids = Path(scratch)
+            backlog = _produce(
+                env,
+                ids / "backlog",
+                args.count,
+                *("--count", str(args.count), "--types", args.types, "--batch", batch),
+            )
+            urgent = _produce(
+                env,
+                ids / "urgent",
+                URGENT,
+                *("--count", str(URGENT), "--types", "data_analysis.statistics"),
+                *("--priority", "urgent", "--batch", f"{batch}-urgent"),
+            )
+            (poison,) = _produce(
+                env,
+                ids / "poison",
+                1,
+                *("--task", "image_processing.convert", "--params", json.dumps(POISON)),
+                *("--batch", f"{batch}-poison"),
+            )
+        submitted = Submitted(backlog=backlog, urgent=urgent, poison=poison)
         if "report_generation.email" in args.types or "report_generation" in args.types:
             retried = asyncio.run(_wait_for_a_retry(time.monotonic() + RETRY_WAIT_SECONDS))
             print(
@@ -192,12 +309,26 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
         sink.start()
-        code = collector.wait(timeout=args.timeout + STOP_SECONDS)
-        dead = asyncio.run(_dead_letters([f"{batch}-poison-000000"]))
+        print(
+            f"demo: waiting until all {len(submitted.all)} tasks are final "
+            f"(status RPC, up to {args.timeout:g}s)",
+            flush=True,
+        )
+        try:
+            outcome = asyncio.run(_wait_until_final(submitted.all, args.timeout))
+        except RpcTimeoutError as exc:
+            code = collector.poll()
+            why = "it is running" if code is None else f"it exited {code}"
+            print(f"demo: no collector answered the status operation ({exc}); {why}")
+            return 1
     finally:
         _stop([*workers, collector])
         sink.stop()
-    _report(results_file, batch, sink, dead)
-    ok = code == 0 and len(dead) == 1
-    print(f"demo: {'done' if ok else f'collector exited {code}, {len(dead)} dead letters'}")
-    return 0 if ok else 1
+    _report(outcome, submitted, sink)
+    problems = _problems(outcome, submitted, args.timeout)
+    for problem in problems:
+        print(f"demo: {problem}")
+    if problems:
+        return 1
+    print("demo: done")
+    return 0
