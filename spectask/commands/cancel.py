@@ -7,6 +7,10 @@ checks (`ctx.progress`, `ctx.raise_if_cancelled`), else it finishes normally. Be
 publishing, the command asks the collectors for each task's state (status RPC) so it can
 refuse an id nobody has seen (a typo) and skip tasks that are already final; `--force`
 cancels without asking (when no collector runs).
+
+Exit status: 0 when the cancellation was requested (and, with `--wait`, every task ended
+CANCELLED); 1 on an error (an unknown id, no collector answering, a `--wait` that ran out);
+2 when `--wait` saw a task finish before the cancellation reached it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import socket
+import sys
 from datetime import UTC, datetime
 
 from generated import models
@@ -42,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=60.0, help="seconds --wait waits (default 60)"
     )
+    parser.add_argument(
+        "--rpc-timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for a collector to answer the status check (default 5)",
+    )
 
 
 def _requester() -> str:
@@ -55,8 +66,8 @@ def _requester() -> str:
 async def run(args: argparse.Namespace) -> int:
     ids = list(dict.fromkeys(args.task_ids))
     if len(ids) > MAX_IDS:
-        print(f"error: at most {MAX_IDS} ids per call", flush=True)
-        return 2
+        print(f"error: at most {MAX_IDS} ids per call", file=sys.stderr)
+        return 1
     broker = await Broker.connect(RuntimeConfig(), name="spectask-cancel")
     async with broker:
         await broker.declare(TOPOLOGY)
@@ -64,7 +75,7 @@ async def run(args: argparse.Namespace) -> int:
         to_cancel = ids
         problems = 0
         if not args.force:
-            reply = await client.get_status(ids, timeout=5.0)
+            reply = await client.get_status(ids, timeout=args.rpc_timeout)
             to_cancel = []
             for view in reply.tasks:
                 if view.state is models.TaskState.UNKNOWN:
@@ -96,7 +107,7 @@ async def run(args: argparse.Namespace) -> int:
         try:
             final = await client.wait(to_cancel, args.timeout)
         except WaitTimeoutError as exc:
-            print(f"error: {exc}")
+            print(f"error: {exc}", file=sys.stderr)
             return 1
         print(render_final(list(final.values())))
         cancelled = sum(view.state is models.TaskState.CANCELLED for view in final.values())
