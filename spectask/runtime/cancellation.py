@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -109,6 +110,7 @@ class CancellationWatch:
         await channel.set_qos(prefetch_count=STREAM_PREFETCH)  # a stream consumer needs one
         queue = await channel.get_queue(self._route.queue, ensure=True)
         await queue.consume(self._on_message, no_ack=False, arguments={"x-stream-offset": "first"})
+        began = time.monotonic()
         await self._publish_marker()
         try:
             async with asyncio.timeout(timeout):
@@ -123,10 +125,11 @@ class CancellationWatch:
             )
         else:
             log.info(
-                "worker %s: %d cancelled task(s) known from %s",
+                "worker %s: %d cancelled task(s) known from %s (read in %.0f ms)",
                 self._worker_id,
                 len(self._registry),
                 self._route.queue,
+                (time.monotonic() - began) * 1000,
             )
 
     async def _publish_marker(self) -> None:
