@@ -54,16 +54,21 @@ def real_generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def importable(package: Path) -> Iterator[str]:
+    """Make a generated package importable; forget it again afterwards."""
+    sys.path.insert(0, str(package.parent))
+    try:
+        yield package.name
+    finally:
+        sys.path.remove(str(package.parent))
+        for name in [n for n in sys.modules if n.split(".")[0] == package.name]:
+            del sys.modules[name]
+
+
 @pytest.fixture
 def real_package(real_generated: Path) -> Iterator[str]:
-    """Make the generated package importable; forget it again afterwards."""
-    sys.path.insert(0, str(real_generated.parent))
-    try:
-        yield real_generated.name
-    finally:
-        sys.path.remove(str(real_generated.parent))
-        for name in [n for n in sys.modules if n.split(".")[0] == real_generated.name]:
-            del sys.modules[name]
+    """The real spec's generated package, importable for the test."""
+    yield from importable(real_generated)
 
 
 def golden_files(directory: Path) -> dict[str, bytes]:
@@ -279,14 +284,8 @@ def rpc_generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def rpc_package(rpc_generated: Path) -> Iterator[str]:
-    """Make the generated request/reply package importable; forget it again afterwards."""
-    sys.path.insert(0, str(rpc_generated.parent))
-    try:
-        yield rpc_generated.name
-    finally:
-        sys.path.remove(str(rpc_generated.parent))
-        for name in [n for n in sys.modules if n.split(".")[0] == rpc_generated.name]:
-            del sys.modules[name]
+    """The request/reply fixture's generated package, importable for the test."""
+    yield from importable(rpc_generated)
 
 
 def _rpc_modules(package: str) -> tuple[ModuleType, ModuleType, ModuleType]:
