@@ -9,12 +9,12 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 GENERATED := generated/__init__.py
 SPEC := $(wildcard spec/*.yaml)
-CODEGEN := $(wildcard spectask/codegen/*.py spectask/codegen/templates/*.j2)
+CODEGEN := $(wildcard spectask/codegen/*.py spectask/codegen/templates/*.j2 spectask/protocol/*)
 # The broker URL: AMQP_URL if reachable, else localhost:5672, else a project-local node, ...
 BROKER := $(PY) -m spectask.devbroker ensure | tail -n 1
 ARGS ?=
 
-.PHONY: help venv install generate broker broker-stop worker1 worker2 worker3 producer \
+.PHONY: help venv install generate protocol broker broker-stop worker1 worker2 worker3 producer \
         collector test-workqueue test demo bench lint clean
 
 help:
@@ -32,15 +32,18 @@ $(VENV)/bin/python:
 	tools/ensure-venv.sh $(VENV)
 
 install: $(INSTALLED)
-$(INSTALLED): pyproject.toml | $(VENV)/bin/python
+$(INSTALLED): pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	@# generated/ is written after install: put the repo root on the venv's path for it
-	$(PY) -c 'import pathlib, site; pathlib.Path(site.getsitepackages()[0], "spectask-repo.pth").write_text(str(pathlib.Path.cwd()) + "\n")'
+	$(PY) -m pip install -q -c constraints.txt -e '.[all,dev]'
 	touch $@
 
 generate: $(INSTALLED)
 	$(PY) -m spectask.codegen --spec spec --out generated
+
+# after editing spectask/protocol/spectask.asyncapi.yaml: its models, and this app's copy of it
+protocol: $(INSTALLED)
+	$(PY) -m spectask.codegen.protocol_models
+	$(PY) -m spectask.cli protocol spec
 
 $(GENERATED): $(INSTALLED) $(SPEC) $(CODEGEN)
 	$(PY) -m spectask.codegen --spec spec --out generated
@@ -62,7 +65,7 @@ collector: $(GENERATED)
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) main-collector.py $(ARGS)
 
 demo: $(GENERATED)
-	url=$$($(BROKER)); AMQP_URL=$$url $(PY) -m spectask.cli demo $(ARGS)
+	url=$$($(BROKER)); AMQP_URL=$$url $(PY) -m workloads.demo $(ARGS)
 
 bench: $(GENERATED)
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) bench/run.py $(ARGS)
@@ -70,7 +73,7 @@ bench: $(GENERATED)
 lint: $(GENERATED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy spectask generated bench main-producer.py main-worker.py main-collector.py
+	$(VENV)/bin/mypy spectask generated workloads bench main-producer.py main-worker.py main-collector.py
 
 # The suite starts its own throwaway node when rabbitmq-server is installed; the broker policy
 # runs first so a machine without one gets it installed (or a clear error), never skipped tests.

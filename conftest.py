@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from spectask.app import APP_VARIABLE
+
 from tests.brokers import BrokerNode, session_broker
 from tests.store_support import fresh_database
+
+# `python -m spectask.cli collect` and friends in the tests serve this repo's application
+os.environ.setdefault(APP_VARIABLE, "workloads.app:app")
 
 
 @pytest.fixture(scope="session")

@@ -15,10 +15,17 @@ from dataclasses import dataclass, replace
 import aio_pika
 
 from bench.workload import MESSAGE_TYPE
-from generated import collector as generated_collector
-from generated import producer as generated_producer
-from generated import worker as generated_worker
+from generated import (
+    collector as generated_collector,
+    producer as generated_producer,
+    worker as generated_worker,
+)
 from generated.topology import TOPOLOGY
+from spectask.protocol.names import (
+    DEAD_LETTER_MESSAGE_TYPE,
+    EVENT_MESSAGE_TYPE,
+    RESULT_MESSAGE_TYPE,
+)
 from spectask.runtime.topology import (
     ArgumentValue,
     BindingSpec,
@@ -27,12 +34,7 @@ from spectask.runtime.topology import (
     SendRoute,
     Topology,
 )
-from spectask.runtime.worker import (
-    CANCELLATIONS,
-    DEAD_LETTER_MESSAGE_TYPE,
-    EVENT_MESSAGE_TYPE,
-    RESULT_MESSAGE_TYPE,
-)
+from spectask.runtime.worker import CANCELLATIONS
 
 RENAMED_ARGUMENTS = ("x-dead-letter-exchange",)
 """Queue arguments whose value is an exchange name and must follow the renaming."""

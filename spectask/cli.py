@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from spectask import __version__
+from spectask.app import APP_VARIABLE
 from spectask.errors import SpectaskError
 
 # Commands with their own argument parsing: `spectask generate --help`, `spectask broker ensure`.
@@ -19,12 +21,13 @@ PASSTHROUGH = {
     "broker": "spectask.devbroker",
 }
 
-# subcommand -> (module, help); modules load lazily so `generate` works before generated/ exists
+# subcommand -> (module, help); modules load lazily, so `--help` needs no application
 COMMANDS = {
+    "init": ("spectask.commands.init", "write a new spectask project (spec, handlers, Makefile)"),
+    "protocol": ("spectask.commands.protocol", "write spectask's protocol document into a spec"),
     "worker": ("spectask.commands.worker", "run a competing worker"),
     "produce": ("spectask.commands.producer", "submit tasks"),
     "collect": ("spectask.commands.collector", "consume and report task results"),
-    "demo": ("spectask.commands.demo", "collector + 3 workers + a mixed batch, then a summary"),
     "dlq": ("spectask.commands.dlq", "inspect, replay or purge dead letters"),
     "status": ("spectask.commands.status", "the stored state of tasks (status RPC)"),
     "result": ("spectask.commands.result", "the stored result of one task (status RPC)"),
@@ -32,8 +35,12 @@ COMMANDS = {
 }
 
 
+NEEDS_APP = frozenset({"worker", "produce", "collect", "dlq", "status", "result", "cancel"})
+
+
 def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, ModuleType | None]:
     parser = argparse.ArgumentParser(prog="spectask", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"spectask {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("generate", help="write typed clients from spec/ into generated/")
@@ -42,6 +49,12 @@ def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, ModuleTy
     module = None
     for name, (module_name, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text)
+        if name in NEEDS_APP:
+            command_parser.add_argument(
+                "--app",
+                metavar="MODULE:ATTR",
+                help=f"your application (default: ${APP_VARIABLE}); see `spectask.Application`",
+            )
         if name == chosen:
             module = importlib.import_module(module_name)
             module.add_arguments(command_parser)
@@ -53,13 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in PASSTHROUGH:
         passthrough: int = importlib.import_module(PASSTHROUGH[argv[0]]).main(argv[1:])
         return passthrough
-    try:
-        parser, module = build_parser(argv)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("generated"):
-            print("error: generated/ is missing; run `make generate` first", file=sys.stderr)
-            return 1
-        raise
+    parser, module = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -12,11 +12,10 @@ from datetime import UTC, datetime
 import aio_pika
 
 from generated import models
-from generated.collector import RECEIVE_ROUTES as COLLECTOR_ROUTES
-from generated.collector import CollectorApp
+from generated.collector import RECEIVE_ROUTES as COLLECTOR_ROUTES, CollectorApp
 from generated.producer import ProducerClient
 from generated.topology import TOPOLOGY
-from spectask.commands.collector import add_store_handlers
+from spectask.collector import add_store_handlers
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats

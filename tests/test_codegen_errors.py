@@ -678,26 +678,3 @@ def test_a_status_reply_without_tasks_is_refused(
     err = capsys.readouterr().err
     assert f"{spec / REQUESTER}: $.operations.ping: the reply of the status operation ping" in err
     assert "task_id and state" in err
-
-
-def test_a_copy_queue_that_misses_a_task_queue_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """collector.tasks learns QUEUED from its copies: a task type added without its key
-    there would wait as UNKNOWN, so the generator says so."""
-    spec = tmp_path / "spec"
-    shutil.copytree(Path(__file__).resolve().parents[1] / "spec", spec)
-    common = yaml.safe_load((spec / "common.asyncapi.yaml").read_text())
-    amqp = common["channels"]["collectorTasks"]["bindings"]["amqp"]
-    amqp["x-spectask-bindings"] = [
-        b for b in amqp["x-spectask-bindings"] if b["routingKey"] != "data_analysis.#"
-    ]
-    (spec / "common.asyncapi.yaml").write_text(yaml.safe_dump(common, sort_keys=False))
-    assert main(["--spec", str(spec), "--out", str(tmp_path / "out")]) == 1
-    err = capsys.readouterr().err
-    assert (
-        f"{spec / 'common.asyncapi.yaml'}: $.channels.collectorTasks: copy queue "
-        "'collector.tasks' does not get what queue 'tasks.data_analysis' gets from exchange "
-        "'tasks' (binding key 'data_analysis.#')"
-    ) in err
-    assert "routingKey: 'data_analysis.#'" in err

@@ -26,7 +26,7 @@ def test_demo_runs_every_path_and_exits_zero(amqp_url: str, tmp_path: Path) -> N
         "STORE_URL": f"sqlite:///{tmp_path / 'tasks.db'}",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "spectask.cli", "demo", "--count", "18", "--timeout", "240"],
+        [sys.executable, "-m", "workloads.demo", "--count", "18", "--timeout", "240"],
         cwd=ROOT,
         env=env,
         capture_output=True,

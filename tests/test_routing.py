@@ -27,8 +27,8 @@ from spectask.errors import UnroutableError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.producer import TaskPublisher
-from spectask.samples import SAMPLES
 from tests.workqueue_support import ROOT, queue_depth, reset_topology
+from workloads.samples import SAMPLES
 
 pytestmark = pytest.mark.timeout(120)
 

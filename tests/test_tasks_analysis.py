@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from spectask.tasks import analysis
-from spectask.tasks.errors import PermanentTaskError
+from workloads import analysis
+from workloads.errors import PermanentTaskError
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,11 +14,11 @@ from PIL import Image
 
 import generated.models as models
 import generated.worker as worker
-import spectask.tasks.handlers as handlers
+import workloads.handlers as handlers
 from spectask.errors import TaskCancelledError
 from spectask.runtime.context import TaskContext
-from spectask.tasks.errors import PermanentTaskError
-from spectask.tasks.settings import TaskSettings
+from workloads.errors import PermanentTaskError
+from workloads.settings import TaskSettings
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageDraw
 
-from spectask.tasks import images
-from spectask.tasks.errors import PermanentTaskError
-from spectask.tasks.output import safe_name, write_atomic
+from workloads import images
+from workloads.errors import PermanentTaskError
+from workloads.output import safe_name, write_atomic
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -362,7 +362,7 @@ def test_write_atomic_leaves_no_temporary_file_on_failure(
     def failing_replace(src: str, dst: Path) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("spectask.tasks.output.os.replace", failing_replace)
+    monkeypatch.setattr("workloads.output.os.replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         write_atomic(target, b"two")
     assert target.read_bytes() == b"one"

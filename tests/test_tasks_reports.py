@@ -20,8 +20,8 @@ from aiosmtpd.controller import Controller
 from PIL import Image
 from pypdf import PdfReader
 
-from spectask.tasks import mail, reports
-from spectask.tasks.errors import PermanentTaskError
+from workloads import mail, reports
+from workloads.errors import PermanentTaskError
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -53,6 +53,8 @@ class Channel:
     policy_node: Node | None = None
     # `address: null` and no bindings: a reply address known only at run time (replyTo).
     dynamic: bool = False
+    # `x-spectask-copies: <exchange>`: bound with every key the other queues have there
+    copies: str | None = None
 
 
 def _name(node: Node, diagnostics: Diagnostics, what: str) -> str | None:
@@ -139,7 +141,15 @@ def parse_channel(
         queue, policy, bindings = parse_queue(amqp, priorities, diagnostics)
         policy_node = amqp.child("x-spectask-policy")
         channel = Channel(
-            node.file, node.path, None, queue, policy, (), tuple(bindings), policy_node
+            node.file,
+            node.path,
+            None,
+            queue,
+            policy,
+            (),
+            tuple(bindings),
+            policy_node,
+            copies=_copies(amqp, diagnostics),
         )
     else:
         for key in extensions.CHANNEL_KEYS:
@@ -159,7 +169,18 @@ def parse_channel(
         messages,
         channel.binding_nodes,
         channel.policy_node,
+        copies=channel.copies,
     )
+
+
+def _copies(amqp: Node, diagnostics: Diagnostics) -> str | None:
+    node = amqp.child(extensions.COPIES)
+    if node is None:
+        return None
+    if not isinstance(node.value, str) or not node.value:
+        diagnostics.error(node, f"{extensions.COPIES} must name an exchange", "write: tasks")
+        return None
+    return node.value
 
 
 def _messages(spec: SpecSet, node: Node, diagnostics: Diagnostics) -> tuple[Message, ...]:

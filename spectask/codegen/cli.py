@@ -14,7 +14,7 @@ from pathlib import Path
 from spectask.codegen.diagnostics import Diagnostics, SpecInvalidError
 from spectask.codegen.formatting import format_sources
 from spectask.codegen.load import load
-from spectask.codegen.models import generate_models
+from spectask.codegen.models import generate_models, merge, protocol_models
 from spectask.codegen.render import render
 from spectask.codegen.validate import validate
 from spectask.codegen.write import stale_files, write_atomically
@@ -28,7 +28,12 @@ def build(spec_dir: Path) -> dict[str, bytes]:
     if project is None:
         raise SpecInvalidError(diagnostics.errors)
     payloads = {model for service in project.services for model in service.models}
-    return format_sources(render(project, generate_models(project.json_schema, payloads)))
+    shipped = set(project.protocol_schemas)
+    models = merge(
+        protocol_models(project.protocol_schemas, payloads & shipped),
+        generate_models(project.json_schema, payloads - shipped),
+    )
+    return format_sources(render(project, models))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -21,12 +21,15 @@ from spectask.runtime.topology import RetryPolicy, TaskPolicy
 PREFIX = "x-spectask-"
 PRIORITIES = "x-spectask-priorities"
 RETRY = "x-spectask-retry"
-ROOT_KEYS = (PRIORITIES, RETRY)
-CHANNEL_KEYS = ("x-spectask-bindings", "x-spectask-arguments", "x-spectask-policy")
+PROTOCOL = "x-spectask-protocol"
+ROLES = "x-spectask-roles"
+COPIES = "x-spectask-copies"
+ROOT_KEYS = (PRIORITIES, RETRY, PROTOCOL)
+CHANNEL_KEYS = ("x-spectask-bindings", "x-spectask-arguments", "x-spectask-policy", COPIES)
 # Keys whose values are JSON Schemas: property names there (`x-spectask-attempt`) are data.
 _SCHEMA_KEYS = frozenset({"schemas", "payload", "headers"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-OPERATION_KEYS = ("x-spectask-runtime",)
+OPERATION_KEYS = ("x-spectask-runtime", ROLES)
 _KNOWN_HINT = (
     f"spectask knows {', '.join(ROOT_KEYS)} (document root), {', '.join(CHANNEL_KEYS)} "
     f"(in a queue channel's bindings.amqp) and {', '.join(OPERATION_KEYS)} (in an operation)"

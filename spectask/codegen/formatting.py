@@ -19,7 +19,12 @@ NOQA_LONG_LINES = (
     "# ruff: noqa: E501 - text from the spec (descriptions, patterns) stays on one line"
 )
 _SETTINGS = ["--isolated", "--line-length", str(LINE_LENGTH), "--target-version", "py311"]
-_ISORT = ["--config", "lint.isort.known-first-party = ['spectask']"]
+_ISORT = [
+    "--config",
+    "lint.isort.known-first-party = ['spectask']",
+    "--config",
+    "lint.isort.combine-as-imports = true",
+]
 
 
 def _ruff(*args: str) -> None:

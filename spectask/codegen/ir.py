@@ -44,6 +44,9 @@ class SendOp:
     runtime: str | None = None
     # the schema of one task in a status reply (`x-spectask-runtime: status` only)
     status_view: str | None = None
+    # a protocol send of a receiving service (a worker's results): the runtime publishes it,
+    # so the generated client has no method for it
+    runtime_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,16 @@ class Service:
         return tuple(op for op in self.send_ops if op.reply_model is None)
 
     @property
+    def client_send_ops(self) -> tuple[SendOp, ...]:
+        """Plain send operations the generated client offers (not the runtime's own)."""
+        return tuple(op for op in self.plain_send_ops if not op.runtime_only)
+
+    @property
+    def has_client(self) -> bool:
+        """Whether the service gets a client class (it sends something itself)."""
+        return bool(self.client_send_ops or self.rpc_ops)
+
+    @property
     def rpc_ops(self) -> tuple[SendOp, ...]:
         """Send operations that wait for a reply."""
         return tuple(op for op in self.send_ops if op.reply_model is not None)
@@ -123,3 +136,5 @@ class Project:
     messages: tuple[MessageInfo, ...]
     services: tuple[Service, ...]
     json_schema: str
+    # schemas of the protocol document: their models are spectask.protocol.models' own
+    protocol_schemas: tuple[str, ...] = ()

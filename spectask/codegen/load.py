@@ -2,7 +2,9 @@
 
 `$ref`s are followed lazily and every `Node` remembers the document and JSON path it was written
 at, so an error can always point at the line a person has to change. A document with
-`operations` is a service document; one without is a library document (`common`).
+`operations` is a service document; one without is a library document (`common`). The
+document with `x-spectask-protocol` at its root is spectask's own protocol: a library whose
+operations go to the services of their roles (see `roles`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from spectask.codegen.diagnostics import Diagnostics, JsonPath
 from spectask.codegen.nodes import Node
 
 SPEC_GLOB = "*.asyncapi.yaml"
+PROTOCOL_KEY = "x-spectask-protocol"
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,12 @@ class Document:
     data: dict[str, Any]
 
     @property
+    def is_protocol(self) -> bool:
+        return PROTOCOL_KEY in self.data
+
+    @property
     def is_service(self) -> bool:
-        return "operations" in self.data
+        return "operations" in self.data and not self.is_protocol
 
     @property
     def root(self) -> Node:
@@ -58,6 +65,13 @@ class SpecSet:
 
     directory: Path
     documents: dict[str, Document]
+    # files that could not be read (reported by `load`; nothing else is checked then)
+    broken: frozenset[str] = frozenset()
+
+    @property
+    def protocol(self) -> Document | None:
+        """The protocol document, if the spec has one."""
+        return next((doc for _, doc in sorted(self.documents.items()) if doc.is_protocol), None)
 
     @property
     def services(self) -> list[Document]:
@@ -175,6 +189,7 @@ def check_refs(spec: SpecSet, diagnostics: Diagnostics) -> None:
 def load(directory: Path, diagnostics: Diagnostics) -> SpecSet:
     """Read every `*.asyncapi.yaml` of `directory`; unreadable files are reported, not raised."""
     documents: dict[str, Document] = {}
+    broken: set[str] = set()
     files = sorted(directory.glob(SPEC_GLOB)) if directory.is_dir() else []
     if not files:
         diagnostics.at(
@@ -185,12 +200,30 @@ def load(directory: Path, diagnostics: Diagnostics) -> SpecSet:
         try:
             data = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            diagnostics.at(path.name, (), f"not valid YAML: {exc}", "fix the YAML syntax")
+            diagnostics.at(path.name, (), _yaml_problem(exc), _yaml_hint(exc))
+            broken.add(path.name)
             continue
         if not isinstance(data, dict):
             diagnostics.at(
                 path.name, (), "document is not a mapping", "start with `asyncapi: 3.0.0`"
             )
+            broken.add(path.name)
             continue
         documents[path.name] = Document(path.name, raw, data)
-    return SpecSet(directory, documents)
+    return SpecSet(directory, documents, frozenset(broken))
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """`not valid YAML at line 12, column 30: mapping values are not allowed here`."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is None:
+        return f"not valid YAML: {problem}"
+    return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def _yaml_hint(exc: yaml.YAMLError) -> str:
+    problem = str(getattr(exc, "problem", "") or "")
+    if "mapping values are not allowed" in problem:
+        return "quote a value that contains ': ' (write description: 'a: b')"
+    return "fix the YAML syntax there"

@@ -10,15 +10,19 @@ like DeadLetterBody) is used as `RootModel[models.X]` where a pydantic model cla
 
 from __future__ import annotations
 
+import importlib
+import json
 import re
 import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from types import ModuleType
 
 from datamodel_code_generator import generate
 from datamodel_code_generator.enums import DataModelType, InputFileType
 from datamodel_code_generator.format import PythonVersion
+from pydantic import BaseModel
 
 from spectask.codegen.diagnostics import SpecError, SpecInvalidError
 
@@ -68,8 +72,55 @@ def _run_generator(json_schema: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+PROTOCOL_MODULE = "spectask.protocol.models"
+
+
+def protocol_models(
+    names: Iterable[str], payloads: Iterable[str], module: ModuleType | None = None
+) -> GeneratedModels:
+    """Re-exports of the protocol's models, which ship with spectask, for an application.
+
+    The application's `models` module imports them (`TaskResult as TaskResult`), so
+    `generated.models.TaskResult is spectask.protocol.models.TaskResult`: one class, one source.
+    """
+    module = module or importlib.import_module(PROTOCOL_MODULE)
+    exported = sorted(set(names))
+    references: dict[str, str] = {}
+    for schema in sorted(set(payloads) & set(exported)):
+        found = getattr(module, schema)
+        is_model = isinstance(found, type) and issubclass(found, BaseModel)
+        references[schema] = f"models.{schema}" if is_model else f"RootModel[models.{schema}]"
+    if not exported:
+        return GeneratedModels("", references)
+    lines = [f"    {name} as {name}," for name in exported]
+    source = "\n".join([f"from {PROTOCOL_MODULE} import (", *lines, ")"]) + "\n"
+    return GeneratedModels(source, references)
+
+
+def merge(first: GeneratedModels, second: GeneratedModels) -> GeneratedModels:
+    """One models module from two parts (the protocol's re-exports, the application's own)."""
+    future = "from __future__ import annotations\n"
+    parts = [part.source.replace(future, "", 1) for part in (first, second)]
+    body = "\n\n".join(part for part in parts if part.strip())
+    source = f"{future}\n{body}" if future in first.source + second.source else body
+    return GeneratedModels(source, {**first.references, **second.references})
+
+
 def generate_models(json_schema: str, payloads: Iterable[str]) -> GeneratedModels:
     """Generate the models; raises SpecInvalidError if a payload schema got no model."""
+    if not json.loads(json_schema).get("$defs"):
+        if payloads := sorted(set(payloads)):
+            raise SpecInvalidError(
+                [
+                    SpecError(
+                        "components.schemas",
+                        "$.components.schemas",
+                        f"no schema defines payload(s) {', '.join(payloads)}",
+                        "define them in components.schemas",
+                    )
+                ]
+            )
+        return GeneratedModels("", {})
     source = _run_generator(json_schema)
     classes = dict(_CLASS.findall(source))
     aliases = set(_ALIAS.findall(source))

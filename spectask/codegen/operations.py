@@ -202,15 +202,43 @@ def _routing_key(spec: SpecSet, op: Node, d: Diagnostics, *, transient: bool = F
     return key
 
 
+ROLES = "x-spectask-roles"
+
+
+def operation_roles(op: Node) -> tuple[str, ...]:
+    """The roles a protocol operation belongs to (`x-spectask-roles: [worker, collector]`)."""
+    node = op.child(ROLES)
+    value = node.value if node is not None else None
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
 def parse_operations(
-    spec: SpecSet, doc: Document, channels: Mapping[Origin, Channel], d: Diagnostics
+    spec: SpecSet,
+    doc: Document,
+    channels: Mapping[Origin, Channel],
+    d: Diagnostics,
+    *,
+    role: str | None = None,
 ) -> list[Operation]:
-    """The operations of one service document; broken ones are reported and left out."""
+    """The operations of one document; broken ones are reported and left out.
+
+    With `role`, only the operations whose `x-spectask-roles` name it (the protocol's share of
+    that role's service); elsewhere `x-spectask-roles` is refused.
+    """
     operations: list[Operation] = []
     listed = spec.get(doc.root, "operations")
     for operation_id, ref in listed.items() if listed is not None else ():
         op = spec.resolve(ref)
         if op is None:
+            continue
+        if role is not None and role not in operation_roles(op):
+            continue
+        if role is None and (roles := op.child(ROLES)) is not None:
+            d.error(
+                roles,
+                f"{ROLES} belongs to the protocol document's operations only",
+                "remove it; the generator adds the protocol's operations to each role itself",
+            )
             continue
         action = op.child("action")
         if action is None or action.value not in ("send", "receive"):

@@ -59,7 +59,7 @@ def header(project: Project, sources: str) -> str:
 
 def _service_context(service: Service, models: GeneratedModels) -> dict[str, Any]:
     abc: set[str] = set()
-    if service.send_ops:
+    if service.has_client:
         abc |= {"Callable", "Sequence"}
     if service.receive_ops:
         abc |= {"Awaitable", "Callable", "Collection", "Mapping"}

@@ -7,9 +7,10 @@ Publishes are mandatory, so a routing key no binding matches would fail at runti
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import cache
 
-from spectask.codegen.channels import Channel
+from spectask.codegen.channels import Channel, Origin
 from spectask.codegen.diagnostics import Diagnostics
 from spectask.codegen.operations import Operation
 from spectask.runtime.topology import ANY_MESSAGE_SUFFIX, ExchangeSpec, QueueSpec
@@ -65,6 +66,38 @@ def check_topology(
     for channel in channels:
         _check_queue(channel, exchanges, d)
     return exchanges, queues
+
+
+def derive_copies(channels: Mapping[Origin, Channel], d: Diagnostics) -> dict[Origin, Channel]:
+    """Bind each `x-spectask-copies: <exchange>` queue with the other queues' keys there.
+
+    The collector's copy of every task (`collector.tasks`, in the protocol document) must get
+    exactly what the application's task queues get from `tasks`: written by hand it would
+    miss a task type added later, which would then show UNKNOWN while it waits.
+    """
+    exchanges = {c.exchange.name for c in channels.values() if c.exchange is not None}
+    derived = dict(channels)
+    for key, channel in channels.items():
+        if channel.copies is None or channel.queue is None:
+            continue
+        if channel.copies not in exchanges:
+            d.error(
+                channel,
+                f"{channel.queue.name!r} copies exchange {channel.copies!r}, which no channel "
+                "declares",
+                "name an exchange a routingKey channel declares: " + ", ".join(sorted(exchanges)),
+            )
+            continue
+        keys = {
+            binding
+            for other in channels.values()
+            if other.queue is not None and other.copies is None
+            for binding in other.queue.bindings
+            if binding.exchange == channel.copies
+        }
+        bindings = tuple(sorted(keys | set(channel.queue.bindings), key=str))
+        derived[key] = replace(channel, queue=replace(channel.queue, bindings=bindings))
+    return derived
 
 
 def check_copy_queues(channels: Sequence[Channel], d: Diagnostics) -> None:

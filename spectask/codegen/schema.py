@@ -64,12 +64,18 @@ class _Converter:
             self._inlining.pop()
 
 
-def collect_schemas(spec: SpecSet, d: Diagnostics) -> str:
-    """The `{"$defs": ...}` JSON text of every schema defined in any document."""
+def collect_schemas(spec: SpecSet, d: Diagnostics, *, skip: str | None = None) -> str:
+    """The `{"$defs": ...}` JSON text of every schema defined in any document but `skip`.
+
+    The protocol document is skipped for an application: its models ship with spectask
+    (`spectask.protocol.models`), and the generated models module re-exports them.
+    """
     defs: dict[str, Any] = {}
     defined_in: dict[str, str] = {}
     converter = _Converter(spec, d)
     for name in sorted(spec.documents):
+        if name == skip:
+            continue
         schemas = spec.get(spec.get(spec.documents[name].root, "components"), "schemas")
         for key, child in schemas.items() if schemas is not None else ():
             if child.ref is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import keyword
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from operator import attrgetter
 
 from spectask.codegen import extensions, retries, routing
@@ -17,8 +18,14 @@ from spectask.codegen.diagnostics import Diagnostics
 from spectask.codegen.ir import MessageInfo, Project, ReceiveOp, SendOp, Service
 from spectask.codegen.load import SPEC_GLOB, Document, SpecSet, check_refs
 from spectask.codegen.nodes import Node
-from spectask.codegen.operations import Operation, parse_operations, snake_case
+from spectask.codegen.operations import (
+    Operation,
+    operation_roles,
+    parse_operations,
+    snake_case,
+)
 from spectask.codegen.schema import collect_schemas
+from spectask.protocol import document as protocol, names
 from spectask.runtime.topology import ExchangeSpec, QueueSpec, TaskPolicy
 
 _STEM = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -94,10 +101,82 @@ def _policies(channels: Mapping[Origin, Channel], d: Diagnostics) -> dict[str, T
     return policies
 
 
+def _check_protocol(spec: SpecSet, d: Diagnostics) -> None:
+    """The spec's protocol document must be the very one this spectask ships."""
+    found = [doc for _, doc in sorted(spec.documents.items()) if doc.is_protocol]
+    hint = f"run `spectask protocol {spec.directory}` to write the copy this spectask ships"
+    for doc in found:
+        if doc.name != protocol.DOCUMENT_NAME:
+            d.error(
+                doc.root,
+                f"the protocol document must be named {protocol.DOCUMENT_NAME}",
+                f"{hint}, and delete {doc.name}",
+            )
+        elif doc.raw != protocol.shipped_bytes():
+            d.error(
+                doc.root,
+                f"{doc.name} differs from the protocol this spectask ships "
+                f"(protocol version {protocol.version()})",
+                f"{hint}; never edit it by hand (your task types go in your own documents)",
+            )
+
+
+def _services(
+    spec: SpecSet,
+    channels: Mapping[Origin, Channel],
+    topology: tuple[dict[str, ExchangeSpec], dict[str, QueueSpec]],
+    policies: Mapping[str, TaskPolicy],
+    d: Diagnostics,
+) -> tuple[Service, ...]:
+    """One service per service document, each with the protocol's operations of its role.
+
+    A role (worker, producer, collector) without a document of its own still gets a service
+    made of the protocol's operations alone: an application need not write a collector.
+    """
+    proto = spec.protocol
+    roles: set[str] = set()
+    listed = spec.get(proto.root, "operations") if proto is not None else None
+    for _, ref in listed.items() if listed is not None else ():
+        op = spec.resolve(ref)
+        roles.update(operation_roles(op) if op is not None else ())
+    services = []
+    for doc in spec.services:
+        stem = doc.name.removesuffix(SPEC_GLOB[1:])
+        ops = parse_operations(spec, doc, channels, d)
+        if proto is not None and stem in roles:
+            ops += parse_operations(spec, proto, channels, d, role=stem)
+            roles.discard(stem)
+        services.append(_service(spec, stem, doc.name, ops, topology, policies, d))
+    for role in sorted(roles):
+        assert proto is not None
+        ops = parse_operations(spec, proto, channels, d, role=role)
+        services.append(_service(spec, role, proto.name, ops, topology, policies, d))
+    for service in services:
+        _check_runtime_needs(service, d)
+    return tuple(sorted(services, key=attrgetter("stem")))
+
+
+def _check_runtime_needs(service: Service, d: Diagnostics) -> None:
+    """A service that runs task handlers needs somewhere to send bad input: refuse it here."""
+    takes_tasks = any(op.policy is not None for op in service.handler_ops)
+    sends = {op.message_type for op in service.send_ops}
+    if takes_tasks and names.DEAD_LETTER_MESSAGE_TYPE not in sends:
+        d.at(
+            service.source,
+            ("operations",),
+            f"service {service.stem!r} receives tasks but has no send operation of message "
+            f"type {names.DEAD_LETTER_MESSAGE_TYPE}, so bad input would have nowhere to go",
+            f"add spectask's protocol document ({protocol.DOCUMENT_NAME}; `spectask protocol "
+            "DIR` writes it) and name the document worker.asyncapi.yaml, so the generator adds "
+            "the worker's publishDeadLetter",
+        )
+
+
 def _service(
     spec: SpecSet,
-    doc: Document,
-    channels: Mapping[Origin, Channel],
+    stem: str,
+    source: str,
+    operations: list[Operation],
     topology: tuple[dict[str, ExchangeSpec], dict[str, QueueSpec]],
     policies: Mapping[str, TaskPolicy],
     d: Diagnostics,
@@ -105,7 +184,20 @@ def _service(
     sends: list[SendOp] = []
     receives: list[ReceiveOp] = []
     methods: dict[str, str] = {}
-    for op in parse_operations(spec, doc, channels, d):
+    ids: set[str] = set()
+    protocol_ops: set[str] = set()
+    for op in operations:
+        if op.operation_id in ids:
+            d.error(
+                op,
+                f"operation id {op.operation_id!r} is already one of the protocol's "
+                f"{stem} operations",
+                "rename yours; the generator adds the protocol's operations itself",
+            )
+            continue
+        ids.add(op.operation_id)
+        if op.file == protocol.DOCUMENT_NAME:
+            protocol_ops.add(op.operation_id)
         method, message = snake_case(op.operation_id), op.message
         if methods.setdefault(method, op.operation_id) != op.operation_id:
             d.error(
@@ -160,10 +252,14 @@ def _service(
                     op.runtime,
                 )
             )
-    stem = doc.name.removesuffix(SPEC_GLOB[1:])
+    if receives:  # the runtime publishes a receiving service's protocol sends itself
+        sends = [
+            replace(send, runtime_only=True) if send.operation in protocol_ops else send
+            for send in sends
+        ]
     by_id = attrgetter("operation")
     return Service(
-        stem, doc.name, tuple(sorted(sends, key=by_id)), tuple(sorted(receives, key=by_id))
+        stem, source, tuple(sorted(sends, key=by_id)), tuple(sorted(receives, key=by_id))
     )
 
 
@@ -256,23 +352,31 @@ def _request_params(spec: SpecSet, schema: str) -> tuple[tuple[str, str], ...] |
 
 
 def validate(spec: SpecSet, d: Diagnostics) -> Project | None:
-    """The IR of a sound spec; None (with everything wrong in `d`) otherwise."""
+    """The IR of a sound spec; None (with everything wrong in `d`) otherwise.
+
+    A file that is not YAML stops here, with its one error at its line: every `$ref` into it
+    would otherwise be reported again as pointing nowhere.
+    """
+    if spec.broken:
+        return None
     for name in sorted(spec.documents):
         _check_document(spec.documents[name], d)
     extensions.scan_unknown(spec, d)
     priorities = extensions.parse_priorities(spec, d)
     retry = retries.parse_retry(spec, d)
+    _check_protocol(spec, d)
     channels, messages = _definitions(spec, priorities, d)
+    channels = routing.derive_copies(channels, d)
     exchanges, queues = routing.check_topology(list(channels.values()), d)
     routing.check_copy_queues(list(channels.values()), d)
     _check_message_types(messages, d)
     policies = _policies(channels, d)
     retries.check_channels(retry, channels.values(), exchanges, d)
     tiers = retries.derive(retry, policies, exchanges, queues, d)
-    services = tuple(
-        _service(spec, doc, channels, (exchanges, queues), policies, d) for doc in spec.services
-    )
-    json_schema = collect_schemas(spec, d)
+    services = _services(spec, channels, (exchanges, queues), policies, d)
+    proto = spec.protocol
+    json_schema = collect_schemas(spec, d, skip=proto.name if proto is not None else None)
+    protocol_schemas = _protocol_schemas(spec)
     check_refs(spec, d)  # last: a more specific error at the same place wins
     if d.errors:
         return None
@@ -296,4 +400,12 @@ def validate(spec: SpecSet, d: Diagnostics) -> Project | None:
         ),
         services=services,
         json_schema=json_schema,
+        protocol_schemas=protocol_schemas,
     )
+
+
+def _protocol_schemas(spec: SpecSet) -> tuple[str, ...]:
+    """The schema names the protocol document defines (their models ship with spectask)."""
+    proto = spec.protocol
+    schemas = spec.get(spec.get(proto.root, "components"), "schemas") if proto else None
+    return tuple(sorted(key for key, _ in schemas.items())) if schemas is not None else ()

@@ -21,10 +21,9 @@ import socket
 import sys
 from datetime import UTC, datetime
 
-from generated import models
-from generated.producer import ProducerClient
-from generated.topology import TOPOLOGY
+from spectask.app import load_app
 from spectask.commands.waiting import render_final
+from spectask.protocol import models
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.producer import TaskPublisher
@@ -68,10 +67,13 @@ async def run(args: argparse.Namespace) -> int:
     if len(ids) > MAX_IDS:
         print(f"error: at most {MAX_IDS} ids per call", file=sys.stderr)
         return 1
+    app = load_app(args.app)
     broker = await Broker.connect(RuntimeConfig(), name="spectask-cancel")
     async with broker:
-        await broker.declare(TOPOLOGY)
-        client = ProducerClient(TaskPublisher(await broker.publisher(), TOPOLOGY), broker.rpc())
+        await broker.declare(app.topology)
+        client = app.module("producer").ProducerClient(
+            TaskPublisher(await broker.publisher(), app.topology), broker.rpc()
+        )
         to_cancel = ids
         problems = 0
         if not args.force:

@@ -1,7 +1,8 @@
 """`spectask dlq`: inspect, replay and purge the dead-letter queue (the work is in spectask.dlq).
 
-The queue comes from the generated topology (the queue bound to the exchange dead letters are
-published to); `--queue` points at another one and then needs no generated code at all.
+The queue comes from the application's generated topology (`--app`: the queue bound to the
+exchange dead letters are published to); `--queue` points at another one and then needs no
+generated code at all.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from spectask import dlq
+from spectask.app import load_app
 from spectask.errors import ConfigError
+from spectask.protocol.names import DEAD_LETTER_MESSAGE_TYPE
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.deadletter import DeadReason
@@ -27,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_argument(
         "--queue", help="dead-letter queue to use (default: the one the spec's topology declares)"
     )
+    common.add_argument("--app", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
 
     listing = sub.add_parser("list", parents=[common], help="every dead letter, decoded")
@@ -49,22 +53,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     purge.add_argument("--yes", action="store_true", help="do not ask (needed without a TTY)")
 
 
-def spec_queue() -> tuple[str, Topology]:
+def spec_queue(app_name: str | None = None) -> tuple[str, Topology]:
     """The dead-letter queue of the spec: the one queue bound to the dead-letter exchange that
     no service taps (the collector's copy queue is consumed, not kept for inspection)."""
-    try:
-        from generated.collector import RECEIVE_ROUTES
-        from generated.topology import TOPOLOGY
-        from generated.worker import SEND_ROUTES
-    except ModuleNotFoundError as exc:
-        raise ConfigError("generated/ is missing; run `make generate`, or pass --queue") from exc
-    from spectask.runtime.worker import DEAD_LETTER_MESSAGE_TYPE
-
-    exchange = next(r.exchange for r in SEND_ROUTES if r.message_type == DEAD_LETTER_MESSAGE_TYPE)
-    tapped = {route.queue for route in RECEIVE_ROUTES if route.is_tap}
+    app = load_app(app_name)
+    send_routes = app.module("worker").SEND_ROUTES
+    receive_routes = app.module("collector").RECEIVE_ROUTES
+    topology: Topology = app.topology
+    exchange = next(r.exchange for r in send_routes if r.message_type == DEAD_LETTER_MESSAGE_TYPE)
+    tapped = {route.queue for route in receive_routes if route.is_tap}
     queues = [
         q.name
-        for q in TOPOLOGY.queues
+        for q in topology.queues
         if q.name not in tapped and any(b.exchange == exchange for b in q.bindings)
     ]
     if len(queues) != 1:
@@ -72,7 +72,7 @@ def spec_queue() -> tuple[str, Topology]:
             f"the spec binds {len(queues)} queues to the dead-letter exchange {exchange!r} "
             f"({', '.join(queues) or 'none'}); pass --queue to choose one"
         )
-    return queues[0], TOPOLOGY
+    return queues[0], topology
 
 
 def format_age(age: timedelta | None) -> str:
@@ -147,7 +147,7 @@ async def run(args: argparse.Namespace) -> int:
     topology: Topology | None = None
     queue = args.queue
     if not queue:
-        queue, topology = spec_queue()
+        queue, topology = spec_queue(args.app)
     async with await Broker.connect(RuntimeConfig(), name="spectask-dlq") as broker:
         if topology is not None:
             await broker.declare(topology)  # idempotent, as every spectask process does

@@ -13,17 +13,16 @@ from typing import Any
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from generated import models
-from generated.producer import SEND_ROUTES, ProducerClient
-from generated.topology import POLICIES, TOPOLOGY
+from spectask.app import Application, load_app
 from spectask.commands.waiting import render_final
 from spectask.errors import ConfigError, TaskValidationError
+from spectask.protocol import models
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.publisher import OutgoingMessage
 from spectask.runtime.waiting import WaitTimeoutError
-from spectask.samples import DEFAULT_MIX, expand_selection, mixed_batch
+from spectask.samples import expand_selection, mixed_batch
 
 PROGRESS_THRESHOLD = 200
 
@@ -32,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=30, help="how many sample tasks (default 30)")
     parser.add_argument(
         "--types",
-        default=",".join(DEFAULT_MIX),
+        default="",
         help="comma-separated task types or type.operation names for the sample mix "
-        "(default: every operation but report_generation.email, which needs SMTP)",
+        "(default: the application's default mix)",
     )
     parser.add_argument(
         "--task", help="submit one task of this type.operation with --params instead of samples"
@@ -55,9 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _routes() -> dict[str, Any]:
+def _routes(app: Application) -> dict[str, Any]:
     """The task send routes by message type (task types have a policy; cancelTasks has not)."""
-    return {route.message_type: route for route in SEND_ROUTES if route.task_type in POLICIES}
+    policies = app.policies
+    send_routes = app.module("producer").SEND_ROUTES
+    return {route.message_type: route for route in send_routes if route.task_type in policies}
 
 
 def _load_params(text: str | None) -> dict[str, Any]:
@@ -73,9 +74,11 @@ def _load_params(text: str | None) -> dict[str, Any]:
     return value
 
 
-def build_messages(args: argparse.Namespace, publisher: TaskPublisher) -> list[OutgoingMessage]:
+def build_messages(
+    args: argparse.Namespace, publisher: TaskPublisher, app: Application
+) -> list[OutgoingMessage]:
     """Validate every payload against its schema before anything is published."""
-    routes = _routes()
+    routes = _routes(app)
     if args.task:
         if args.task not in routes:
             raise ConfigError(
@@ -83,11 +86,17 @@ def build_messages(args: argparse.Namespace, publisher: TaskPublisher) -> list[O
             )
         items = [(args.task, _load_params(args.params))]
     else:
+        if not app.samples:
+            raise ConfigError(
+                "this application offers no sample payloads; submit one task with "
+                "--task TYPE.OPERATION --params JSON"
+            )
+        chosen = [t.strip() for t in args.types.split(",") if t.strip()] or list(app.mix)
         try:
-            selection = expand_selection([t.strip() for t in args.types.split(",") if t.strip()])
+            selection = expand_selection(app.samples, chosen)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        items = list(mixed_batch(args.count, selection))
+        items = list(mixed_batch(app.samples, args.count, selection))
     messages = []
     for index, (message_type, params) in enumerate(items):
         route = routes[message_type]
@@ -101,11 +110,12 @@ def build_messages(args: argparse.Namespace, publisher: TaskPublisher) -> list[O
 
 
 async def run(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
     broker = await Broker.connect(RuntimeConfig(), name="spectask-producer")
     async with broker:
-        await broker.declare(TOPOLOGY)
-        publisher = TaskPublisher(await broker.publisher(), TOPOLOGY)
-        messages = build_messages(args, publisher)
+        await broker.declare(app.topology)
+        publisher = TaskPublisher(await broker.publisher(), app.topology)
+        messages = build_messages(args, publisher, app)
         started = time.perf_counter()
         show = len(messages) >= PROGRESS_THRESHOLD and sys.stderr.isatty()
         with tqdm(total=len(messages), unit="task", disable=not show, file=sys.stderr) as bar:
@@ -117,11 +127,12 @@ async def run(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - started
         report_submitted(messages, ids, elapsed, args.ids_file)
         if args.wait:
-            return await wait_and_report(ProducerClient(publisher, broker.rpc()), ids, args)
+            client = app.module("producer").ProducerClient(publisher, broker.rpc())
+            return await wait_and_report(client, ids, args)
     return 0
 
 
-async def wait_and_report(client: ProducerClient, ids: list[str], args: argparse.Namespace) -> int:
+async def wait_and_report(client: Any, ids: list[str], args: argparse.Namespace) -> int:
     """--wait: a progress bar until every task is final, then the table; 2 if any failed."""
     show = sys.stderr.isatty()
     with tqdm(total=len(ids), unit="task", disable=not show, file=sys.stderr) as bar:

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from generated import models
 from spectask.commands.status import fetch
+from spectask.protocol import models
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    reply = await fetch([args.task_id], args.timeout)
+    reply = await fetch([args.task_id], args.timeout, args.app)
     view = reply.tasks[0]
     state = view.state
     if state is models.TaskState.SUCCEEDED:

@@ -6,9 +6,8 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from generated import models
-from generated.producer import ProducerClient
-from generated.topology import TOPOLOGY
+from spectask.app import load_app
+from spectask.protocol import models
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.producer import TaskPublisher
@@ -24,13 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def fetch(task_ids: Sequence[str], timeout: float) -> models.StatusReply:
+async def fetch(
+    task_ids: Sequence[str], timeout: float, app_name: str | None = None
+) -> models.StatusReply:
     """One status RPC from a short-lived connection."""
+    app = load_app(app_name)
     broker = await Broker.connect(RuntimeConfig(), name="spectask-status")
     async with broker:
-        await broker.declare(TOPOLOGY)
-        client = ProducerClient(TaskPublisher(await broker.publisher(), TOPOLOGY), broker.rpc())
-        return await client.get_status(task_ids, timeout=timeout)
+        await broker.declare(app.topology)
+        client = app.module("producer").ProducerClient(
+            TaskPublisher(await broker.publisher(), app.topology), broker.rpc()
+        )
+        reply: models.StatusReply = await client.get_status(task_ids, timeout=timeout)
+        return reply
 
 
 def _time(value: object) -> str:
@@ -66,7 +71,7 @@ async def run(args: argparse.Namespace) -> int:
     if len(ids) > MAX_IDS:
         print(f"error: at most {MAX_IDS} ids per call", flush=True)
         return 2
-    reply = await fetch(ids, args.timeout)
+    reply = await fetch(ids, args.timeout, args.app)
     if args.json:
         print(json.dumps(reply.model_dump(mode="json", exclude_none=True), indent=2))
     else:

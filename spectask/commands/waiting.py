@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from generated import models
 from spectask.commands.summary import percentile
+from spectask.protocol import models
 
 FINAL = frozenset(
     {

@@ -6,14 +6,12 @@ import argparse
 import asyncio
 import sys
 
-from generated.topology import POLICIES
-from generated.worker import RECEIVE_ROUTES, WorkerApp
-from spectask.commands.signals import stop_on_signals
+from spectask.app import load_app
+from spectask.errors import ConfigError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.worker import select_routes
-from spectask.tasks.handlers import register_all
-from spectask.tasks.settings import TaskSettings
+from spectask.signals import stop_on_signals
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,19 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--types",
         default="",
-        help=f"comma-separated task types to serve (default: all of {', '.join(sorted(POLICIES))})",
+        help="comma-separated task types to serve (default: all of the application's)",
     )
     parser.add_argument("--concurrency", type=int, help="handlers at once (SPECTASK_CONCURRENCY)")
     parser.add_argument("--prefetch", type=int, help="unacked deliveries (SPECTASK_PREFETCH)")
     parser.add_argument(
         "--burst", action="store_true", help="exit once the queues are empty (for tests and batch)"
     )
-
-
-def build_app() -> WorkerApp:
-    app = WorkerApp()
-    register_all(app, TaskSettings())
-    return app
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -44,8 +36,15 @@ async def run(args: argparse.Namespace) -> int:
     }
     config = RuntimeConfig(**overrides)
     task_types = [t.strip() for t in args.types.split(",") if t.strip()]
-    select_routes(RECEIVE_ROUTES, task_types)  # a typo in --types fails before connecting
-    app = build_app()
+    application = load_app(args.app)
+    app = application.worker
+    if app is None:
+        raise ConfigError(
+            f"--app {args.app or ''} names no worker: point it at your WorkerApp with its "
+            "handlers registered (module:attribute), or at a spectask.Application with worker="
+        )
+    routes = application.module("worker").RECEIVE_ROUTES
+    select_routes(routes, task_types)  # a typo in --types fails before connecting
     stop = asyncio.Event()
     stop_on_signals(stop)
     broker = await Broker.connect(config, name=f"spectask-worker-{args.worker_id}")

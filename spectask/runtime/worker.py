@@ -9,16 +9,17 @@ import asyncio
 from collections.abc import Collection, Mapping, Sequence
 
 from spectask.errors import ConfigError, MissingHandlerError, SpectaskError
+from spectask.protocol.names import (
+    DEAD_LETTER_MESSAGE_TYPE,
+    EVENT_MESSAGE_TYPE,
+    RESULT_MESSAGE_TYPE,
+)
 from spectask.runtime.broker import Broker
-from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerRuntime, WorkerStats
 from spectask.runtime.context import TaskContext
 from spectask.runtime.execution import Handler, HandlerResult
 from spectask.runtime.topology import ReceiveRoute, SendRoute, Topology
 
-RESULT_MESSAGE_TYPE = "spectask.result"
-DEAD_LETTER_MESSAGE_TYPE = "spectask.dead_letter"
-EVENT_MESSAGE_TYPE = "spectask.event"
 CANCELLATIONS = "cancellations"  # x-spectask-runtime of the worker's cancellation stream
 
 __all__ = [
@@ -72,16 +73,13 @@ async def run_worker(
     send_routes: Sequence[SendRoute],
     worker_id: str,
     task_types: Collection[str] | None = None,
-    config: RuntimeConfig | None = None,
     stop: asyncio.Event | None = None,
     burst: bool = False,
 ) -> WorkerStats:
     """Declare the topology and consume until `stop` is set (or, with `burst`, until idle).
 
-    `config` is accepted for symmetry with the generated API; the broker's own configuration
-    (prefetch, concurrency, limits) is what the runtime uses.
+    The broker's own configuration (prefetch, concurrency, limits) is what the runtime uses.
     """
-    del config
     runtime_routes = [route for route in routes if route.runtime is not None]
     unknown = sorted({r.runtime or "" for r in runtime_routes} - {CANCELLATIONS})
     if unknown:

@@ -1,5 +1,5 @@
 # generated from spec/*.asyncapi.yaml by spectask — do not edit
-# spec sha256: f2113008eb22008f40130d783c1dac8d7b13ca8c4717af9084601a21699e2c34
+# spec sha256: 61bed02f7d9ad510995663afd0166fe7110bfcc61d6d8b45f8fb3d68cec7b8bb
 """Typed spectask clients generated from the AsyncAPI documents in spec/.
 
 `models` holds the message payloads, `topology` the exchanges, queues, priorities and task

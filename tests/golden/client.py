@@ -1,5 +1,5 @@
 # generated from spec/client.asyncapi.yaml by spectask — do not edit
-# spec sha256: f2113008eb22008f40130d783c1dac8d7b13ca8c4717af9084601a21699e2c34
+# spec sha256: 61bed02f7d9ad510995663afd0166fe7110bfcc61d6d8b45f8fb3d68cec7b8bb
 """The client service: routes, ClientClient, ClientApp.
 
 Generated from spec/client.asyncapi.yaml. Thin by design: the routes are constants from
@@ -16,7 +16,6 @@ from typing import Final, TypeAlias
 
 from spectask.errors import SpectaskError
 from spectask.runtime.broker import Broker
-from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.publisher import OutgoingMessage
 from spectask.runtime.topology import ReceiveRoute, SendRoute
@@ -125,7 +124,6 @@ class ClientApp:
         *,
         worker_id: str,
         task_types: Collection[str] | None = None,
-        config: RuntimeConfig | None = None,
         stop: asyncio.Event | None = None,
         burst: bool = False,
     ) -> WorkerStats:
@@ -138,7 +136,6 @@ class ClientApp:
             send_routes=SEND_ROUTES,
             worker_id=worker_id,
             task_types=task_types,
-            config=config,
             stop=stop,
             burst=burst,
         )

@@ -1,5 +1,5 @@
 # generated from spec/echoer.asyncapi.yaml by spectask — do not edit
-# spec sha256: f2113008eb22008f40130d783c1dac8d7b13ca8c4717af9084601a21699e2c34
+# spec sha256: 61bed02f7d9ad510995663afd0166fe7110bfcc61d6d8b45f8fb3d68cec7b8bb
 """The echoer service: routes, EchoerClient, EchoerApp.
 
 Generated from spec/echoer.asyncapi.yaml. Thin by design: the routes are constants from
@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final, TypeAlias
 
+from pydantic import RootModel
+
 from spectask.errors import SpectaskError
 from spectask.runtime.broker import Broker
-from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.publisher import OutgoingMessage
 from spectask.runtime.topology import ReceiveRoute, SendRoute
@@ -25,6 +26,15 @@ from spectask.runtime.worker import Handler, HandlerResult, TaskContext, WorkerS
 from . import models
 from .topology import POLICIES, TOPOLOGY
 
+SEND_DEAD_LETTER: Final = SendRoute(
+    operation="sendDeadLetter",
+    exchange="jobs.dead",
+    routing_key="dead",
+    message_type="spectask.dead_letter",
+    task_type="spectask",
+    model=RootModel[models.DeadBody],
+    default_priority=0,
+)
 SEND_REPLY: Final = SendRoute(
     operation="sendReply",
     exchange="replies",
@@ -43,7 +53,10 @@ HANDLE_ECHO: Final = ReceiveRoute(
     policy=POLICIES["echo"],
 )
 
-SEND_ROUTES: Final[tuple[SendRoute, ...]] = (SEND_REPLY,)
+SEND_ROUTES: Final[tuple[SendRoute, ...]] = (
+    SEND_DEAD_LETTER,
+    SEND_REPLY,
+)
 RECEIVE_ROUTES: Final[tuple[ReceiveRoute, ...]] = (HANDLE_ECHO,)
 
 
@@ -56,6 +69,28 @@ class EchoerClient:
 
     def __init__(self, publisher: TaskPublisher) -> None:
         self._publisher = publisher
+
+    async def send_dead_letter(
+        self,
+        payload: RootModel[models.DeadBody],
+        *,
+        priority: int | str | None = None,
+        task_id: str | None = None,
+    ) -> str:
+        """Dead-letter an echo request that cannot be handled."""
+        return await self._publisher.submit(
+            SEND_DEAD_LETTER, payload, priority=priority, task_id=task_id
+        )
+
+    def prepare_send_dead_letter(
+        self,
+        payload: RootModel[models.DeadBody],
+        *,
+        priority: int | str | None = None,
+        task_id: str | None = None,
+    ) -> OutgoingMessage:
+        """Build the message of `send_dead_letter` without sending it (for `submit_many`)."""
+        return self._publisher.build(SEND_DEAD_LETTER, payload, priority=priority, task_id=task_id)
 
     async def send_reply(
         self,
@@ -126,7 +161,6 @@ class EchoerApp:
         *,
         worker_id: str,
         task_types: Collection[str] | None = None,
-        config: RuntimeConfig | None = None,
         stop: asyncio.Event | None = None,
         burst: bool = False,
     ) -> WorkerStats:
@@ -139,7 +173,6 @@ class EchoerApp:
             send_routes=SEND_ROUTES,
             worker_id=worker_id,
             task_types=task_types,
-            config=config,
             stop=stop,
             burst=burst,
         )

@@ -1,5 +1,6 @@
 # generated from spec/common.asyncapi.yaml by spectask — do not edit
-# spec sha256: f2113008eb22008f40130d783c1dac8d7b13ca8c4717af9084601a21699e2c34
+# spec sha256: 61bed02f7d9ad510995663afd0166fe7110bfcc61d6d8b45f8fb3d68cec7b8bb
+# ruff: noqa: E501 - text from the spec (descriptions, patterns) stays on one line
 """Message payload models (pydantic), one class per schema in components.schemas."""
 
 from __future__ import annotations
@@ -9,6 +10,16 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypeAliasType
+
+DeadBody = TypeAliasType(
+    "DeadBody",
+    Annotated[
+        Any,
+        Field(
+            description="The task's body, unchanged (a stand-alone spec brings its own dead letters)."
+        ),
+    ],
+)
 
 
 class EchoHeaders(BaseModel):

@@ -1,5 +1,5 @@
 # generated from spec/common.asyncapi.yaml by spectask — do not edit
-# spec sha256: f2113008eb22008f40130d783c1dac8d7b13ca8c4717af9084601a21699e2c34
+# spec sha256: 61bed02f7d9ad510995663afd0166fe7110bfcc61d6d8b45f8fb3d68cec7b8bb
 """The whole broker topology, the priorities and the task policies of the spec.
 
 Every service declares the whole topology when it starts (declaring is idempotent), so any
@@ -27,12 +27,21 @@ from spectask.runtime.topology import (
 TOPOLOGY: Final = Topology(
     exchanges=(
         ExchangeSpec(name="jobs", type="topic", durable=True, auto_delete=False),
+        ExchangeSpec(name="jobs.dead", type="topic", durable=True, auto_delete=False),
         ExchangeSpec(name="jobs.retry.375ms", type="fanout", durable=True, auto_delete=False),
         ExchangeSpec(name="jobs.retry.500ms", type="fanout", durable=True, auto_delete=False),
         ExchangeSpec(name="jobs.retry.625ms", type="fanout", durable=True, auto_delete=False),
         ExchangeSpec(name="replies", type="topic", durable=True, auto_delete=False),
     ),
     queues=(
+        QueueSpec(
+            name="jobs.dead",
+            durable=True,
+            exclusive=False,
+            auto_delete=False,
+            arguments=(),
+            bindings=(BindingSpec(exchange="jobs.dead", routing_key="#"),),
+        ),
         QueueSpec(
             name="jobs.echo",
             durable=True,

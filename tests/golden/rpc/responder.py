@@ -16,7 +16,6 @@ from typing import Final, TypeAlias
 
 from spectask.errors import SpectaskError
 from spectask.runtime.broker import Broker
-from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.topology import ReceiveRoute, ReplySpec, SendRoute
 from spectask.runtime.worker import Handler, TaskContext, WorkerStats, run_worker
 
@@ -94,7 +93,6 @@ class ResponderApp:
         *,
         worker_id: str,
         task_types: Collection[str] | None = None,
-        config: RuntimeConfig | None = None,
         stop: asyncio.Event | None = None,
         burst: bool = False,
     ) -> WorkerStats:
@@ -107,7 +105,6 @@ class ResponderApp:
             send_routes=SEND_ROUTES,
             worker_id=worker_id,
             task_types=task_types,
-            config=config,
             stop=stop,
             burst=burst,
         )

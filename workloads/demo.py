@@ -1,4 +1,4 @@
-"""`spectask demo`: a collector and three workers as real processes, a mixed batch, a summary.
+"""`make demo`: a collector and three workers as real processes, a mixed batch, a summary.
 
 The batch uses every operation of all three task types, plus urgent tasks submitted after the
 backlog, a poison task that is dead-lettered, and e-mail reports whose SMTP server starts only
@@ -32,15 +32,16 @@ from pathlib import Path
 from generated import models
 from generated.producer import ProducerClient
 from generated.topology import TOPOLOGY
-from spectask.commands.mailsink import MailSink, free_port
 from spectask.commands.summary import percentile
 from spectask.commands.waiting import render_final
-from spectask.errors import RpcTimeoutError
+from spectask.errors import RpcTimeoutError, SpectaskError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.waiting import WaitTimeoutError
-from spectask.samples import SAMPLES
+from workloads.app import APP_NAME
+from workloads.mailsink import MailSink, free_port
+from workloads.samples import SAMPLES
 
 WORKERS = ("worker1", "worker2", "worker3")
 STOP_SECONDS = 30.0
@@ -89,8 +90,8 @@ class Outcome:
     pending: list[str]
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "spectask.cli", *args]
+def _cli(command: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "spectask.cli", command, "--app", APP_NAME, *args]
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -332,3 +333,25 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print("demo: done")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m workloads.demo`: the demo as a command of its own (the application's, not
+    the framework's)."""
+    import logging
+
+    parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return run(args)
+    except SpectaskError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,9 +18,9 @@ from pydantic import BaseModel
 from generated import models
 from generated.worker import WorkerApp
 from spectask.runtime.context import TaskContext
-from spectask.tasks import analysis, images, mail, reports
-from spectask.tasks.output import safe_name
-from spectask.tasks.settings import TaskSettings
+from workloads import analysis, images, mail, reports
+from workloads.output import safe_name
+from workloads.settings import TaskSettings
 
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
 ResultT = TypeVar("ResultT", bound=BaseModel)

@@ -26,9 +26,9 @@ from reportlab.lib.units import cm
 from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 from reportlab.platypus.flowables import Flowable
 
-from spectask.tasks.analysis import as_series, describe, trend
-from spectask.tasks.errors import PermanentTaskError
-from spectask.tasks.output import write_atomic
+from workloads.analysis import as_series, describe, trend
+from workloads.errors import PermanentTaskError
+from workloads.output import write_atomic
 
 CHART_KINDS: Final = ("line", "bar")
 MAX_DRAWN_BARS: Final = 1000

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from spectask.tasks.analysis import describe
-from spectask.tasks.errors import PermanentTaskError
-from spectask.tasks.reports import Progress, build_pdf, no_progress, write_pdf
+from workloads.analysis import describe
+from workloads.errors import PermanentTaskError
+from workloads.reports import Progress, build_pdf, no_progress, write_pdf
 
 
 @dataclass(frozen=True, slots=True)

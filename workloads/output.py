@@ -13,7 +13,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from spectask.tasks.errors import PermanentTaskError
+from workloads.errors import PermanentTaskError
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 

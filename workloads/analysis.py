@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
-from spectask.tasks.errors import PermanentTaskError
+from workloads.errors import PermanentTaskError
 
 AGGREGATES: Final = ("sum", "mean", "count", "min", "max")
 METHODS: Final = ("zscore", "iqr")

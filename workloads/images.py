@@ -18,8 +18,8 @@ from typing import Any, Final
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError, features
 from pydantic import BaseModel, ConfigDict
 
-from spectask.tasks.errors import PermanentTaskError
-from spectask.tasks.output import write_atomic
+from workloads.errors import PermanentTaskError
+from workloads.output import write_atomic
 
 FORMATS: Final = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 """Formats images are read from and written to (Pillow's format names)."""

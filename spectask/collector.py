@@ -1,0 +1,117 @@
+"""The collector's service: the task store fed from the broker, and status answered from it.
+
+Every observation is written to the store before its delivery is acked (a store error leaves
+the message in its queue, requeued with backoff, never lost): the broker's copy of each task
+(QUEUED), each dead letter (DEAD), lifecycle events (RETRYING, STARTED, ...). `spectask
+collect` adds the results on top, with its own reporting.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import RootModel, ValidationError
+
+from spectask.protocol import models
+from spectask.runtime.context import TaskContext
+from spectask.store import TaskRecord, TaskStore
+from spectask.store.observations import EventKind, Observation, observation_from_dead_letter
+
+log = logging.getLogger("spectask.collector")
+
+
+def status_view(task_id: str, record: TaskRecord | None) -> models.TaskStatusView:
+    """What the status RPC says about one id (UNKNOWN for an id never seen)."""
+    if record is None:
+        return models.TaskStatusView(task_id=task_id, state=models.TaskState.UNKNOWN)
+    document: dict[str, Any] = {
+        "task_id": task_id,
+        "state": record.state.name,
+        "message_type": record.message_type,
+        "attempts": record.attempts,
+        "worker_id": record.worker_id,
+        "progress": record.progress,
+        "progress_message": record.progress_message,
+        "submitted_at": record.submitted_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "updated_at": record.updated_at,
+        "result": record.result,
+        "error": record.error.to_json() if record.error else None,
+        "dead_reason": record.dead_reason,
+    }
+    return models.TaskStatusView.model_validate(
+        {key: value for key, value in document.items() if value is not None}
+    )
+
+
+def submitted_observation(context: TaskContext, *, now: datetime) -> Observation | None:
+    """The QUEUED observation of the broker's copy of a task (None without a task id).
+
+    A retry coming back from its tier carries its next attempt number, so it is that
+    attempt's QUEUED; the event time of a first attempt is its submission time.
+    """
+    if not context.task_id:
+        return None
+    submitted_at = context.submitted_at
+    at = submitted_at if submitted_at is not None and context.attempt == 1 else now
+    return Observation(
+        task_id=context.task_id,
+        kind=EventKind.SUBMITTED,
+        at=at,
+        attempt=max(1, context.attempt),
+        message_type=context.message_type or None,
+        submitted_at=submitted_at,
+    )
+
+
+def dead_observation(context: TaskContext, *, now: datetime) -> Observation | None:
+    """The DEAD observation of a dead letter (None without a task id or a readable reason)."""
+    if not context.task_id:
+        return None
+    try:
+        headers = models.DeadLetterHeaders.model_validate(dict(context.headers))
+    except ValidationError as exc:
+        log.warning("dead letter %s has unreadable headers: %s", context.task_id, exc)
+        return None
+    return observation_from_dead_letter(
+        headers, task_id=context.task_id, message_type=context.message_type, received_at=now
+    )
+
+
+def add_store_handlers(app: Any, store: TaskStore) -> None:
+    """The status RPC answered from `store`, in request order; task copies, dead letters and
+    events written to it (results are the caller's, who may also want to print them)."""
+
+    async def on_submitted(body: RootModel[Any], context: TaskContext) -> None:
+        observation = submitted_observation(context, now=datetime.now(UTC))
+        if observation is not None:
+            await store.apply(observation)
+
+    async def on_dead_letter(body: RootModel[Any], context: TaskContext) -> None:
+        observation = dead_observation(context, now=datetime.now(UTC))
+        if observation is not None:
+            await store.apply(observation)
+
+    async def on_event(event: models.TaskEvent, context: TaskContext) -> None:
+        await store.apply_event(event)
+
+    async def on_status(request: models.StatusRequest, context: TaskContext) -> models.StatusReply:
+        records = await store.get_many(request.task_ids)
+        return models.StatusReply(tasks=[status_view(i, records.get(i)) for i in request.task_ids])
+
+    app.collect_submitted(on_submitted)
+    app.collect_dead_letter(on_dead_letter)
+    app.collect_event(on_event)
+    app.answer_status(on_status)
+
+
+def store_result(store: TaskStore) -> Any:
+    """A `collect_result` handler that only stores the result (the command also reports it)."""
+
+    async def on_result(result: models.TaskResult, context: TaskContext) -> None:
+        await store.apply_result(result)
+
+    return on_result

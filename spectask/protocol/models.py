@@ -1,0 +1,216 @@
+# generated from spectask/protocol/spectask.asyncapi.yaml by `make protocol` — do not edit
+"""The protocol's message models and enums (pydantic), one class per schema."""
+# ruff: noqa: E501 - text from the spec (descriptions, patterns) stays on one line
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from typing_extensions import TypeAliasType
+
+
+class TaskHeaders(BaseModel):
+    x_spectask_attempt: Annotated[
+        int | None, Field(alias="x-spectask-attempt", description="1 for the first attempt.", ge=1)
+    ] = None
+    x_spectask_submitted_at: Annotated[
+        AwareDatetime | None,
+        Field(
+            alias="x-spectask-submitted-at",
+            description="Submission time, ISO 8601 with microseconds (the AMQP timestamp has whole seconds only, and AMQP float headers are 32-bit).",
+        ),
+    ] = None
+    x_spectask_first_failure_at: Annotated[
+        AwareDatetime | None,
+        Field(
+            alias="x-spectask-first-failure-at",
+            description="When the task's first attempt failed (set by the worker that retries it, then kept).",
+        ),
+    ] = None
+    x_spectask_last_error: Annotated[
+        str | None,
+        Field(
+            alias="x-spectask-last-error",
+            description="Why the previous attempt failed: `<error type>: <message>`, at most 1000 characters.",
+        ),
+    ] = None
+
+
+class TaskStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ErrorInfo(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    type: Annotated[str, Field(description="Exception type or failure kind.")]
+    message: str
+    traceback: str | None = None
+
+
+class DeadLetterReason(StrEnum):
+    UNDECODABLE = "undecodable"
+    SCHEMA_VIOLATION = "schema_violation"
+    UNKNOWN_TYPE = "unknown_type"
+    TOO_LARGE = "too_large"
+    EXCEPTION = "exception"
+    TIMEOUT = "timeout"
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+    PERMANENT = "permanent"
+
+
+DeadLetterBody = TypeAliasType(
+    "DeadLetterBody",
+    Annotated[
+        Any, Field(description="The original task body, byte for byte (it may not even be JSON).")
+    ],
+)
+
+
+MessageBody = TypeAliasType(
+    "MessageBody",
+    Annotated[
+        Any,
+        Field(
+            description="A message body, byte for byte, not decoded (the reader wants its headers)."
+        ),
+    ],
+)
+
+
+class EventKind(StrEnum):
+    SUBMITTED = "submitted"
+    STARTED = "started"
+    PROGRESS = "progress"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+TaskId = TypeAliasType("TaskId", Annotated[str, Field(min_length=1)])
+
+
+class TaskCancel(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    task_ids: Annotated[
+        list[TaskId],
+        Field(
+            description="The tasks to cancel; empty in a worker's start-up marker.", max_length=1000
+        ),
+    ]
+    requested_at: AwareDatetime
+    requested_by: Annotated[
+        str | None, Field(description="Who asked (user@host, or the marker's worker).")
+    ] = None
+    reason: Annotated[str | None, Field(max_length=1000)] = None
+
+
+class TaskState(StrEnum):
+    UNKNOWN = "UNKNOWN"
+    QUEUED = "QUEUED"
+    STARTED = "STARTED"
+    RETRYING = "RETRYING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    DEAD = "DEAD"
+    CANCELLED = "CANCELLED"
+
+
+class StatusRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    task_ids: Annotated[list[TaskId], Field(max_length=1000, min_length=1)]
+
+
+class TaskStatusView(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    task_id: str
+    state: TaskState
+    message_type: str | None = None
+    attempts: Annotated[int | None, Field(ge=0)] = None
+    worker_id: str | None = None
+    progress: Annotated[float | None, Field(ge=0.0, le=100.0)] = None
+    progress_message: str | None = None
+    submitted_at: AwareDatetime | None = None
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    updated_at: AwareDatetime | None = None
+    result: Annotated[
+        dict[str, Any] | None, Field(description="What the handler returned (JSON object).")
+    ] = None
+    error: ErrorInfo | None = None
+    dead_reason: str | None = None
+
+
+class StatusReply(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    tasks: list[TaskStatusView]
+
+
+class TaskResult(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    task_id: Annotated[str, Field(min_length=1)]
+    message_type: Annotated[str, Field(description="`<task_type>.<operation>`")]
+    status: TaskStatus
+    worker_id: str
+    attempt: Annotated[int, Field(ge=1)]
+    submitted_at: AwareDatetime | None = None
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime
+    result: Annotated[
+        dict[str, Any] | None, Field(description="What the handler returned (JSON object).")
+    ] = None
+    error: ErrorInfo | None = None
+    dead_reason: DeadLetterReason | None = None
+
+
+class DeadLetterHeaders(BaseModel):
+    x_spectask_reason: Annotated[DeadLetterReason, Field(alias="x-spectask-reason")]
+    x_spectask_error: Annotated[str | None, Field(alias="x-spectask-error")] = None
+    x_spectask_traceback: Annotated[str | None, Field(alias="x-spectask-traceback")] = None
+    x_spectask_attempts: Annotated[int | None, Field(alias="x-spectask-attempts", ge=0)] = None
+    x_spectask_origin_queue: Annotated[str, Field(alias="x-spectask-origin-queue")]
+    x_spectask_origin_exchange: Annotated[
+        str,
+        Field(
+            alias="x-spectask-origin-exchange",
+            description="Where the task was published (replay publishes it there again).",
+        ),
+    ]
+    x_spectask_origin_routing_key: Annotated[str, Field(alias="x-spectask-origin-routing-key")]
+    x_spectask_first_failure_at: Annotated[
+        AwareDatetime | None, Field(alias="x-spectask-first-failure-at")
+    ] = None
+    x_spectask_last_failure_at: Annotated[
+        AwareDatetime | None, Field(alias="x-spectask-last-failure-at")
+    ] = None
+
+
+class TaskEvent(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    task_id: str
+    event: EventKind
+    message_type: str | None = None
+    worker_id: str | None = None
+    at: AwareDatetime
+    attempt: Annotated[int | None, Field(ge=1)] = None
+    progress: Annotated[float | None, Field(ge=0.0, le=100.0)] = None
+    message: str | None = None

@@ -1,0 +1,56 @@
+"""The protocol's wire names: message types and header names, as Python constants.
+
+Each constant spells a name the protocol document (spectask.asyncapi.yaml beside this module)
+defines; `tests/test_protocol.py` fails when one differs from the document or when the
+document's header schemas gain a header with no constant here. Code uses these, never a
+string literal of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# AMQP `type` of each protocol message (components.messages.*.bindings.amqp.messageType)
+RESULT_MESSAGE_TYPE: Final = "spectask.result"
+DEAD_LETTER_MESSAGE_TYPE: Final = "spectask.dead_letter"
+EVENT_MESSAGE_TYPE: Final = "spectask.event"
+CANCEL_MESSAGE_TYPE: Final = "spectask.cancel"
+STATUS_REQUEST_MESSAGE_TYPE: Final = "spectask.status_request"
+STATUS_REPLY_MESSAGE_TYPE: Final = "spectask.status_reply"
+TASK_COPY_MESSAGE_TYPE: Final = "spectask.task.*"
+DEAD_LETTER_COPY_MESSAGE_TYPE: Final = "spectask.dead_letter.*"
+
+# headers of a task (components.schemas.TaskHeaders)
+ATTEMPT_HEADER: Final = "x-spectask-attempt"
+SUBMITTED_AT_HEADER: Final = "x-spectask-submitted-at"
+FIRST_FAILURE_HEADER: Final = "x-spectask-first-failure-at"
+LAST_ERROR_HEADER: Final = "x-spectask-last-error"
+
+# headers of a dead letter (components.schemas.DeadLetterHeaders)
+REASON_HEADER: Final = "x-spectask-reason"
+ERROR_HEADER: Final = "x-spectask-error"
+TRACEBACK_HEADER: Final = "x-spectask-traceback"
+ATTEMPTS_HEADER: Final = "x-spectask-attempts"
+ORIGIN_QUEUE_HEADER: Final = "x-spectask-origin-queue"
+ORIGIN_EXCHANGE_HEADER: Final = "x-spectask-origin-exchange"
+ORIGIN_ROUTING_KEY_HEADER: Final = "x-spectask-origin-routing-key"
+LAST_FAILURE_HEADER: Final = "x-spectask-last-failure-at"
+# FIRST_FAILURE_HEADER above is a dead-letter header too (kept from the task's headers)
+
+TASK_HEADERS: Final = (
+    ATTEMPT_HEADER,
+    SUBMITTED_AT_HEADER,
+    FIRST_FAILURE_HEADER,
+    LAST_ERROR_HEADER,
+)
+DEAD_LETTER_HEADERS: Final = (
+    REASON_HEADER,
+    ERROR_HEADER,
+    TRACEBACK_HEADER,
+    ATTEMPTS_HEADER,
+    ORIGIN_QUEUE_HEADER,
+    ORIGIN_EXCHANGE_HEADER,
+    ORIGIN_ROUTING_KEY_HEADER,
+    FIRST_FAILURE_HEADER,
+    LAST_FAILURE_HEADER,
+)
