@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from spectask.app import APP_VARIABLE
-
 from tests.brokers import BrokerNode, session_broker
 from tests.store_support import fresh_database
 

@@ -32,39 +32,29 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from spectask.errors import SpectaskError
+from spectask.protocol import names
+from spectask.protocol.names import (
+    ATTEMPT_HEADER,
+    ATTEMPTS_HEADER as ATTEMPTS,
+    ERROR_HEADER as ERROR,
+    FIRST_FAILURE_HEADER as FIRST_FAILURE_AT,
+    LAST_FAILURE_HEADER as LAST_FAILURE_AT,
+    ORIGIN_EXCHANGE_HEADER as ORIGIN_EXCHANGE,
+    ORIGIN_QUEUE_HEADER as ORIGIN_QUEUE,
+    ORIGIN_ROUTING_KEY_HEADER as ORIGIN_ROUTING_KEY,
+    REASON_HEADER as REASON,
+    TRACEBACK_HEADER as TRACEBACK,
+)
 from spectask.runtime.broker import Broker
-from spectask.runtime.producer import ATTEMPT_HEADER
 from spectask.runtime.publisher import OutgoingMessage
 
-REASON = "x-spectask-reason"
-ERROR = "x-spectask-error"
-TRACEBACK = "x-spectask-traceback"
-ATTEMPTS = "x-spectask-attempts"
-ORIGIN_QUEUE = "x-spectask-origin-queue"
-ORIGIN_EXCHANGE = "x-spectask-origin-exchange"
-ORIGIN_ROUTING_KEY = "x-spectask-origin-routing-key"
-FIRST_FAILURE_AT = "x-spectask-first-failure-at"
-LAST_FAILURE_AT = "x-spectask-last-failure-at"
-
-# The spec's DeadLetterHeaders: removed on replay, so the replayed task looks freshly submitted.
-DEAD_LETTER_HEADERS = frozenset(
-    {
-        REASON,
-        ERROR,
-        TRACEBACK,
-        ATTEMPTS,
-        ORIGIN_QUEUE,
-        ORIGIN_EXCHANGE,
-        ORIGIN_ROUTING_KEY,
-        FIRST_FAILURE_AT,
-        LAST_FAILURE_AT,
-    }
-)
+# The protocol's DeadLetterHeaders: removed on replay, so the replayed task looks fresh.
+DEAD_LETTER_HEADERS = frozenset(names.DEAD_LETTER_HEADERS)
 # Failure history a replay starts over from: the retry tiers' last error, and the broker's own
 # dead-lettering record (a task that waited in a retry tier carries x-death).
 HISTORY_HEADERS = frozenset(
     {
-        "x-spectask-last-error",
+        names.LAST_ERROR_HEADER,
         "x-death",
         "x-first-death-exchange",
         "x-first-death-queue",

@@ -18,11 +18,12 @@ import pytest
 
 from spectask import dlq
 from spectask.errors import PermanentTaskError
+from spectask.protocol.names import ATTEMPT_HEADER, SUBMITTED_AT_HEADER
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.runtime.deadletter import DeadReason, build_dead_letter
-from spectask.runtime.producer import ATTEMPT_HEADER, SUBMITTED_AT_HEADER, TaskPublisher
+from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.worker import run_worker
 from tests.runtime_support import Names, Numbers, depth, drain, make_names
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from spectask import dlq
 from spectask.app import load_app
 from spectask.errors import ConfigError
-from spectask.protocol.names import DEAD_LETTER_MESSAGE_TYPE
+from spectask.protocol.names import DEAD_LETTER_MESSAGE_TYPE, TRACEBACK_HEADER
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.deadletter import DeadReason
@@ -106,7 +106,7 @@ def render_list(views: list[dlq.DeadLetterView], queue: str, now: datetime) -> s
 
 
 def render_show(view: dlq.DeadLetterView, now: datetime) -> str:
-    headers = {k: v for k, v in dlq.plain_headers(view).items() if k != dlq.TRACEBACK}
+    headers = {k: v for k, v in dlq.plain_headers(view).items() if k != TRACEBACK_HEADER}
     lines = [
         f"task id:       {view.task_id or '(none)'}",
         f"message type:  {view.message_type or '(none)'}",

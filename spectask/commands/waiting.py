@@ -6,16 +6,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 from spectask.commands.summary import percentile
-from spectask.protocol import models
+from spectask.protocol import models, names
 
-FINAL = frozenset(
-    {
-        models.TaskState.SUCCEEDED,
-        models.TaskState.FAILED,
-        models.TaskState.DEAD,
-        models.TaskState.CANCELLED,
-    }
-)
+FINAL = names.FINAL_STATES
 
 
 def render_final(views: Sequence[models.TaskStatusView]) -> str:

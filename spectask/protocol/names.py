@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import Final
 
+import annotated_types
+
+from spectask.protocol.models import StatusRequest, TaskState
+
 # AMQP `type` of each protocol message (components.messages.*.bindings.amqp.messageType)
 RESULT_MESSAGE_TYPE: Final = "spectask.result"
 DEAD_LETTER_MESSAGE_TYPE: Final = "spectask.dead_letter"
@@ -54,3 +58,21 @@ DEAD_LETTER_HEADERS: Final = (
     FIRST_FAILURE_HEADER,
     LAST_FAILURE_HEADER,
 )
+
+
+# TaskState's x-spectask-final-states: a task in one of them never changes state again
+FINAL_STATES: Final = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED}
+)
+
+
+def _max_items(field: str) -> int:
+    """An array's maxItems in the StatusRequest schema, as the generated model carries it."""
+    for rule in StatusRequest.model_fields[field].metadata:
+        if isinstance(rule, annotated_types.MaxLen):
+            return int(rule.max_length)
+    raise AssertionError(f"StatusRequest.{field} has no maxItems")
+
+
+# the most task ids one status request may carry (StatusRequest.task_ids maxItems)
+STATUS_REQUEST_MAX_IDS: Final = _max_items("task_ids")

@@ -36,6 +36,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
 from spectask.errors import PermanentTaskError, PublishError, TaskCancelledError
+from spectask.protocol.names import ATTEMPT_HEADER, SUBMITTED_AT_HEADER
 from spectask.runtime.broker import Broker
 from spectask.runtime.cancellation import CancellationWatch, CancelRegistry
 from spectask.runtime.context import NO_SIGNALS, Signals, TaskContext
@@ -43,7 +44,6 @@ from spectask.runtime.control import TaskSignals
 from spectask.runtime.deadletter import DeadReason, build_dead_letter
 from spectask.runtime.events import LiveEvents, event_document
 from spectask.runtime.execution import Handler, HandlerRunner, TaskTimeoutError
-from spectask.runtime.producer import ATTEMPT_HEADER, SUBMITTED_AT_HEADER
 from spectask.runtime.publisher import OutgoingMessage, Publisher
 from spectask.runtime.retry import choose_tier, failure_headers
 from spectask.runtime.topology import ReceiveRoute, ReplySpec, RetryTier, SendRoute

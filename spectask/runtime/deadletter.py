@@ -6,36 +6,26 @@ never lost between its queue and `dead_letter`; the headers are what `spectask d
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from spectask.protocol import names
+from spectask.protocol.models import DeadLetterReason
+from spectask.protocol.names import FIRST_FAILURE_HEADER
 from spectask.runtime.publisher import OutgoingMessage
-from spectask.runtime.retry import FIRST_FAILURE_HEADER, portable_headers
+from spectask.runtime.retry import portable_headers
 from spectask.runtime.topology import SendRoute
 
 MAX_ERROR_CHARS = 2000
 MAX_TRACEBACK_CHARS = 4000
 
 
-class DeadReason(enum.StrEnum):
-    """Why a task was dead-lettered (the spec's DeadLetterHeaders enum).
-
-    After a handler ran: `permanent` (it raised PermanentTaskError: no retries), `timeout` (the
-    last attempt ran past the time limit; earlier attempts may have failed otherwise),
-    `attempts_exhausted` (the last attempt raised), `exception` (it raised, and the policy asks
-    for more attempts but has no retry tiers to wait in).
-    """
-
-    UNDECODABLE = "undecodable"
-    SCHEMA_VIOLATION = "schema_violation"
-    UNKNOWN_TYPE = "unknown_type"
-    TOO_LARGE = "too_large"
-    EXCEPTION = "exception"
-    TIMEOUT = "timeout"
-    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
-    PERMANENT = "permanent"
+# Why a task was dead-lettered: the protocol's enum. After a handler ran: `permanent` (it
+# raised PermanentTaskError: no retries), `timeout` (the last attempt ran past the time limit),
+# `attempts_exhausted` (the last attempt raised), `exception` (it raised, and the policy asks
+# for more attempts but has no retry tiers to wait in).
+DeadReason = DeadLetterReason
 
 
 def build_dead_letter(
@@ -60,18 +50,18 @@ def build_dead_letter(
     headers = portable_headers(original_headers)
     headers.update(
         {
-            "x-spectask-reason": reason.value,
-            "x-spectask-error": error[:MAX_ERROR_CHARS],
-            "x-spectask-attempts": attempts,
-            "x-spectask-origin-queue": origin_queue,
-            "x-spectask-origin-exchange": origin_exchange,
-            "x-spectask-origin-routing-key": origin_routing_key,
-            "x-spectask-last-failure-at": now,
+            names.REASON_HEADER: reason.value,
+            names.ERROR_HEADER: error[:MAX_ERROR_CHARS],
+            names.ATTEMPTS_HEADER: attempts,
+            names.ORIGIN_QUEUE_HEADER: origin_queue,
+            names.ORIGIN_EXCHANGE_HEADER: origin_exchange,
+            names.ORIGIN_ROUTING_KEY_HEADER: origin_routing_key,
+            names.LAST_FAILURE_HEADER: now,
         }
     )
     headers.setdefault(FIRST_FAILURE_HEADER, now)
     if traceback:
-        headers["x-spectask-traceback"] = traceback[-MAX_TRACEBACK_CHARS:]
+        headers[names.TRACEBACK_HEADER] = traceback[-MAX_TRACEBACK_CHARS:]
     return OutgoingMessage(
         exchange=route.exchange,
         routing_key=route.routing_key,

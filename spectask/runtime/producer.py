@@ -14,11 +14,9 @@ from datetime import UTC, datetime
 from pydantic import BaseModel
 
 from spectask.errors import TaskValidationError
+from spectask.protocol.names import ATTEMPT_HEADER, SUBMITTED_AT_HEADER
 from spectask.runtime.publisher import OutgoingMessage, Publisher
 from spectask.runtime.topology import SendRoute, Topology
-
-ATTEMPT_HEADER = "x-spectask-attempt"
-SUBMITTED_AT_HEADER = "x-spectask-submitted-at"
 
 
 def new_task_id() -> str:

@@ -25,6 +25,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from spectask.protocol.names import FIRST_FAILURE_HEADER, LAST_ERROR_HEADER
 from spectask.runtime.topology import (
     BindingSpec,
     ExchangeSpec,
@@ -34,8 +35,6 @@ from spectask.runtime.topology import (
     TaskPolicy,
 )
 
-FIRST_FAILURE_HEADER = "x-spectask-first-failure-at"
-LAST_ERROR_HEADER = "x-spectask-last-error"
 MAX_LAST_ERROR_CHARS = 1000
 DEFAULT_JITTER_TIERS = 3
 

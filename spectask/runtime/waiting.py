@@ -15,9 +15,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from spectask.errors import SpectaskError
+from spectask.protocol import names
 
-FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "DEAD", "CANCELLED"})
-BATCH = 1000  # the StatusRequest schema's maxItems
+# the protocol's final task states, and the most ids one StatusRequest may carry (maxItems)
+FINAL_STATES = frozenset(state.value for state in names.FINAL_STATES)
+BATCH = names.STATUS_REQUEST_MAX_IDS
 
 
 class StatusView(Protocol):
