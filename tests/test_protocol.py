@@ -77,7 +77,7 @@ def test_final_states_and_batch_are_the_documents() -> None:
     final = _schema("TaskState")["x-spectask-final-states"]
     assert sorted(state.value for state in names.FINAL_STATES) == sorted(final)
     assert sorted(FINAL_STATES) == sorted(final)
-    assert BATCH == _schema("StatusRequest")["properties"]["task_ids"]["maxItems"]
+    assert _schema("StatusRequest")["properties"]["task_ids"]["maxItems"] == BATCH
 
 
 def test_the_protocol_names_its_version() -> None:

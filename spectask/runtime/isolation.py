@@ -31,9 +31,11 @@ import pickle
 import signal
 import socket
 import struct
+import sys
 import threading
 import time
 import traceback
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from multiprocessing.process import BaseProcess
@@ -195,9 +197,11 @@ class ProcessPool:
     async def _start(self, handler: SyncHandler) -> _Slot:
         if self._closed:
             raise RuntimeError("the handler process pool is closed")
+        module = _module_of(handler)
         if not self._started and self._context.get_start_method() == "forkserver":
             # The server imports these once; each slot forked from it starts warm.
-            self._context.set_forkserver_preload(["__main__", _module_of(handler)])
+            preload = ["__main__", module] if module == "__main__" else [module]
+            self._context.set_forkserver_preload(preload)
         self._started = True
         ours, theirs = socket.socketpair()
         cancel_flag = self._context.RawValue("b", 0)
@@ -209,7 +213,7 @@ class ProcessPool:
         )
         try:
             # Off the loop: the first start waits for the fork server to import the handlers.
-            await asyncio.to_thread(process.start)
+            await asyncio.to_thread(_start_without_main, process, module == "__main__")
         except BaseException:
             ours.close()
             raise
@@ -377,6 +381,30 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+def _start_without_main(process: BaseProcess, handler_in_main: bool) -> None:
+    """Start a slot process that does not run the parent's `__main__` again.
+
+    multiprocessing makes each child import the parent's main script (as `__mp_main__`) so
+    that objects defined there unpickle. A user's worker script without an `if __name__ ==
+    "__main__"` guard would then start a whole second worker in every slot. A handler defined
+    in another module needs none of that, so the child is shown an empty `__main__` while it
+    starts; only a handler defined in the script itself keeps the import (and needs the guard).
+    """
+    if handler_in_main:
+        process.start()
+        return
+    main = sys.modules["__main__"]
+    with _MAIN_SWAP:
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            process.start()
+        finally:
+            sys.modules["__main__"] = main
+
+
+_MAIN_SWAP = threading.Lock()
 
 
 def _module_of(handler: object) -> str:
