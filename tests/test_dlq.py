@@ -23,6 +23,7 @@ from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.runtime.deadletter import DeadReason, build_dead_letter
 from spectask.runtime.producer import ATTEMPT_HEADER, SUBMITTED_AT_HEADER, TaskPublisher
+from spectask.runtime.transport import connect
 from spectask.runtime.worker import run_worker
 from tests.runtime_support import Names, Numbers, depth, drain, make_names
 
@@ -426,7 +427,7 @@ def test_body_preview_and_age_format() -> None:
 async def test_aio_pika_headers_survive_decoding(broker: Broker, amqp_url: str) -> None:
     """Raw headers (bytes, nested tables, x-death) list fine and are stripped on replay."""
     names = await setup(broker)
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url, robust=False)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(names.dead)

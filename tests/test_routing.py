@@ -16,7 +16,6 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-import aio_pika
 import pytest
 import yaml
 
@@ -27,6 +26,7 @@ from spectask.errors import UnroutableError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.producer import TaskPublisher
+from spectask.runtime.transport import IncomingMessage, connect
 from spectask.samples import SAMPLES
 from tests.workqueue_support import ROOT, queue_depth, reset_topology
 
@@ -43,10 +43,10 @@ AUDIT_QUEUE = "audit.report_email"
 SEND_ROUTES = [route for route in ALL_SEND_ROUTES if route.task_type in POLICIES]  # not cancels
 
 
-async def take_all(url: str, queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+async def take_all(url: str, queue: str) -> list[IncomingMessage]:
     """Every message now in `queue` (acked, so the queue is left empty)."""
     taken = []
-    async with await aio_pika.connect(url) as connection:
+    async with await connect(url, robust=False) as connection:
         channel = await connection.channel()
         source = await channel.get_queue(queue)
         while (message := await source.get(fail=False)) is not None:
@@ -182,6 +182,6 @@ async def test_a_binding_added_in_the_spec_alone_routes_end_to_end(
         assert audited.type == "report_generation.email"
         assert json.loads(audited.body)["to"] == ["ops@example.org"]
     finally:
-        async with await aio_pika.connect(amqp_url) as connection:
+        async with await connect(amqp_url, robust=False) as connection:
             channel = await connection.channel()
             await channel.queue_delete(AUDIT_QUEUE)

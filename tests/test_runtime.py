@@ -16,6 +16,7 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.runtime.producer import TaskPublisher
+from spectask.runtime.transport import connect
 from spectask.runtime.worker import run_worker
 from tests.runtime_support import (
     InProcessWorkers,
@@ -125,7 +126,7 @@ async def publish_raw_many(
     url: str, exchange: str, messages: list[tuple[bytes, dict[str, Any]]]
 ) -> None:
     """Publish raw messages in order on one confirmed channel, bypassing the typed producer."""
-    connection = await aio_pika.connect(url)
+    connection = await connect(url, robust=False)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         target = await channel.get_exchange(exchange)
