@@ -367,7 +367,7 @@ async def test_purge(real_broker: Broker, amqp_url: str) -> None:
     assert await depth(amqp_url, names.dead_queue) == 0
 
 
-async def purge_on_a_tty(any_url: str, queue: str, answer: bytes) -> tuple[int, str]:
+async def purge_on_a_tty(amqp_url: str, queue: str, answer: bytes) -> tuple[int, str]:
     """`dlq purge` with a pseudo-terminal on stdin, answering the prompt with `answer`."""
     controller, terminal = pty.openpty()
     try:

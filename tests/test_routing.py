@@ -55,17 +55,17 @@ async def take_all(url: str, queue: str) -> list[IncomingMessage]:
     return taken
 
 
-async def test_each_task_type_lands_only_in_its_own_queue(amqp_url: str) -> None:
-    await reset_topology(amqp_url)
+async def test_each_task_type_lands_only_in_its_own_queue(any_url: str) -> None:
+    await reset_topology(any_url)
     rng = random.Random(7)
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         publisher = TaskPublisher(await broker.publisher(), TOPOLOGY)
         for route in SEND_ROUTES:
             payload = route.model.model_validate(SAMPLES[route.message_type](rng))
             await publisher.submit(route, payload, task_id=f"route-{route.message_type}")
     landed: dict[str, set[str]] = defaultdict(set)
     for queue in TASK_QUEUES:
-        for message in await take_all(amqp_url, queue):
+        for message in await take_all(any_url, queue):
             landed[queue].add(message.routing_key or "")
     expected = {
         f"tasks.{task_type}": {r.routing_key for r in SEND_ROUTES if r.task_type == task_type}
@@ -73,23 +73,23 @@ async def test_each_task_type_lands_only_in_its_own_queue(amqp_url: str) -> None
     }
     assert dict(landed) == expected
     assert sum(len(keys) for keys in landed.values()) == len(SEND_ROUTES) == 9
-    copies = await take_all(amqp_url, COLLECT_SUBMITTED.queue)  # and one copy for the collector
+    copies = await take_all(any_url, COLLECT_SUBMITTED.queue)  # and one copy for the collector
     assert sorted(m.message_id or "" for m in copies) == sorted(
         f"route-{route.message_type}" for route in SEND_ROUTES
     )
 
 
-async def test_a_routing_key_no_queue_binds_is_refused_at_the_producer(amqp_url: str) -> None:
-    await reset_topology(amqp_url)
+async def test_a_routing_key_no_queue_binds_is_refused_at_the_producer(any_url: str) -> None:
+    await reset_topology(any_url)
     route = next(r for r in SEND_ROUTES if r.message_type == "image_processing.resize")
     stray = replace(route, routing_key="video_processing.encode")
     payload = route.model.model_validate(SAMPLES[route.message_type](random.Random(1)))
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         publisher = TaskPublisher(await broker.publisher(), TOPOLOGY)
         with pytest.raises(UnroutableError, match=r"'video_processing\.encode' matched no queue"):
             await publisher.submit(stray, payload)
     for queue in TASK_QUEUES:
-        assert await queue_depth(amqp_url, queue) == 0
+        assert await queue_depth(any_url, queue) == 0
 
 
 def add_audit_channel(spec_dir: Path) -> None:

@@ -269,3 +269,36 @@ async def test_shutdown_deadline_requeues_unfinished_work(
     assert stats.requeued == 1 and stats.processed == 0
     assert await depth(any_url, names.queue) == 1
     assert await depth(any_url, names.result_queue) == 0
+
+
+async def test_urgent_tasks_overtake_a_backlog_in_the_queue(
+    any_url: str, workers: InProcessWorkers
+) -> None:
+    """With prefetch 1, priority decides among the tasks still waiting in the queue."""
+    config = RuntimeConfig(amqp_url=any_url, prefetch=1, concurrency=1, shutdown_timeout=5)
+    async with await Broker.connect(config, name="test-priorities") as broker:
+        names = make_names()
+        await broker.declare(names.topology)
+        publisher = TaskPublisher(await broker.publisher(), names.topology)
+        gate = asyncio.Event()
+        order: list[str] = []
+
+        async def record(payload: Numbers, context: TaskContext) -> dict[str, Any]:
+            await gate.wait()  # the first task holds the worker until the queue is full
+            order.append(context.task_id)
+            return {}
+
+        await publisher.submit(names.send, Numbers(values=[0]), task_id="first")
+        await workers.start(broker, names, record)
+        await wait_taken(any_url, names.queue)
+        for n in range(10):
+            await publisher.submit(names.send, Numbers(values=[n]), task_id=f"normal-{n}")
+        for n in range(3):
+            await publisher.submit(
+                names.send, Numbers(values=[n]), task_id=f"urgent-{n}", priority="urgent"
+            )
+        gate.set()
+        await drain(any_url, names.result_queue, 14)
+    assert order[0] == "first"
+    assert order[1:4] == ["urgent-0", "urgent-1", "urgent-2"]
+    assert order[4:] == [f"normal-{n}" for n in range(10)]
