@@ -15,7 +15,7 @@ BROKER := $(PY) -m spectask.devbroker ensure | tail -n 1
 ARGS ?=
 
 .PHONY: help venv install generate protocol broker broker-stop worker1 worker2 worker3 producer \
-        collector test-workqueue test demo bench lint clean
+        collector test-workqueue test test-fast demo bench lint clean
 
 help:
 	@echo "make demo            collector + 3 workers + a mixed batch on a real broker, then a summary"
@@ -23,6 +23,7 @@ help:
 	@echo "make generate        write typed clients from spec/ into generated/"
 	@echo "make broker          find or start a RabbitMQ broker and print its URL"
 	@echo "make worker1|worker2|worker3 / producer / collector   run one process (ARGS=... for options)"
+	@echo "make test-fast       the behaviour tests on the in-memory transport only (seconds, no broker)"
 	@echo "make test-workqueue  the work-queue acceptance test"
 	@echo "make bench           throughput and latency, side by side with raw aio-pika"
 	@echo "make lint / clean"
@@ -82,6 +83,11 @@ test-workqueue: $(GENERATED)
 
 test: lint
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) -m pytest $(ARGS)
+
+# The in-memory tier: every test marked `memory` (the behaviour tests' in-memory half and the
+# transport's own tests). No broker is started; `make test` still runs everything on RabbitMQ.
+test-fast: $(GENERATED)
+	$(PY) -m pytest -m memory -q $(ARGS)
 
 clean:
 	-[ -x $(PY) ] && $(PY) -m spectask.devbroker stop

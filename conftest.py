@@ -1,4 +1,9 @@
-"""Shared fixtures: the session broker (policy: tests/brokers.py) and task stores."""
+"""Shared fixtures: the session broker (policy: tests/brokers.py), task stores, and `any_url`.
+
+`any_url` runs a behaviour test twice: on a fresh in-memory broker (marked `memory`, so
+`make test-fast` = `pytest -m memory` runs that tier alone in seconds) and on the session's
+RabbitMQ. The in-memory run is an addition, never a replacement: `make test` runs both.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from spectask.app import APP_VARIABLE
+from spectask.runtime import memory
 from tests.brokers import BrokerNode, session_broker
 from tests.store_support import fresh_database
 
@@ -35,3 +41,22 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     else:
         with fresh_database("spectask_rpc") as url:
             yield url
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "memory: runs on the in-memory transport (make test-fast runs only these)"
+    )
+
+
+@pytest.fixture(params=[pytest.param("memory", marks=pytest.mark.memory), "rabbitmq"])
+def any_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A broker URL of either transport: `memory://<fresh hub>`, then the session's RabbitMQ."""
+    if request.param == "memory":
+        hub = memory.new_hub(prefix="test")
+        try:
+            yield hub.url
+        finally:
+            memory.forget(hub.url)
+    else:
+        yield request.getfixturevalue("amqp_url")

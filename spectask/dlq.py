@@ -27,9 +27,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import aio_pika
 import aiormq
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from spectask.errors import SpectaskError
 from spectask.protocol import names
@@ -47,6 +45,7 @@ from spectask.protocol.names import (
 )
 from spectask.runtime.broker import Broker
 from spectask.runtime.publisher import OutgoingMessage
+from spectask.runtime.transport import NOT_FOUND, IncomingMessage, Queue
 
 # The protocol's DeadLetterHeaders: removed on replay, so the replayed task looks fresh.
 DEAD_LETTER_HEADERS = frozenset(names.DEAD_LETTER_HEADERS)
@@ -136,7 +135,7 @@ class DeadLetterView:
     headers: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_message(cls, message: AbstractIncomingMessage, position: int) -> DeadLetterView:
+    def from_message(cls, message: IncomingMessage, position: int) -> DeadLetterView:
         headers = dict(message.headers or {})
         return cls(
             position=position,
@@ -228,12 +227,12 @@ def _matches(view: DeadLetterView, task_ids: Collection[str], reason: str | None
 class _Reading:
     """Deliveries taken from the queue and held unacked until `remove`d or requeued."""
 
-    def __init__(self, queue: AbstractQueue, count: int) -> None:
+    def __init__(self, queue: Queue, count: int) -> None:
         self.count = count
         self._queue = queue
-        self._held: dict[int, AbstractIncomingMessage] = {}
+        self._held: dict[int, IncomingMessage] = {}
 
-    async def deliveries(self) -> AsyncIterator[tuple[DeadLetterView, AbstractIncomingMessage]]:
+    async def deliveries(self) -> AsyncIterator[tuple[DeadLetterView, IncomingMessage]]:
         """Up to `count` dead letters, oldest first; fewer if someone else took some."""
         for position in range(self.count):
             message = await self._queue.get(no_ack=False, fail=False, timeout=GET_TIMEOUT_SECONDS)
@@ -243,7 +242,7 @@ class _Reading:
             self._held[message.delivery_tag] = message
             yield DeadLetterView.from_message(message, position), message
 
-    async def remove(self, message: AbstractIncomingMessage) -> None:
+    async def remove(self, message: IncomingMessage) -> None:
         """Ack (delete) one held dead letter."""
         await message.ack()
         assert message.delivery_tag is not None
@@ -266,7 +265,7 @@ async def _reading(broker: Broker, queue: str) -> AsyncIterator[_Reading]:
     try:
         try:
             declared = await channel.declare_queue(queue, passive=True)
-        except aio_pika.exceptions.ChannelNotFoundEntity:
+        except NOT_FOUND:
             raise DeadLetterQueueMissingError(
                 f"dead-letter queue {queue!r} does not exist; start a worker (it declares the "
                 "topology) or pass --queue with the right name"
@@ -380,7 +379,7 @@ async def _exchange_exists(broker: Broker, name: str) -> bool:
     channel = await broker.connection.channel()
     try:
         await channel.declare_exchange(name, passive=True)
-    except aio_pika.exceptions.ChannelNotFoundEntity:
+    except NOT_FOUND:
         return False
     finally:
         with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError):

@@ -6,7 +6,6 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aio_pika
 from pydantic import BaseModel, ConfigDict, Field
 
 from spectask.runtime.broker import Broker
@@ -20,6 +19,7 @@ from spectask.runtime.topology import (
     TaskPolicy,
     Topology,
 )
+from spectask.runtime.transport import connect
 from spectask.runtime.worker import run_worker
 from tests.brokers import unique_name
 
@@ -97,7 +97,7 @@ async def drain(url: str, queue: str, expected: int, timeout: float = 20.0) -> l
     import asyncio
     import time
 
-    connection = await aio_pika.connect(url)
+    connection = await connect(url, robust=False)
     messages: list[Any] = []
     deadline = time.monotonic() + timeout
     async with connection:
@@ -116,7 +116,7 @@ async def drain(url: str, queue: str, expected: int, timeout: float = 20.0) -> l
 
 
 async def depth(url: str, queue: str) -> int:
-    connection = await aio_pika.connect(url)
+    connection = await connect(url, robust=False)
     async with connection:
         channel = await connection.channel()
         q = await channel.declare_queue(queue, passive=True)

@@ -24,6 +24,7 @@ from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.runtime.deadletter import DeadReason, build_dead_letter
 from spectask.runtime.producer import TaskPublisher
+from spectask.runtime.transport import connect
 from spectask.runtime.worker import run_worker
 from tests.runtime_support import Names, Numbers, depth, drain, make_names
 
@@ -34,7 +35,15 @@ TRACE = 'Traceback (most recent call last):\n  File "h.py", line 3\nValueError: 
 
 
 @pytest.fixture
-async def broker(amqp_url: str) -> AsyncIterator[Broker]:
+async def broker(any_url: str) -> AsyncIterator[Broker]:
+    config = RuntimeConfig(amqp_url=any_url, prefetch=8, concurrency=4, shutdown_timeout=5)
+    async with await Broker.connect(config, name="test-dlq") as connected:
+        yield connected
+
+
+@pytest.fixture
+async def real_broker(amqp_url: str) -> AsyncIterator[Broker]:
+    """For tests that run the CLI in a subprocess, which an in-memory broker cannot reach."""
     config = RuntimeConfig(amqp_url=amqp_url, prefetch=8, concurrency=4, shutdown_timeout=5)
     async with await Broker.connect(config, name="test-dlq") as connected:
         yield connected
@@ -107,13 +116,13 @@ def without_age(views: list[dlq.DeadLetterView]) -> list[dict[str, Any]]:
     return [{k: v for k, v in view.summary().items() if k != "age_seconds"} for view in views]
 
 
-async def test_list_decodes_and_leaves_the_queue_as_it_was(broker: Broker, amqp_url: str) -> None:
+async def test_list_decodes_and_leaves_the_queue_as_it_was(broker: Broker, any_url: str) -> None:
     names = await setup(broker, count=5)
     first = await dlq.list_dead_letters(broker, names.dead_queue)
     second = await dlq.list_dead_letters(broker, names.dead_queue)
     assert [view.task_id for view in first] == ["t0", "t1", "t2", "t3", "t4"]
     assert without_age(first) == without_age(second)
-    assert await depth(amqp_url, names.dead_queue) == 5
+    assert await depth(any_url, names.dead_queue) == 5
     view = first[1]
     assert view.summary()["error"] == "ValueError: t1 failed"
     assert (view.message_type, view.reason, view.attempts) == ("num.sum", "schema_violation", 3)
@@ -131,11 +140,11 @@ async def test_list_decodes_and_leaves_the_queue_as_it_was(broker: Broker, amqp_
         "t0",
         "t1",
     ]
-    assert await depth(amqp_url, names.dead_queue) == 5
+    assert await depth(any_url, names.dead_queue) == 5
 
 
 async def test_listing_stops_at_the_starting_count_while_dead_letters_arrive(
-    broker: Broker, amqp_url: str
+    broker: Broker, any_url: str
 ) -> None:
     names = await setup(broker, count=20)
     stop = asyncio.Event()
@@ -156,11 +165,11 @@ async def test_listing_stops_at_the_starting_count_while_dead_letters_arrive(
         sent = await asyncio.wait_for(producer, 10)
     assert [v.task_id for v in views[:20]] == [f"t{i}" for i in range(20)]
     assert len(views) <= 20 + sent
-    assert await depth(amqp_url, names.dead_queue) == 20 + sent
+    assert await depth(any_url, names.dead_queue) == 20 + sent
 
 
-async def test_cli_list_json(broker: Broker, amqp_url: str) -> None:
-    names = await setup(broker, count=3)
+async def test_cli_list_json(real_broker: Broker, amqp_url: str) -> None:
+    names = await setup(real_broker, count=3)
     code, out, err = await cli(amqp_url, "dlq", "list", "--json", "--queue", names.dead_queue)
     assert code == 0, err
     listed = json.loads(out)
@@ -177,10 +186,10 @@ async def test_cli_list_json(broker: Broker, amqp_url: str) -> None:
     assert await depth(amqp_url, names.dead_queue) == 3
 
 
-async def test_cli_show_prints_traceback_and_body(broker: Broker, amqp_url: str) -> None:
-    names = await setup(broker, count=1)
+async def test_cli_show_prints_traceback_and_body(real_broker: Broker, amqp_url: str) -> None:
+    names = await setup(real_broker, count=1)
     await dead_letter(
-        broker, names, "raw", DeadReason.UNDECODABLE, body=b"\xff{not json", traceback=""
+        real_broker, names, "raw", DeadReason.UNDECODABLE, body=b"\xff{not json", traceback=""
     )
     code, out, err = await cli(amqp_url, "dlq", "show", "t0", "--queue", names.dead_queue)
     assert code == 0, err
@@ -195,11 +204,11 @@ async def test_cli_show_prints_traceback_and_body(broker: Broker, amqp_url: str)
     assert await depth(amqp_url, names.dead_queue) == 2
 
 
-async def test_replayed_message_is_the_original_task_again(broker: Broker, amqp_url: str) -> None:
+async def test_replayed_message_is_the_original_task_again(broker: Broker, any_url: str) -> None:
     names = await setup(broker, count=3)
     report = await dlq.replay(broker, names.dead_queue, task_ids=["t1"])
     assert [v.task_id for v in report.replayed] == ["t1"] and not report.failed
-    [task] = await drain(amqp_url, names.queue, 1)
+    [task] = await drain(any_url, names.queue, 1)
     assert (task.message_id, task.type, task.routing_key, task.exchange) == (
         "t1",
         "num.sum",
@@ -212,7 +221,7 @@ async def test_replayed_message_is_the_original_task_again(broker: Broker, amqp_
     assert [v.task_id for v in remaining] == ["t0", "t2"]
 
 
-async def test_replay_completes_a_dead_task_exactly_once(broker: Broker, amqp_url: str) -> None:
+async def test_replay_completes_a_dead_task_exactly_once(broker: Broker, any_url: str) -> None:
     names = make_names()
     await broker.declare(names.topology)
     calls: list[int] = []
@@ -249,7 +258,7 @@ async def test_replay_completes_a_dead_task_exactly_once(broker: Broker, amqp_ur
 
     # Phase 1: a worker that publishes no results, so the failure can only become a dead letter.
     dead_only = tuple(r for r in names.send_routes if r.message_type == "spectask.dead_letter")
-    await work(dead_only, lambda: wait_depth(amqp_url, names.dead_queue, 1))
+    await work(dead_only, lambda: wait_depth(any_url, names.dead_queue, 1))
     [view] = await dlq.list_dead_letters(broker, names.dead_queue)
     assert view.task_id == message.message_id and view.attempts == 3
     assert view.reason in {"permanent", "exception"} and "bad input" in view.error
@@ -258,7 +267,7 @@ async def test_replay_completes_a_dead_task_exactly_once(broker: Broker, amqp_ur
     async def replay_and_collect() -> list[Any]:
         report = await dlq.replay(broker, names.dead_queue, task_ids=[message.message_id])
         assert len(report.replayed) == 1 and not report.failed
-        return await drain(amqp_url, names.result_queue, 1)
+        return await drain(any_url, names.result_queue, 1)
 
     [result_message] = await work(names.send_routes, replay_and_collect)
     result = json.loads(result_message.body)
@@ -269,9 +278,9 @@ async def test_replay_completes_a_dead_task_exactly_once(broker: Broker, amqp_ur
     )
     assert result["result"] == {"sum": 5.0, "attempt": 1}
     assert calls == [3, 1]
-    assert await depth(amqp_url, names.dead_queue) == 0
-    assert await depth(amqp_url, names.result_queue) == 0  # exactly one result
-    assert await depth(amqp_url, names.queue) == 0
+    assert await depth(any_url, names.dead_queue) == 0
+    assert await depth(any_url, names.result_queue) == 0  # exactly one result
+    assert await depth(any_url, names.queue) == 0
 
 
 async def wait_depth(url: str, queue: str, expected: int, timeout: float = 20.0) -> None:
@@ -282,14 +291,16 @@ async def wait_depth(url: str, queue: str, expected: int, timeout: float = 20.0)
         await asyncio.sleep(0.05)
 
 
-async def test_unroutable_replay_keeps_the_dead_letter(broker: Broker, amqp_url: str) -> None:
-    names = await setup(broker, count=1)
-    await dead_letter(broker, names, "lost", routing_key="nobody.listens")
-    report = await dlq.replay(broker, names.dead_queue, replay_all=True)
+async def test_unroutable_replay_keeps_the_dead_letter(real_broker: Broker, amqp_url: str) -> None:
+    names = await setup(real_broker, count=1)
+    await dead_letter(real_broker, names, "lost", routing_key="nobody.listens")
+    report = await dlq.replay(real_broker, names.dead_queue, replay_all=True)
     assert [v.task_id for v in report.replayed] == ["t0"]
     [(view, error)] = report.failed
     assert view.task_id == "lost" and "nobody.listens" in error and "matched no queue" in error
-    assert [v.task_id for v in await dlq.list_dead_letters(broker, names.dead_queue)] == ["lost"]
+    assert [v.task_id for v in await dlq.list_dead_letters(real_broker, names.dead_queue)] == [
+        "lost"
+    ]
     code, out, err = await cli(amqp_url, "dlq", "replay", "lost", "--queue", names.dead_queue)
     assert code == 1 and "not replayed lost" in err and "matched no queue" in err
     assert "0 replayed, 1 failed" in out
@@ -320,32 +331,32 @@ async def test_replay_to_a_missing_exchange_keeps_the_dead_letter(broker: Broker
     assert [v.task_id for v in await dlq.list_dead_letters(broker, names.dead_queue)] == ["gone"]
 
 
-async def test_replay_refuses_when_nothing_matches(broker: Broker, amqp_url: str) -> None:
+async def test_replay_refuses_when_nothing_matches(broker: Broker, any_url: str) -> None:
     names = await setup(broker, count=2)
     with pytest.raises(dlq.NoMatchingDeadLettersError, match="task id nope"):
         await dlq.replay(broker, names.dead_queue, task_ids=["t0", "nope"])
     with pytest.raises(dlq.NoMatchingDeadLettersError, match="reason 'too_large'"):
         await dlq.replay(broker, names.dead_queue, reason="too_large")
-    code, _, err = await cli(amqp_url, "dlq", "replay", "--queue", names.dead_queue)
+    code, _, err = await cli(any_url, "dlq", "replay", "--queue", names.dead_queue)
     assert code == 1 and "say which dead letters" in err
-    assert await depth(amqp_url, names.dead_queue) == 2 and await depth(amqp_url, names.queue) == 0
+    assert await depth(any_url, names.dead_queue) == 2 and await depth(any_url, names.queue) == 0
 
 
-async def test_purge(broker: Broker, amqp_url: str) -> None:
-    names = await setup(broker, count=6)
+async def test_purge(real_broker: Broker, amqp_url: str) -> None:
+    names = await setup(real_broker, count=6)
     code, _, err = await cli(amqp_url, "dlq", "purge", "--queue", names.dead_queue)
     assert code == 1 and "refusing to purge" in err and "--yes" in err
     assert await depth(amqp_url, names.dead_queue) == 6
 
-    assert await dlq.purge(broker, names.dead_queue, reason="timeout") == 2
-    left = [v.task_id for v in await dlq.list_dead_letters(broker, names.dead_queue)]
+    assert await dlq.purge(real_broker, names.dead_queue, reason="timeout") == 2
+    left = [v.task_id for v in await dlq.list_dead_letters(real_broker, names.dead_queue)]
     assert left == ["t0", "t1", "t3", "t4"]
 
     async def no(count: int) -> bool:
         assert count == 4
         return False
 
-    assert await dlq.purge(broker, names.dead_queue, confirm=no) == 0
+    assert await dlq.purge(real_broker, names.dead_queue, confirm=no) == 0
     assert await depth(amqp_url, names.dead_queue) == 4
 
     code, out, err = await cli(
@@ -389,8 +400,8 @@ async def purge_on_a_tty(amqp_url: str, queue: str, answer: bytes) -> tuple[int,
     return process.returncode, out.decode()
 
 
-async def test_purge_asks_on_a_terminal(broker: Broker, amqp_url: str) -> None:
-    names = await setup(broker, count=3)
+async def test_purge_asks_on_a_terminal(real_broker: Broker, amqp_url: str) -> None:
+    names = await setup(real_broker, count=3)
     code, out = await purge_on_a_tty(amqp_url, names.dead_queue, b"n\n")
     assert code == 0 and f"delete 3 dead letters from {names.dead_queue}? [y/N]" in out
     assert "nothing deleted" in out and await depth(amqp_url, names.dead_queue) == 3
@@ -399,10 +410,10 @@ async def test_purge_asks_on_a_terminal(broker: Broker, amqp_url: str) -> None:
     assert await depth(amqp_url, names.dead_queue) == 0
 
 
-async def test_missing_queue_is_a_clear_error(broker: Broker, amqp_url: str) -> None:
+async def test_missing_queue_is_a_clear_error(broker: Broker, any_url: str) -> None:
     with pytest.raises(dlq.DeadLetterQueueMissingError, match="does not exist"):
         await dlq.list_dead_letters(broker, "no.such.queue.for.dlq")
-    code, _, err = await cli(amqp_url, "dlq", "list", "--queue", "no.such.queue.for.dlq")
+    code, _, err = await cli(any_url, "dlq", "list", "--queue", "no.such.queue.for.dlq")
     assert code == 1 and "'no.such.queue.for.dlq' does not exist" in err
 
 
@@ -424,10 +435,10 @@ def test_body_preview_and_age_format() -> None:
     assert format_age(None) == "?"
 
 
-async def test_aio_pika_headers_survive_decoding(broker: Broker, amqp_url: str) -> None:
+async def test_aio_pika_headers_survive_decoding(broker: Broker, any_url: str) -> None:
     """Raw headers (bytes, nested tables, x-death) list fine and are stripped on replay."""
     names = await setup(broker)
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(any_url, robust=False)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(names.dead)
@@ -451,7 +462,7 @@ async def test_aio_pika_headers_survive_decoding(broker: Broker, amqp_url: str) 
     assert outgoing.headers["x-custom"] == b"\x00raw"  # as stored, not decoded
     report = await dlq.replay(broker, names.dead_queue, replay_all=True)
     assert len(report.replayed) == 1 and not report.failed
-    [task] = await drain(amqp_url, names.queue, 1)
+    [task] = await drain(any_url, names.queue, 1)
     assert task.headers == {"x-custom": b"\x00raw", ATTEMPT_HEADER: 1}
 
 

@@ -57,7 +57,7 @@ def quick(payload: Any, context: TaskContext) -> dict[str, Any]:
 
 @asynccontextmanager
 async def data_worker(
-    amqp_url: str, statistics: Handler, *, worker_id: str = "w-life"
+    any_url: str, statistics: Handler, *, worker_id: str = "w-life"
 ) -> AsyncIterator[list[WorkerStats]]:
     """A data_analysis worker whose statistics handler is `statistics` (others: `quick`)."""
     app = WorkerApp()
@@ -66,7 +66,7 @@ async def data_worker(
     app.process_data_detect_patterns(quick)
     stop = asyncio.Event()
     stats: list[WorkerStats] = []
-    config = RuntimeConfig(amqp_url=amqp_url, progress_interval=0.1)
+    config = RuntimeConfig(amqp_url=any_url, progress_interval=0.1)
     broker = await Broker.connect(config, name="test-lifecycle-worker")
     runner = asyncio.create_task(
         app.run(broker, worker_id=worker_id, task_types=["data_analysis"], stop=stop)
@@ -105,11 +105,11 @@ async def poll_until(
         await asyncio.sleep(0.05)
 
 
-async def test_started_and_progress_reach_the_store(amqp_url: str, store_url: str) -> None:
+async def test_started_and_progress_reach_the_store(any_url: str, store_url: str) -> None:
     """A running task is STARTED with its worker and progress; it ends SUCCEEDED at 100."""
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         client = await producer_client(broker)
-        async with collector(amqp_url, store_url), data_worker(amqp_url, stepper):
+        async with collector(any_url, store_url), data_worker(any_url, stepper):
             task = await client.submit_data_statistics(
                 models.DataStatistics(values=[40.0]), task_id=new_id("steps")
             )
@@ -123,13 +123,13 @@ async def test_started_and_progress_reach_the_store(amqp_url: str, store_url: st
 
 
 async def test_a_cancelled_queued_task_is_skipped_by_a_worker_started_later(
-    amqp_url: str, store_url: str
+    any_url: str, store_url: str
 ) -> None:
     """Cancelled while queued (no worker runs); a worker started afterwards reads the stream,
     skips it without running it, and it ends CANCELLED; its neighbour still runs."""
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         client = await producer_client(broker)
-        async with collector(amqp_url, store_url):
+        async with collector(any_url, store_url):
             doomed = await client.submit_data_statistics(
                 models.DataStatistics(values=[1.0]), task_id=new_id("doomed")
             )
@@ -144,7 +144,7 @@ async def test_a_cancelled_queued_task_is_skipped_by_a_worker_started_later(
                 ran.append(context.task_id)
                 return {"ran": True}
 
-            async with data_worker(amqp_url, record) as stats:
+            async with data_worker(any_url, record) as stats:
                 views = await wait_states(client, {doomed: "CANCELLED", kept: "SUCCEEDED"})
             assert doomed not in ran and kept in ran
             assert stats[0].cancelled >= 1
@@ -153,11 +153,11 @@ async def test_a_cancelled_queued_task_is_skipped_by_a_worker_started_later(
             assert "changed my mind" in error.message and "skipped before it ran" in error.message
 
 
-async def test_a_running_task_is_cancelled_cooperatively(amqp_url: str, store_url: str) -> None:
+async def test_a_running_task_is_cancelled_cooperatively(any_url: str, store_url: str) -> None:
     """A handler process reporting progress stops at its next report; it is not retried."""
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         client = await producer_client(broker)
-        async with collector(amqp_url, store_url), data_worker(amqp_url, stepper) as stats:
+        async with collector(any_url, store_url), data_worker(any_url, stepper) as stats:
             task = await client.submit_data_statistics(
                 models.DataStatistics(values=[400.0]), task_id=new_id("long")
             )
@@ -173,11 +173,11 @@ async def test_a_running_task_is_cancelled_cooperatively(amqp_url: str, store_ur
         assert stats[0].cancelled == 1 and stats[0].retried == 0 and stats[0].dead_lettered == 0
 
 
-async def test_a_handler_that_never_checks_finishes_normally(amqp_url: str, store_url: str) -> None:
+async def test_a_handler_that_never_checks_finishes_normally(any_url: str, store_url: str) -> None:
     """Cancellation is cooperative: a handler that does not look finishes, and says so."""
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         client = await producer_client(broker)
-        async with collector(amqp_url, store_url), data_worker(amqp_url, deaf):
+        async with collector(any_url, store_url), data_worker(any_url, deaf):
             task = await client.submit_data_statistics(
                 models.DataStatistics(values=[20.0]), task_id=new_id("deaf")
             )
@@ -188,12 +188,12 @@ async def test_a_handler_that_never_checks_finishes_normally(amqp_url: str, stor
 
 
 async def test_wait_returns_final_views_and_times_out_naming_the_pending(
-    amqp_url: str, tmp_path: Any
+    any_url: str, tmp_path: Any
 ) -> None:
     store_url = f"sqlite:///{tmp_path / 'tasks.db'}"
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         client = await producer_client(broker)
-        async with collector(amqp_url, store_url):
+        async with collector(any_url, store_url):
             ids = [
                 await client.submit_data_statistics(
                     models.DataStatistics(values=[1.0, 2.0]), task_id=new_id("wait")
@@ -205,7 +205,7 @@ async def test_wait_returns_final_views_and_times_out_naming_the_pending(
             assert set(caught.value.pending) == set(ids) and not caught.value.final
             assert "5 of 5 tasks not final" in str(caught.value)
             progress: list[int] = []
-            async with data_worker(amqp_url, quick):
+            async with data_worker(any_url, quick):
                 final = await client.wait([*ids, ids[0]], 20.0, on_progress=progress.append)
             assert list(final) == ids, "the order given, each id once"
             assert {view.state.value for view in final.values()} == {"SUCCEEDED"}
@@ -213,7 +213,10 @@ async def test_wait_returns_final_views_and_times_out_naming_the_pending(
 
 
 async def test_only_tasks_running_past_started_after_send_started(amqp_url: str) -> None:
-    """Short tasks keep one publish on the success path: no `started` event for them."""
+    """Short tasks keep one publish on the success path: no `started` event for them.
+
+    RabbitMQ only: it measures timing against a real broker's pace of deliveries.
+    """
     async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
         client = await producer_client(broker)
         channel = await broker.connection.channel()
@@ -249,7 +252,7 @@ async def test_only_tasks_running_past_started_after_send_started(amqp_url: str)
 
 
 async def test_a_task_cancelled_while_waiting_to_retry_is_not_run_again(
-    amqp_url: str, tmp_path: Any
+    any_url: str, tmp_path: Any
 ) -> None:
     """RETRYING (its first attempt failed, it waits in a delay tier), then cancelled: when it
     comes back the worker skips it, so there is no second attempt."""
@@ -263,9 +266,9 @@ async def test_a_task_cancelled_while_waiting_to_retry_is_not_run_again(
         attempts.append(context.attempt)
         raise ConnectionError("upstream is down")
 
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         client = await producer_client(broker)
-        async with collector(amqp_url, store_url), data_worker(amqp_url, flaky) as stats:
+        async with collector(any_url, store_url), data_worker(any_url, flaky) as stats:
             await client.submit_data_statistics(models.DataStatistics(values=[1.0]), task_id=task)
             await poll_until(client, task, lambda v: v.state.value == "RETRYING")
             await cancel(client, task, reason="no point retrying")

@@ -190,8 +190,8 @@ HandlerFn = Callable[[Numbers, TaskContext], Awaitable[dict[str, Any]]]
 
 
 @pytest.fixture
-async def broker(amqp_url: str) -> AsyncIterator[Broker]:
-    config = RuntimeConfig(amqp_url=amqp_url, prefetch=8, concurrency=4, shutdown_timeout=5)
+async def broker(any_url: str) -> AsyncIterator[Broker]:
+    config = RuntimeConfig(amqp_url=any_url, prefetch=8, concurrency=4, shutdown_timeout=5)
     async with await Broker.connect(config, name="test-retries") as connected:
         yield connected
 
@@ -216,7 +216,7 @@ def parse_time(value: Any) -> datetime:
 
 
 async def test_fails_twice_then_succeeds_with_the_policy_delays(
-    broker: Broker, amqp_url: str, workers: InProcessWorkers
+    broker: Broker, any_url: str, workers: InProcessWorkers
 ) -> None:
     retry = RetryPolicy(max_attempts=3, initial_delay=0.5, multiplier=2.0, max_delay=10.0)
     names = make_retry_names(retry)
@@ -229,7 +229,7 @@ async def test_fails_twice_then_succeeds_with_the_policy_delays(
 
     task_id = await submit(broker, names, Numbers(values=[1, 2]))
     await workers.start(broker, names, flaky, worker_id="w-retry")
-    [message] = await drain(amqp_url, names.result_queue, 1, timeout=20)
+    [message] = await drain(any_url, names.result_queue, 1, timeout=20)
     [stats] = await workers.stop_all()
     result = json.loads(message.body)
     assert (result["task_id"], result["status"], result["attempt"]) == (task_id, "succeeded", 3)
@@ -241,7 +241,7 @@ async def test_fails_twice_then_succeeds_with_the_policy_delays(
         assert abs(gap - want) <= TOLERANCE, (attempts.gaps, expected)
     assert (stats.processed, stats.retried, stats.succeeded, stats.failed) == (3, 2, 1, 0)
     # Every attempt went through the tasks exchange: the tap saw each with its headers.
-    copies = await drain(amqp_url, names.tap, 3)
+    copies = await drain(any_url, names.tap, 3)
     assert [m.headers["x-spectask-attempt"] for m in copies] == [1, 2, 3]
     assert {m.message_id for m in copies} == {task_id}
     assert {m.routing_key for m in copies} == {"num.sum"}
@@ -253,12 +253,12 @@ async def test_fails_twice_then_succeeds_with_the_policy_delays(
     ]
     assert copies[1].headers[FIRST_FAILURE_HEADER] == copies[2].headers[FIRST_FAILURE_HEADER]
     # No result and no dead letter for the failed attempts.
-    assert await depth(amqp_url, names.result_queue) == 0
-    assert await depth(amqp_url, names.dead_queue) == 0
+    assert await depth(any_url, names.result_queue) == 0
+    assert await depth(any_url, names.dead_queue) == 0
 
 
 async def test_always_failing_task_is_tried_n_times_then_dead_lettered(
-    broker: Broker, amqp_url: str, workers: InProcessWorkers
+    broker: Broker, any_url: str, workers: InProcessWorkers
 ) -> None:
     retry = RetryPolicy(max_attempts=3, initial_delay=0.2, multiplier=1.0, max_delay=1.0)
     names = make_retry_names(retry)
@@ -271,8 +271,8 @@ async def test_always_failing_task_is_tried_n_times_then_dead_lettered(
     body = Numbers(values=[4, 5])
     task_id = await submit(broker, names, body)
     await workers.start(broker, names, broken, worker_id="w-retry")
-    [dead] = await drain(amqp_url, names.dead_queue, 1, timeout=20)
-    [message] = await drain(amqp_url, names.result_queue, 1, timeout=10)
+    [dead] = await drain(any_url, names.dead_queue, 1, timeout=20)
+    [message] = await drain(any_url, names.result_queue, 1, timeout=10)
     await asyncio.sleep(0.6)  # longer than a retry delay: no fourth attempt comes
     [stats] = await workers.stop_all()
     assert attempts.numbers == [1, 2, 3]
@@ -300,11 +300,11 @@ async def test_always_failing_task_is_tried_n_times_then_dead_lettered(
     assert result["error"]["message"] == "disk on fire"
     assert "Traceback" in result["error"]["traceback"]
     for queue in (names.queue, *(q.name for q in names.topology.queues if ".retry." in q.name)):
-        assert await depth(amqp_url, queue) == 0
+        assert await depth(any_url, queue) == 0
 
 
 async def test_permanent_error_is_dead_lettered_at_once(
-    broker: Broker, amqp_url: str, workers: InProcessWorkers
+    broker: Broker, any_url: str, workers: InProcessWorkers
 ) -> None:
     names = make_retry_names(RetryPolicy(max_attempts=3, initial_delay=0.2))
     attempts = Attempts()
@@ -315,8 +315,8 @@ async def test_permanent_error_is_dead_lettered_at_once(
 
     task_id = await submit(broker, names, Numbers(values=[-1]))
     await workers.start(broker, names, refuses, worker_id="w-retry")
-    [dead] = await drain(amqp_url, names.dead_queue, 1, timeout=20)
-    [message] = await drain(amqp_url, names.result_queue, 1, timeout=10)
+    [dead] = await drain(any_url, names.dead_queue, 1, timeout=20)
+    [message] = await drain(any_url, names.result_queue, 1, timeout=10)
     await asyncio.sleep(0.5)  # more than the retry delay: nothing comes back
     [stats] = await workers.stop_all()
     assert attempts.numbers == [1]
@@ -333,7 +333,7 @@ async def test_permanent_error_is_dead_lettered_at_once(
 
 
 async def test_time_limit_expiry_is_a_failed_attempt_with_reason_timeout(
-    broker: Broker, amqp_url: str, workers: InProcessWorkers
+    broker: Broker, any_url: str, workers: InProcessWorkers
 ) -> None:
     names = make_retry_names(RetryPolicy(max_attempts=2, initial_delay=0.2), time_limit=0.3)
     attempts = Attempts()
@@ -345,8 +345,8 @@ async def test_time_limit_expiry_is_a_failed_attempt_with_reason_timeout(
 
     task_id = await submit(broker, names, Numbers(values=[1]))
     await workers.start(broker, names, sleepy, worker_id="w-retry")
-    [dead] = await drain(amqp_url, names.dead_queue, 1, timeout=20)
-    [message] = await drain(amqp_url, names.result_queue, 1, timeout=10)
+    [dead] = await drain(any_url, names.dead_queue, 1, timeout=20)
+    [message] = await drain(any_url, names.result_queue, 1, timeout=10)
     [stats] = await workers.stop_all()
     assert attempts.numbers == [1, 2]
     # attempt 1 ran 0.3 s, waited 0.2 s in its tier: attempt 2 started about 0.5 s later
@@ -359,13 +359,13 @@ async def test_time_limit_expiry_is_a_failed_attempt_with_reason_timeout(
     result = json.loads(message.body)
     assert (result["task_id"], result["status"], result["attempt"]) == (task_id, "failed", 2)
     assert result["error"]["type"] == "timeout"
-    [_, retried] = await drain(amqp_url, names.tap, 2)
+    [_, retried] = await drain(any_url, names.tap, 2)
     assert retried.headers["x-spectask-attempt"] == 2
     assert retried.headers[LAST_ERROR_HEADER].startswith("timeout: ")
 
 
 async def test_a_redelivered_task_is_not_a_new_attempt(
-    broker: Broker, amqp_url: str, workers: InProcessWorkers
+    broker: Broker, any_url: str, workers: InProcessWorkers
 ) -> None:
     """A worker that stops before finishing requeues the task: the next run is attempt 1 again."""
     names = make_retry_names(RetryPolicy(max_attempts=2, initial_delay=0.2))
@@ -377,7 +377,7 @@ async def test_a_redelivered_task_is_not_a_new_attempt(
         raise ValueError("still broken")
 
     await submit(broker, names, Numbers(values=[1]))
-    quick_stop = RuntimeConfig(amqp_url=amqp_url, shutdown_timeout=0.2)
+    quick_stop = RuntimeConfig(amqp_url=any_url, shutdown_timeout=0.2)
     async with await Broker.connect(quick_stop, name="test-retries-victim") as victim_broker:
         stop, _ = await workers.start(victim_broker, names, slow_then_broken, worker_id="w-retry")
         await attempts.wait_for(1)
@@ -385,7 +385,7 @@ async def test_a_redelivered_task_is_not_a_new_attempt(
         [victim_stats] = await workers.stop_all()
     assert victim_stats.requeued == 1
     await workers.start(broker, names, slow_then_broken, worker_id="w-retry")
-    [dead] = await drain(amqp_url, names.dead_queue, 1, timeout=20)
+    [dead] = await drain(any_url, names.dead_queue, 1, timeout=20)
     await workers.stop_all()
     assert [(attempt, redelivered) for attempt, redelivered, _ in attempts.seen] == [
         (1, False),

@@ -16,7 +16,6 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-import aio_pika
 import pytest
 import yaml
 
@@ -27,6 +26,7 @@ from spectask.errors import UnroutableError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.producer import TaskPublisher
+from spectask.runtime.transport import IncomingMessage, connect
 from tests.workqueue_support import ROOT, queue_depth, reset_topology
 from workloads.samples import SAMPLES
 
@@ -43,10 +43,10 @@ AUDIT_QUEUE = "audit.report_email"
 SEND_ROUTES = [route for route in ALL_SEND_ROUTES if route.task_type in POLICIES]  # not cancels
 
 
-async def take_all(url: str, queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+async def take_all(url: str, queue: str) -> list[IncomingMessage]:
     """Every message now in `queue` (acked, so the queue is left empty)."""
     taken = []
-    async with await aio_pika.connect(url) as connection:
+    async with await connect(url, robust=False) as connection:
         channel = await connection.channel()
         source = await channel.get_queue(queue)
         while (message := await source.get(fail=False)) is not None:
@@ -55,17 +55,17 @@ async def take_all(url: str, queue: str) -> list[aio_pika.abc.AbstractIncomingMe
     return taken
 
 
-async def test_each_task_type_lands_only_in_its_own_queue(amqp_url: str) -> None:
-    await reset_topology(amqp_url)
+async def test_each_task_type_lands_only_in_its_own_queue(any_url: str) -> None:
+    await reset_topology(any_url)
     rng = random.Random(7)
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         publisher = TaskPublisher(await broker.publisher(), TOPOLOGY)
         for route in SEND_ROUTES:
             payload = route.model.model_validate(SAMPLES[route.message_type](rng))
             await publisher.submit(route, payload, task_id=f"route-{route.message_type}")
     landed: dict[str, set[str]] = defaultdict(set)
     for queue in TASK_QUEUES:
-        for message in await take_all(amqp_url, queue):
+        for message in await take_all(any_url, queue):
             landed[queue].add(message.routing_key or "")
     expected = {
         f"tasks.{task_type}": {r.routing_key for r in SEND_ROUTES if r.task_type == task_type}
@@ -73,23 +73,23 @@ async def test_each_task_type_lands_only_in_its_own_queue(amqp_url: str) -> None
     }
     assert dict(landed) == expected
     assert sum(len(keys) for keys in landed.values()) == len(SEND_ROUTES) == 9
-    copies = await take_all(amqp_url, COLLECT_SUBMITTED.queue)  # and one copy for the collector
+    copies = await take_all(any_url, COLLECT_SUBMITTED.queue)  # and one copy for the collector
     assert sorted(m.message_id or "" for m in copies) == sorted(
         f"route-{route.message_type}" for route in SEND_ROUTES
     )
 
 
-async def test_a_routing_key_no_queue_binds_is_refused_at_the_producer(amqp_url: str) -> None:
-    await reset_topology(amqp_url)
+async def test_a_routing_key_no_queue_binds_is_refused_at_the_producer(any_url: str) -> None:
+    await reset_topology(any_url)
     route = next(r for r in SEND_ROUTES if r.message_type == "image_processing.resize")
     stray = replace(route, routing_key="video_processing.encode")
     payload = route.model.model_validate(SAMPLES[route.message_type](random.Random(1)))
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         publisher = TaskPublisher(await broker.publisher(), TOPOLOGY)
         with pytest.raises(UnroutableError, match=r"'video_processing\.encode' matched no queue"):
             await publisher.submit(stray, payload)
     for queue in TASK_QUEUES:
-        assert await queue_depth(amqp_url, queue) == 0
+        assert await queue_depth(any_url, queue) == 0
 
 
 def add_audit_channel(spec_dir: Path) -> None:
@@ -182,6 +182,6 @@ async def test_a_binding_added_in_the_spec_alone_routes_end_to_end(
         assert audited.type == "report_generation.email"
         assert json.loads(audited.body)["to"] == ["ops@example.org"]
     finally:
-        async with await aio_pika.connect(amqp_url) as connection:
+        async with await connect(amqp_url, robust=False) as connection:
             channel = await connection.channel()
             await channel.queue_delete(AUDIT_QUEUE)

@@ -16,6 +16,7 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.runtime.producer import TaskPublisher
+from spectask.runtime.transport import connect
 from spectask.runtime.worker import run_worker
 from tests.runtime_support import (
     InProcessWorkers,
@@ -30,8 +31,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-async def broker(amqp_url: str) -> AsyncIterator[Broker]:
-    config = RuntimeConfig(amqp_url=amqp_url, prefetch=8, concurrency=4, shutdown_timeout=5)
+async def broker(any_url: str) -> AsyncIterator[Broker]:
+    config = RuntimeConfig(amqp_url=any_url, prefetch=8, concurrency=4, shutdown_timeout=5)
     async with await Broker.connect(config, name="test-runtime") as connected:
         yield connected
 
@@ -66,7 +67,7 @@ async def test_unroutable_publish_is_an_error(broker: Broker) -> None:
 
 
 async def test_results_published_then_acked(
-    broker: Broker, amqp_url: str, workers: InProcessWorkers
+    broker: Broker, any_url: str, workers: InProcessWorkers
 ) -> None:
     names = make_names()
     await broker.declare(names.topology)
@@ -76,18 +77,18 @@ async def test_results_published_then_acked(
     )
     stop = asyncio.Event()
     _, worker = await workers.start(broker, names, total, stop, settle=0.3)
-    results = [json.loads(m.body) for m in await drain(amqp_url, names.result_queue, 20)]
+    results = [json.loads(m.body) for m in await drain(any_url, names.result_queue, 20)]
     stop.set()
     stats = await worker
     assert sorted(r["task_id"] for r in results) == sorted(ids)
     assert all(r["status"] == "succeeded" and r["worker_id"] == "w-test" for r in results)
     assert {r["result"]["sum"] for r in results} == {float(i + 1) for i in range(20)}
     assert stats.succeeded == 20 and stats.processed == 20
-    assert await depth(amqp_url, names.queue) == 0
+    assert await depth(any_url, names.queue) == 0
 
 
 async def test_handler_exception_gives_a_failed_result(
-    broker: Broker, amqp_url: str, workers: InProcessWorkers
+    broker: Broker, any_url: str, workers: InProcessWorkers
 ) -> None:
     names = make_names()
     await broker.declare(names.topology)
@@ -95,7 +96,7 @@ async def test_handler_exception_gives_a_failed_result(
     task_id = await publisher.submit(names.send, Numbers(values=[1], fail="disk on fire"))
     stop = asyncio.Event()
     _, worker = await workers.start(broker, names, total, stop, settle=0.3)
-    [message] = await drain(amqp_url, names.result_queue, 1)
+    [message] = await drain(any_url, names.result_queue, 1)
     stop.set()
     await worker
     result = json.loads(message.body)
@@ -106,7 +107,7 @@ async def test_handler_exception_gives_a_failed_result(
 
 
 async def test_time_limit_stops_a_handler(
-    broker: Broker, amqp_url: str, workers: InProcessWorkers
+    broker: Broker, any_url: str, workers: InProcessWorkers
 ) -> None:
     names = make_names(time_limit=0.3)
     await broker.declare(names.topology)
@@ -114,7 +115,7 @@ async def test_time_limit_stops_a_handler(
     await publisher.submit(names.send, Numbers(values=[1], delay=5))
     stop = asyncio.Event()
     _, worker = await workers.start(broker, names, slow_total, stop, settle=0.3)
-    [message] = await drain(amqp_url, names.result_queue, 1, timeout=10)
+    [message] = await drain(any_url, names.result_queue, 1, timeout=10)
     stop.set()
     await worker
     result = json.loads(message.body)
@@ -125,7 +126,7 @@ async def publish_raw_many(
     url: str, exchange: str, messages: list[tuple[bytes, dict[str, Any]]]
 ) -> None:
     """Publish raw messages in order on one confirmed channel, bypassing the typed producer."""
-    connection = await aio_pika.connect(url)
+    connection = await connect(url, robust=False)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         target = await channel.get_exchange(exchange)
@@ -154,12 +155,12 @@ BAD_INPUTS: list[tuple[str, bytes, dict[str, Any], str, str]] = [
 
 
 async def test_bad_input_is_dead_lettered_with_its_reason(
-    amqp_url: str, workers: InProcessWorkers
+    any_url: str, workers: InProcessWorkers
 ) -> None:
     """Every kind of bad input is dead-lettered with its reason, interleaved with 100 valid
     tasks that all complete exactly once: one bad message never stalls the worker."""
     config = RuntimeConfig(
-        amqp_url=amqp_url, max_message_bytes=2000, prefetch=8, concurrency=4, shutdown_timeout=5
+        amqp_url=any_url, max_message_bytes=2000, prefetch=8, concurrency=4, shutdown_timeout=5
     )
     names = make_names()
     ok = {"type": "num.sum", "content_type": "application/json"}
@@ -182,9 +183,9 @@ async def test_bad_input_is_dead_lettered_with_its_reason(
         await broker.declare(names.topology)
         stop = asyncio.Event()
         _, worker = await workers.start(broker, names, total, stop, settle=0.3)
-        await publish_raw_many(amqp_url, names.tasks, stream)  # to a worker already consuming
-        dead = await drain(amqp_url, names.dead_queue, len(bad_by_id), timeout=30)
-        results = await drain(amqp_url, names.result_queue, VALID_TASKS, timeout=30)
+        await publish_raw_many(any_url, names.tasks, stream)  # to a worker already consuming
+        dead = await drain(any_url, names.dead_queue, len(bad_by_id), timeout=30)
+        results = await drain(any_url, names.result_queue, VALID_TASKS, timeout=30)
         assert not worker.done(), "the worker stopped on its own"
         stop.set()
         stats = await worker
@@ -215,9 +216,9 @@ async def test_bad_input_is_dead_lettered_with_its_reason(
         assert message.content_type == properties["content_type"]
 
     # Nothing left behind: no task waiting, no duplicate result or dead letter queued.
-    assert await depth(amqp_url, names.queue) == 0
-    assert await depth(amqp_url, names.result_queue) == 0
-    assert await depth(amqp_url, names.dead_queue) == 0
+    assert await depth(any_url, names.queue) == 0
+    assert await depth(any_url, names.result_queue) == 0
+    assert await depth(any_url, names.dead_queue) == 0
 
 
 async def test_missing_handler_is_named(broker: Broker) -> None:
@@ -234,7 +235,7 @@ async def test_missing_handler_is_named(broker: Broker) -> None:
 
 
 async def test_shutdown_finishes_in_flight_work(
-    broker: Broker, amqp_url: str, workers: InProcessWorkers
+    broker: Broker, any_url: str, workers: InProcessWorkers
 ) -> None:
     names = make_names()
     await broker.declare(names.topology)
@@ -242,19 +243,19 @@ async def test_shutdown_finishes_in_flight_work(
     await publisher.submit(names.send, Numbers(values=[4], delay=1.0))
     stop = asyncio.Event()
     _, worker = await workers.start(broker, names, slow_total, stop, settle=0.3)
-    await wait_taken(amqp_url, names.queue)
+    await wait_taken(any_url, names.queue)
     stop.set()  # while the handler is mid-way
     stats = await worker
     assert stats.succeeded == 1
-    [message] = await drain(amqp_url, names.result_queue, 1)
+    [message] = await drain(any_url, names.result_queue, 1)
     assert json.loads(message.body)["result"] == {"sum": 4.0}
-    assert await depth(amqp_url, names.queue) == 0
+    assert await depth(any_url, names.queue) == 0
 
 
 async def test_shutdown_deadline_requeues_unfinished_work(
-    amqp_url: str, workers: InProcessWorkers
+    any_url: str, workers: InProcessWorkers
 ) -> None:
-    config = RuntimeConfig(amqp_url=amqp_url, shutdown_timeout=0.3)
+    config = RuntimeConfig(amqp_url=any_url, shutdown_timeout=0.3)
     names = make_names()
     async with await Broker.connect(config) as broker:
         await broker.declare(names.topology)
@@ -262,9 +263,42 @@ async def test_shutdown_deadline_requeues_unfinished_work(
         await publisher.submit(names.send, Numbers(values=[4], delay=30))
         stop = asyncio.Event()
         _, worker = await workers.start(broker, names, slow_total, stop, settle=0.3)
-        await wait_taken(amqp_url, names.queue)
+        await wait_taken(any_url, names.queue)
         stop.set()
         stats = await worker
     assert stats.requeued == 1 and stats.processed == 0
-    assert await depth(amqp_url, names.queue) == 1
-    assert await depth(amqp_url, names.result_queue) == 0
+    assert await depth(any_url, names.queue) == 1
+    assert await depth(any_url, names.result_queue) == 0
+
+
+async def test_urgent_tasks_overtake_a_backlog_in_the_queue(
+    any_url: str, workers: InProcessWorkers
+) -> None:
+    """With prefetch 1, priority decides among the tasks still waiting in the queue."""
+    config = RuntimeConfig(amqp_url=any_url, prefetch=1, concurrency=1, shutdown_timeout=5)
+    async with await Broker.connect(config, name="test-priorities") as broker:
+        names = make_names()
+        await broker.declare(names.topology)
+        publisher = TaskPublisher(await broker.publisher(), names.topology)
+        gate = asyncio.Event()
+        order: list[str] = []
+
+        async def record(payload: Numbers, context: TaskContext) -> dict[str, Any]:
+            await gate.wait()  # the first task holds the worker until the queue is full
+            order.append(context.task_id)
+            return {}
+
+        await publisher.submit(names.send, Numbers(values=[0]), task_id="first")
+        await workers.start(broker, names, record)
+        await wait_taken(any_url, names.queue)
+        for n in range(10):
+            await publisher.submit(names.send, Numbers(values=[n]), task_id=f"normal-{n}")
+        for n in range(3):
+            await publisher.submit(
+                names.send, Numbers(values=[n]), task_id=f"urgent-{n}", priority="urgent"
+            )
+        gate.set()
+        await drain(any_url, names.result_queue, 14)
+    assert order[0] == "first"
+    assert order[1:4] == ["urgent-0", "urgent-1", "urgent-2"]
+    assert order[4:] == [f"normal-{n}" for n in range(10)]

@@ -39,8 +39,8 @@ from tests.status_support import (
 pytestmark = pytest.mark.asyncio
 
 
-async def test_the_rpc_times_out_clearly_without_a_collector(amqp_url: str) -> None:
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+async def test_the_rpc_times_out_clearly_without_a_collector(any_url: str) -> None:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         client = await producer_client(broker)
         started = time.monotonic()
         with pytest.raises(RpcTimeoutError, match=r"no collector answered within 0\.5 s; is "):
@@ -48,12 +48,12 @@ async def test_the_rpc_times_out_clearly_without_a_collector(amqp_url: str) -> N
         assert time.monotonic() - started < 2.0
 
 
-async def test_states_over_rpc_duplicates_and_restart(amqp_url: str, store_url: str) -> None:
+async def test_states_over_rpc_duplicates_and_restart(any_url: str, store_url: str) -> None:
     ok, bad, unknown = new_id("ok"), new_id("bad"), new_id("unknown")
     expected = {ok: "SUCCEEDED", bad: "FAILED", unknown: "UNKNOWN"}
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         client = await producer_client(broker)
-        async with collector(amqp_url, store_url) as (store, _):
+        async with collector(any_url, store_url) as (store, _):
             await publish_results(broker, [(ok, "succeeded"), (bad, "failed"), (ok, "succeeded")])
             views = await wait_states(client, expected)
             assert views[ok].result == {"mean": 2.0}
@@ -67,30 +67,30 @@ async def test_states_over_rpc_duplicates_and_restart(amqp_url: str, store_url: 
             assert [r.task_id for r in listed].count(ok) == 1
             assert (await store.get(ok)) is not None
             assert (await store.get(ok)).state is TaskState.SUCCEEDED  # type: ignore[union-attr]
-        async with collector(amqp_url, store_url):  # a restart keeps the history
+        async with collector(any_url, store_url):  # a restart keeps the history
             await wait_states(client, expected)
 
 
 async def test_a_store_outage_requeues_results_instead_of_dead_lettering(
-    amqp_url: str, tmp_path: Path
+    any_url: str, tmp_path: Path
 ) -> None:
     task_id = new_id("outage")
     url = f"sqlite:///{tmp_path / 'tasks.db'}"
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         client = await producer_client(broker)
-        async with collector(amqp_url, url, fail_first=2) as (_, stats):
+        async with collector(any_url, url, fail_first=2) as (_, stats):
             await publish_results(broker, [(task_id, "succeeded")])
             await wait_states(client, {task_id: "SUCCEEDED"}, timeout=20.0)
         assert stats[0].requeued >= 2
         assert stats[0].dead_lettered == 0
 
 
-async def test_rpc_latency_under_load(amqp_url: str, tmp_path: Path) -> None:
+async def test_rpc_latency_under_load(any_url: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'tasks.db'}"
     ids = [new_id("load") for _ in range(2000)]
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         client = await producer_client(broker)
-        async with collector(amqp_url, url):
+        async with collector(any_url, url):
             load = asyncio.create_task(publish_results(broker, [(i, "succeeded") for i in ids]))
             samples = []
             for n in range(1000):
@@ -106,13 +106,13 @@ async def test_rpc_latency_under_load(amqp_url: str, tmp_path: Path) -> None:
             assert cuts[98] < 1000
 
 
-async def test_a_bare_string_is_refused_not_split_into_characters(amqp_url: str) -> None:
+async def test_a_bare_string_is_refused_not_split_into_characters(any_url: str) -> None:
     """`get_status("abc")` type-checks (a str is a Sequence[str]); the request schema refuses it."""
     from spectask.errors import TaskValidationError
     from spectask.runtime.broker import Broker
     from spectask.runtime.config import RuntimeConfig
 
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         await broker.declare(TOPOLOGY)
         client = ProducerClient(TaskPublisher(await broker.publisher(), TOPOLOGY), broker.rpc())
         with pytest.raises(TaskValidationError, match="task_ids"):
@@ -120,7 +120,7 @@ async def test_a_bare_string_is_refused_not_split_into_characters(amqp_url: str)
 
 
 @asynccontextmanager
-async def data_worker(amqp_url: str, fail_once: set[str], doomed: set[str]) -> AsyncIterator[None]:
+async def data_worker(any_url: str, fail_once: set[str], doomed: set[str]) -> AsyncIterator[None]:
     """A data_analysis worker: ids in `fail_once` fail their first attempt, `doomed` ones fail
     permanently; any other task (left by another test) just succeeds."""
     app = WorkerApp()
@@ -136,7 +136,7 @@ async def data_worker(amqp_url: str, fail_once: set[str], doomed: set[str]) -> A
     app.process_data_statistics(handle)
     app.process_data_detect_patterns(handle)
     stop = asyncio.Event()
-    broker = await Broker.connect(RuntimeConfig(amqp_url=amqp_url), name="test-worker")
+    broker = await Broker.connect(RuntimeConfig(amqp_url=any_url), name="test-worker")
     runner = asyncio.create_task(
         app.run(broker, worker_id="w-states", task_types=["data_analysis"], stop=stop)
     )
@@ -148,12 +148,12 @@ async def data_worker(amqp_url: str, fail_once: set[str], doomed: set[str]) -> A
         await broker.close()
 
 
-async def test_queued_retrying_succeeded_and_dead(amqp_url: str, store_url: str) -> None:
+async def test_queued_retrying_succeeded_and_dead(any_url: str, store_url: str) -> None:
     """QUEUED with no worker; then RETRYING after a failed first attempt, SUCCEEDED at attempt 2;
     a permanent failure ends DEAD with its reason. No extra publish on the success path."""
-    async with await Broker.connect(RuntimeConfig(amqp_url=amqp_url)) as broker:
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         client = await producer_client(broker)
-        async with collector(amqp_url, store_url) as (_, stats):
+        async with collector(any_url, store_url) as (_, stats):
             flaky = await client.submit_data_statistics(
                 models.DataStatistics(values=[1.0, 2.0]), task_id=new_id("flaky")
             )
@@ -165,7 +165,7 @@ async def test_queued_retrying_succeeded_and_dead(amqp_url: str, store_url: str)
             assert views[flaky].message_type == "data_analysis.statistics"
 
             seen: list[str] = []
-            async with data_worker(amqp_url, fail_once={flaky}, doomed={doomed}):
+            async with data_worker(any_url, fail_once={flaky}, doomed={doomed}):
                 deadline = time.monotonic() + 20
                 while time.monotonic() < deadline:
                     reply = await client.get_status([flaky], timeout=5.0)

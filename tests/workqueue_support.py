@@ -21,14 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-
 from generated.producer import SEND_ROUTES
 from generated.topology import TOPOLOGY
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.producer import TaskPublisher
+from spectask.runtime.transport import Connection, IncomingMessage, connect
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUTES = {route.message_type: route for route in SEND_ROUTES}
@@ -36,7 +34,7 @@ ROUTES = {route.message_type: route for route in SEND_ROUTES}
 
 async def reset_topology(url: str) -> None:
     """Delete every queue of the spec, then declare the topology afresh (tests share a node)."""
-    connection = await aio_pika.connect(url)
+    connection = await connect(url, robust=False)
     async with connection:
         channel = await connection.channel()
         for queue in TOPOLOGY.queues:
@@ -66,7 +64,7 @@ async def submit(
 
 
 async def queue_depth(url: str, name: str) -> int:
-    connection = await aio_pika.connect(url)
+    connection = await connect(url, robust=False)
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(name, passive=True)
@@ -79,17 +77,17 @@ class ResultCollector:
     def __init__(self, url: str) -> None:
         self._url = url
         self.results: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: Connection | None = None
         self._changed = asyncio.Event()
 
     async def start(self) -> None:
-        self._connection = await aio_pika.connect_robust(self._url)
+        self._connection = await connect(self._url)
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=100)
         queue = await channel.get_queue("results", ensure=True)
         await queue.consume(self._on_message)
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, message: IncomingMessage) -> None:
         document = json.loads(message.body)
         self.results[document["task_id"]].append(document)
         self._changed.set()

@@ -12,17 +12,26 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
-import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
 from spectask.errors import BrokerUnavailableError, ConfigError
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.publisher import Publisher
 from spectask.runtime.rpc import RpcClient
 from spectask.runtime.topology import ArgumentValue, QueueSpec, Topology
+from spectask.runtime.transport import (
+    PRECONDITION_FAILED,
+    Channel,
+    Connection,
+    connect,
+    server_properties,
+)
+
+if TYPE_CHECKING:
+    from spectask.runtime.memory.clock import Clock
 
 QUEUE_TYPE = "x-queue-type"
 MAX_PRIORITY = "x-max-priority"
@@ -46,7 +55,7 @@ def redact_url(url: str) -> str:
 class Broker:
     """One robust connection per process; channels are opened per purpose from it."""
 
-    def __init__(self, connection: AbstractRobustConnection, config: RuntimeConfig) -> None:
+    def __init__(self, connection: Connection, config: RuntimeConfig) -> None:
         self.connection = connection
         self.config = config
         self._publisher: Publisher | None = None
@@ -56,15 +65,14 @@ class Broker:
     async def connect(
         cls, config: RuntimeConfig | None = None, *, name: str = "spectask"
     ) -> Broker:
-        """Connect, or raise `BrokerUnavailableError` saying where we tried and what to do."""
+        """Connect, or raise `BrokerUnavailableError` saying where we tried and what to do.
+
+        `AMQP_URL=memory://NAME` selects the in-memory broker NAME (`spectask.runtime.memory`).
+        """
         config = config or RuntimeConfig()
         try:
             connection = await asyncio.wait_for(
-                aio_pika.connect_robust(
-                    config.amqp_url,
-                    heartbeat=config.heartbeat,
-                    client_properties={"connection_name": name},
-                ),
+                connect(config.amqp_url, heartbeat=config.heartbeat, name=name),
                 timeout=config.connect_timeout,
             )
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
@@ -76,7 +84,25 @@ class Broker:
             ) from exc
         return cls(connection, config)
 
-    async def channel(self, *, prefetch: int | None = None) -> AbstractChannel:
+    @classmethod
+    async def in_memory(
+        cls, config: RuntimeConfig | None = None, *, clock: Clock | None = None
+    ) -> Broker:
+        """A broker on a fresh in-memory hub (for tests); `memory.hub(broker.url)` reaches it.
+
+        Give a `memory.FakeClock` to fire TTLs (retry delays) when the test advances it.
+        """
+        from spectask.runtime import memory
+
+        hub = memory.new_hub(clock=clock)
+        config = (config or RuntimeConfig()).model_copy(update={"amqp_url": hub.url})
+        return await cls.connect(config)
+
+    @property
+    def url(self) -> str:
+        return self.config.amqp_url
+
+    async def channel(self, *, prefetch: int | None = None) -> Channel:
         """A new channel with publisher confirms, for consumers that also publish."""
         channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         if prefetch is not None:
@@ -97,10 +123,7 @@ class Broker:
 
     def server_version(self) -> Version | None:
         """The broker's version from the connection's server properties (None if unknown)."""
-        transport = self.connection.transport
-        if transport is None:
-            return None
-        properties: Mapping[str, object] = transport.connection.server_properties or {}
+        properties: Mapping[str, object] = server_properties(self.connection)
         return parse_version(properties.get("version"))
 
     async def declare(self, topology: Topology) -> None:
@@ -128,9 +151,8 @@ class Broker:
             )
         channel = await self.connection.channel()
         try:
-            exchanges: dict[str, AbstractExchange] = {}
             for spec in topology.exchanges:
-                exchanges[spec.name] = await channel.declare_exchange(
+                await channel.declare_exchange(
                     spec.name,
                     type=spec.type,
                     durable=spec.durable,
@@ -145,7 +167,7 @@ class Broker:
                         auto_delete=queue_spec.auto_delete,
                         arguments=arguments[queue_spec.name],
                     )
-                except aiormq.exceptions.ChannelPreconditionFailed as exc:
+                except PRECONDITION_FAILED as exc:
                     raise ConfigError(
                         f"RabbitMQ refused to declare queue {queue_spec.name!r}: {exc}"
                         "\n  hint: a queue that already exists keeps its type and arguments; if "
@@ -153,7 +175,7 @@ class Broker:
                         f"(rabbitmqctl delete_queue {queue_spec.name}) so it is declared afresh"
                     ) from None
                 for binding in queue_spec.bindings:
-                    await queue.bind(exchanges[binding.exchange], routing_key=binding.routing_key)
+                    await queue.bind(binding.exchange, routing_key=binding.routing_key)
         finally:
             await channel.close()
 

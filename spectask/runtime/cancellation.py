@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import ValidationError
 
 from spectask.errors import PublishError
@@ -30,6 +29,7 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.control import TaskSignals
 from spectask.runtime.publisher import OutgoingMessage
 from spectask.runtime.topology import ReceiveRoute
+from spectask.runtime.transport import Channel, IncomingMessage
 
 log = logging.getLogger("spectask.worker")
 
@@ -102,7 +102,7 @@ class CancellationWatch:
         self._worker_id = worker_id
         self._marker = f"marker-{uuid.uuid4().hex}"
         self._synced = asyncio.Event()
-        self._channel: AbstractChannel | None = None
+        self._channel: Channel | None = None
 
     async def start(self, timeout: float) -> None:
         """Subscribe from the stream's start, then wait until the stream is read up to now."""
@@ -153,7 +153,7 @@ class CancellationWatch:
         except PublishError as exc:
             log.warning("could not publish the cancellation stream marker: %s", exc)
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, message: IncomingMessage) -> None:
         try:
             cancel = self._route.model.model_validate_json(message.body)
         except ValidationError as exc:

@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiormq
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
 from spectask.errors import PermanentTaskError, PublishError, TaskCancelledError
@@ -47,6 +46,7 @@ from spectask.runtime.execution import Handler, HandlerRunner, TaskTimeoutError
 from spectask.runtime.publisher import OutgoingMessage, Publisher
 from spectask.runtime.retry import choose_tier, failure_headers
 from spectask.runtime.topology import ReceiveRoute, ReplySpec, RetryTier, SendRoute
+from spectask.runtime.transport import IncomingMessage, Queue
 
 log = logging.getLogger("spectask.worker")
 
@@ -135,7 +135,7 @@ class WorkerRuntime:
             )
             await watch.start(self._config.cancel_sync_timeout)
         channel = await self._broker.channel(prefetch=self._config.prefetch)
-        consumers: list[tuple[AbstractQueue, str]] = []
+        consumers: list[tuple[Queue, str]] = []
         swept = asyncio.Event()
         sweeper = (
             asyncio.create_task(self._announce_long_runners(swept))
@@ -163,7 +163,7 @@ class WorkerRuntime:
         return self.stats
 
     def _deliver_to(self, queue: str) -> Any:
-        async def on_message(message: AbstractIncomingMessage) -> None:
+        async def on_message(message: IncomingMessage) -> None:
             await self._on_message(message, queue)
 
         return on_message
@@ -189,7 +189,7 @@ class WorkerRuntime:
             await channel.close()
         return not self._in_flight
 
-    async def _shutdown(self, consumers: list[tuple[AbstractQueue, str]]) -> None:
+    async def _shutdown(self, consumers: list[tuple[Queue, str]]) -> None:
         """Stop taking work, let in-flight tasks finish up to the deadline, requeue the rest."""
         for queue, tag in consumers:
             try:
@@ -205,7 +205,7 @@ class WorkerRuntime:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _on_message(self, message: AbstractIncomingMessage, queue: str) -> None:
+    async def _on_message(self, message: IncomingMessage, queue: str) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)
@@ -224,7 +224,7 @@ class WorkerRuntime:
             self._in_flight.discard(task)
             self._last_delivery = time.monotonic()
 
-    async def _settle(self, message: AbstractIncomingMessage, next_hops: NextHops) -> None:
+    async def _settle(self, message: IncomingMessage, next_hops: NextHops) -> None:
         """Publish the next hops with confirms, then ack; requeue if the broker did not take one.
 
         A success has one next hop (its result); a retry has two (the task to its tier and the
@@ -252,7 +252,7 @@ class WorkerRuntime:
                 "task %s: ack lost (%s); the broker will redeliver it", message.message_id, exc
             )
 
-    async def _requeue_later(self, message: AbstractIncomingMessage, reason: str) -> None:
+    async def _requeue_later(self, message: IncomingMessage, reason: str) -> None:
         """Back off (longer while failures continue), then give the delivery back to the queue."""
         self._transient_failures += 1
         delay = min(
@@ -267,13 +267,13 @@ class WorkerRuntime:
         await asyncio.sleep(delay)
         await self._requeue(message)
 
-    async def _requeue(self, message: AbstractIncomingMessage) -> None:
+    async def _requeue(self, message: IncomingMessage) -> None:
         self.stats.requeued += 1
         # If the channel is already gone, the broker requeues unacked deliveries itself.
         with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError):
             await message.nack(requeue=True)
 
-    async def _decide(self, message: AbstractIncomingMessage, queue: str) -> NextHops:
+    async def _decide(self, message: IncomingMessage, queue: str) -> NextHops:
         """Decode and run one delivery; return the messages that must be confirmed before ack."""
         tap = self._taps.get(queue)
         if tap is not None:
@@ -321,7 +321,7 @@ class WorkerRuntime:
 
     def _context(
         self,
-        message: AbstractIncomingMessage,
+        message: IncomingMessage,
         route: ReceiveRoute,
         message_type: str,
         task_type: str,
@@ -344,7 +344,7 @@ class WorkerRuntime:
             signals=signals,
         )
 
-    async def _tap(self, message: AbstractIncomingMessage, route: ReceiveRoute) -> NextHops:
+    async def _tap(self, message: IncomingMessage, route: ReceiveRoute) -> NextHops:
         """Hand any message to a tap's handler, body undecoded; requeue it if the handler fails.
 
         A PermanentTaskError drops the message (logged): a tap must never dead-letter, since
@@ -367,7 +367,7 @@ class WorkerRuntime:
         return ()
 
     async def _execute(
-        self, message: AbstractIncomingMessage, route: ReceiveRoute, payload: Any
+        self, message: IncomingMessage, route: ReceiveRoute, payload: Any
     ) -> NextHops:
         started_at = datetime.now(UTC)
         task_id = message.message_id or ""
@@ -473,7 +473,7 @@ class WorkerRuntime:
         return hops
 
     def _reply(
-        self, message: AbstractIncomingMessage, reply: ReplySpec, result: dict[str, Any] | None
+        self, message: IncomingMessage, reply: ReplySpec, result: dict[str, Any] | None
     ) -> NextHops:
         """The handler's reply, to the request's `reply_to` with its correlation id.
 
@@ -498,7 +498,7 @@ class WorkerRuntime:
 
     def _failed(
         self,
-        message: AbstractIncomingMessage,
+        message: IncomingMessage,
         route: ReceiveRoute,
         context: TaskContext,
         started_at: datetime,
@@ -550,7 +550,7 @@ class WorkerRuntime:
         return (*dead, self._result(context, started_at, None, error))
 
     def _retry(
-        self, message: AbstractIncomingMessage, tier: RetryTier, attempt: int, error: str
+        self, message: IncomingMessage, tier: RetryTier, attempt: int, error: str
     ) -> OutgoingMessage:
         """The task, unchanged but for its headers, to the tier's exchange with its own key."""
         headers = failure_headers(message.headers or {}, error=error, now=datetime.now(UTC))
@@ -604,7 +604,7 @@ class WorkerRuntime:
 
     def _dead(
         self,
-        message: AbstractIncomingMessage,
+        message: IncomingMessage,
         queue: str,
         reason: DeadReason,
         error: str,

@@ -20,10 +20,10 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange
 
 from spectask.runtime.context import TaskContext
 from spectask.runtime.topology import SendRoute
+from spectask.runtime.transport import Channel, Connection, Exchange
 
 log = logging.getLogger("spectask.worker")
 
@@ -48,7 +48,7 @@ class LiveEvents:
     """Publishes started/progress events fire-and-forget on an unconfirmed channel."""
 
     def __init__(
-        self, channel: AbstractChannel, exchange: AbstractExchange, route: SendRoute, worker_id: str
+        self, channel: Channel, exchange: Exchange, route: SendRoute, worker_id: str
     ) -> None:
         self._channel = channel
         self._exchange = exchange
@@ -59,9 +59,7 @@ class LiveEvents:
         self.lost = 0
 
     @classmethod
-    async def open(
-        cls, connection: aio_pika.abc.AbstractConnection, route: SendRoute, worker_id: str
-    ) -> LiveEvents:
+    async def open(cls, connection: Connection, route: SendRoute, worker_id: str) -> LiveEvents:
         channel = await connection.channel(publisher_confirms=False)
         exchange = await channel.get_exchange(route.exchange, ensure=False)
         return cls(channel, exchange, route, worker_id)

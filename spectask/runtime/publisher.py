@@ -14,9 +14,9 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange
 
 from spectask.errors import PublishError, UnroutableError
+from spectask.runtime.transport import UNROUTABLE, Channel, Exchange
 
 DEFAULT_WINDOW = 256
 
@@ -43,11 +43,11 @@ class OutgoingMessage:
 class Publisher:
     """Publishes on one confirm channel; safe to share between tasks of one event loop."""
 
-    def __init__(self, channel: AbstractChannel) -> None:
+    def __init__(self, channel: Channel) -> None:
         self._channel = channel
-        self._exchanges: dict[str, AbstractExchange] = {}
+        self._exchanges: dict[str, Exchange] = {}
 
-    async def _exchange(self, name: str) -> AbstractExchange:
+    async def _exchange(self, name: str) -> Exchange:
         exchange = self._exchanges.get(name)
         if exchange is None:
             if name == "":
@@ -78,7 +78,7 @@ class Publisher:
         )
         try:
             await exchange.publish(amqp_message, message.routing_key, mandatory=not message.reply)
-        except aiormq.exceptions.PublishError as exc:
+        except UNROUTABLE as exc:
             raise UnroutableError(message.exchange, message.routing_key) from exc
         except aiormq.exceptions.DeliveryError as exc:
             raise PublishError(

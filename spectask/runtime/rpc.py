@@ -21,11 +21,11 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from pydantic import BaseModel, ValidationError
 
 from spectask.errors import PublishError, RpcTimeoutError, SpectaskError, TaskValidationError
 from spectask.runtime.topology import RpcRoute
+from spectask.runtime.transport import Channel, Connection, IncomingMessage
 
 log = logging.getLogger("spectask.rpc")
 
@@ -40,13 +40,13 @@ class RpcError(SpectaskError):
 class RpcClient:
     """Calls request/reply operations; safe to share between the tasks of one event loop."""
 
-    def __init__(self, connection: AbstractRobustConnection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._connection = connection
-        self._channel: AbstractChannel | None = None
-        self._pending: dict[str, asyncio.Future[AbstractIncomingMessage]] = {}
+        self._channel: Channel | None = None
+        self._pending: dict[str, asyncio.Future[IncomingMessage]] = {}
         self._lock = asyncio.Lock()
 
-    async def _ready(self) -> AbstractChannel:
+    async def _ready(self) -> Channel:
         async with self._lock:
             if self._channel is None or self._channel.is_closed:
                 channel = await self._connection.channel(publisher_confirms=False)
@@ -55,7 +55,7 @@ class RpcClient:
                 self._channel = channel
             return self._channel
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+    async def _on_reply(self, message: IncomingMessage) -> None:
         future = self._pending.pop(message.correlation_id or "", None)
         if future is None:
             log.debug("late or unknown reply %s dropped", message.correlation_id)
@@ -79,7 +79,7 @@ class RpcClient:
         except ValidationError as exc:
             raise TaskValidationError(f"{route.operation}: invalid request: {exc}") from None
         correlation_id = uuid.uuid4().hex
-        future: asyncio.Future[AbstractIncomingMessage] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[IncomingMessage] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         try:
             async with asyncio.timeout(timeout):
