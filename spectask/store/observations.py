@@ -187,10 +187,10 @@ def observation_from_result(result: TaskResultLike) -> Observation:
     The event time is finished_at; a status this store does not know counts as failed. A failed
     result with a `dead_reason` is the worker saying it also dead-lettered the task: that is
     the `dead` observation, so the store records DEAD from whichever of the result and the
-    dead letter arrives first, and a task once FAILED never turns DEAD later (a waiting client
-    reads its final state once). Its error is the one the dead letter carries, in the dead
-    letter's shape (see `dead_letter_error`), so the record says the same whichever came first.
-    A failed result without one (a worker that does not say) stays FAILED.
+    dead letter arrives first and the task is never FAILED on the way (a waiting client reads
+    its final state once). Its error takes the dead letter's shape (see `dead_letter_error`),
+    so the record says the same whichever came first. A failed result without one (a worker
+    that does not say) stays FAILED.
     """
     status = str(getattr(result.status, "value", result.status))
     kind = _RESULT_KINDS.get(status, EventKind.FAILED)
