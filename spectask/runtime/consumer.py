@@ -602,7 +602,9 @@ class WorkerRuntime:
             "result": result,
             "error": error,
         }
-        if dead_reason is not None:  # the store records DEAD from this or the dead letter
+        # The store records DEAD from this or the dead letter; a spec older than the field
+        # gets the result without it (FAILED until the dead letter is stored, as before).
+        if dead_reason is not None and "dead_reason" in route.model.model_fields:
             document["dead_reason"] = dead_reason.value
         return _validated(route, document, context.task_id, route.routing_key)
 
