@@ -6,7 +6,8 @@ therefore gives a duplicate, never a loss. The next hops of a delivery:
 - success: its result;
 - a failed attempt with attempts left (any exception but PermanentTaskError, or the time
   limit): the task itself, to a retry tier (`spectask.runtime.retry`), with no result;
-- the last failed attempt, or PermanentTaskError: a dead letter and a failed result;
+- the last failed attempt, or PermanentTaskError: a dead letter and a failed result that
+  names the dead letter's reason (so either one tells the store the task is DEAD);
 - input that cannot run at all (undecodable, unknown type, ...): a dead letter;
 - a cancelled task (skipped before it ran, or stopped cooperatively while running): a
   cancelled result and a `cancelled` event; never a retry or a dead letter.
@@ -547,7 +548,7 @@ class WorkerRuntime:
         )
         if self._result_route is None:
             return dead
-        return (*dead, self._result(context, started_at, None, error))
+        return (*dead, self._result(context, started_at, None, error, dead_reason=reason))
 
     def _retry(
         self, message: IncomingMessage, tier: RetryTier, attempt: int, error: str
@@ -585,6 +586,7 @@ class WorkerRuntime:
         error: Mapping[str, str] | None,
         *,
         status: str | None = None,
+        dead_reason: DeadReason | None = None,
     ) -> OutgoingMessage:
         route = self._result_route
         assert route is not None
@@ -600,6 +602,10 @@ class WorkerRuntime:
             "result": result,
             "error": error,
         }
+        # The store records DEAD from this or the dead letter; a spec older than the field
+        # gets the result without it (FAILED until the dead letter is stored, as before).
+        if dead_reason is not None and "dead_reason" in route.model.model_fields:
+            document["dead_reason"] = dead_reason.value
         return _validated(route, document, context.task_id, route.routing_key)
 
     def _dead(
