@@ -20,13 +20,11 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats
 from spectask.runtime.context import TaskContext
-from spectask.runtime.producer import TaskPublisher
 from spectask.store import TaskStore, open_store
 
 
 async def producer_client(broker: Broker) -> ProducerClient:
-    await broker.declare(TOPOLOGY)
-    return ProducerClient(TaskPublisher(await broker.publisher(), TOPOLOGY), broker.rpc())
+    return await ProducerClient.open(broker)
 
 
 @asynccontextmanager

@@ -19,13 +19,11 @@ import pytest
 
 from generated import models
 from generated.producer import ProducerClient
-from generated.topology import TOPOLOGY
 from generated.worker import WorkerApp
 from spectask.errors import PermanentTaskError, RpcTimeoutError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
-from spectask.runtime.producer import TaskPublisher
 from spectask.store import TaskState
 from tests.status_support import (
     collector,
@@ -113,8 +111,7 @@ async def test_a_bare_string_is_refused_not_split_into_characters(any_url: str) 
     from spectask.runtime.config import RuntimeConfig
 
     async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
-        await broker.declare(TOPOLOGY)
-        client = ProducerClient(TaskPublisher(await broker.publisher(), TOPOLOGY), broker.rpc())
+        client = await ProducerClient.open(broker)
         with pytest.raises(TaskValidationError, match="task_ids"):
             await client.get_status("abc", timeout=1.0)
 
