@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +24,8 @@ from spectask.runtime.topology import (
 from spectask.runtime.transport import connect
 from spectask.runtime.worker import run_worker
 from tests.brokers import unique_name
+
+POLL_SECONDS = 0.01  # how often the waits below look again (a cheap passive declare or get)
 
 
 class Numbers(BaseModel):
@@ -108,7 +112,7 @@ async def drain(url: str, queue: str, expected: int, timeout: float = 20.0) -> l
             if message is None:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"{queue}: got {len(messages)} of {expected} messages")
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(POLL_SECONDS)
                 continue
             await message.ack()
             messages.append(message)
@@ -132,7 +136,27 @@ async def wait_taken(url: str, queue: str, timeout: float = 20.0) -> None:
     while await depth(url, queue):
         if time.monotonic() > deadline:
             raise AssertionError(f"nobody took the messages of {queue} in {timeout}s")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(POLL_SECONDS)
+
+
+async def wait_consumed(url: str, queues: Sequence[str], timeout: float = 20.0) -> None:
+    """Wait until every one of `queues` has a consumer (the broker's own count, either transport).
+
+    This is the event a fixed "settle" sleep stood in for: a worker or collector is consuming.
+    """
+    deadline = time.monotonic() + timeout
+    connection = await connect(url, robust=False)
+    async with connection:
+        channel = await connection.channel()
+        waiting = list(queues)
+        while waiting:
+            declared = await channel.declare_queue(waiting[0], passive=True)
+            if declared.declaration_result.consumer_count:
+                waiting.pop(0)
+                continue
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nobody consumed {waiting} within {timeout}s")
+            await asyncio.sleep(POLL_SECONDS)
 
 
 class WorkerNames(Protocol):
@@ -160,9 +184,9 @@ class InProcessWorkers:
         stop: asyncio.Event | None = None,
         *,
         worker_id: str = "w-test",
-        settle: float = 0.0,
+        consuming: bool = False,
     ) -> tuple[asyncio.Event, asyncio.Task[WorkerStats]]:
-        """Run one worker on `names`; `settle` gives it time to declare and start consuming."""
+        """Run one worker on `names`; with `consuming`, return once it consumes its queue."""
         stop = stop or asyncio.Event()
         task = asyncio.create_task(
             run_worker(
@@ -176,8 +200,14 @@ class InProcessWorkers:
             )
         )
         self.running.append((stop, task))
-        if settle:
-            await asyncio.sleep(settle)
+        if consuming:
+            waiting = asyncio.create_task(wait_consumed(broker.config.amqp_url, [names.receive.queue]))
+            await asyncio.wait([waiting, task], return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():  # the worker ended first: its error says more than a timeout
+                waiting.cancel()
+                await task
+                raise AssertionError("the worker stopped before it consumed")
+            await waiting
         return stop, task
 
     async def stop_all(self) -> list[WorkerStats]:
