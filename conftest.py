@@ -53,7 +53,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def any_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A broker URL of either transport: `memory://<fresh hub>`, then the session's RabbitMQ."""
     if request.param == "memory":
-        hub = memory.new_hub(prefix="test")
+        hub = memory.new_hub(prefix="test", clock=memory.SkippingClock())  # real time, unless
+        # a test skips it (tests/runtime_support.py: pass_time, fast_forward)
         try:
             yield hub.url
         finally:

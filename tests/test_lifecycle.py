@@ -149,9 +149,11 @@ async def test_started_and_progress_reach_the_store(any_url: str, store_url: str
                     view = await poll_until(
                         client,
                         task,
-                        lambda v: v.state.value == "STARTED"
-                        and (v.progress or 0) > 20
-                        and v.started_at is not None,
+                        lambda v: (
+                            v.state.value == "STARTED"
+                            and (v.progress or 0) > 20
+                            and v.started_at is not None
+                        ),
                     )
                     assert view.worker_id == "w-life"
                     assert view.progress_message is not None and "of 40" in view.progress_message
@@ -242,12 +244,14 @@ async def test_wait_returns_final_views_and_times_out_naming_the_pending(
                 for _ in range(5)
             ]
             with pytest.raises(WaitTimeoutError) as caught:
-                await client.wait(ids, 0.5, poll_interval=0.1)
+                await client.wait(ids, 0.2, poll_interval=0.05)
             assert set(caught.value.pending) == set(ids) and not caught.value.final
             assert "5 of 5 tasks not final" in str(caught.value)
             progress: list[int] = []
             async with data_worker(any_url, quick):
-                final = await client.wait([*ids, ids[0]], 20.0, on_progress=progress.append)
+                final = await client.wait(
+                    [*ids, ids[0]], 20.0, on_progress=progress.append, poll_interval=0.02
+                )
             assert list(final) == ids, "the order given, each id once"
             assert {view.state.value for view in final.values()} == {"SUCCEEDED"}
             assert sum(progress) == 5
