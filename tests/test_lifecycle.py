@@ -21,12 +21,13 @@ import pytest
 from generated import models
 from generated.producer import ProducerClient
 from generated.worker import WorkerApp
+from spectask.runtime import memory
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats
 from spectask.runtime.context import TaskContext
 from spectask.runtime.waiting import WaitTimeoutError
-from tests.runtime_support import POLL_SECONDS
+from tests.runtime_support import POLL_SECONDS, pass_time
 from tests.status_support import collector, new_id, producer_client, wait_states
 
 pytestmark = pytest.mark.asyncio
@@ -131,6 +132,18 @@ async def poll_until(
         if ok(view):
             return view
         assert time.monotonic() < deadline, f"{task_id} never got there; last seen {view}"
+        await asyncio.sleep(POLL_SECONDS)
+
+
+async def cancel_reached(url: str, timeout: float = 10.0) -> None:
+    """On the in-memory broker, wait until every follower of the cancellation stream has handled
+    all of it. RabbitMQ cannot be asked; there the retry tier's 1 s wait leaves it that time."""
+    if not url.startswith("memory://"):
+        return
+    hub = memory.hub(url)
+    deadline = time.monotonic() + timeout
+    while not hub.streams_read():
+        assert time.monotonic() < deadline, "the cancellation stream was not read"
         await asyncio.sleep(POLL_SECONDS)
 
 
@@ -317,6 +330,8 @@ async def test_a_task_cancelled_while_waiting_to_retry_is_not_run_again(
             await client.submit_data_statistics(models.DataStatistics(values=[1.0]), task_id=task)
             await poll_until(client, task, lambda v: v.state.value == "RETRYING")
             await cancel(client, task, reason="no point retrying")
+            await cancel_reached(any_url)
+            await pass_time(any_url, 1.2)  # its retry tier's wait (0.9 to 1.1 s)
             views = await wait_states(client, {task: "CANCELLED"})
         assert attempts == [1], "the cancelled task ran again"
         assert stats[0].retried == 1 and stats[0].cancelled >= 1
