@@ -231,6 +231,27 @@ class InProcessWorkers:
 # --- the broker's time: real on RabbitMQ; on the in-memory broker, real time a test may skip ------
 
 
+@asynccontextmanager
+async def running(
+    url: str, app: Any, worker_id: str, task_types: Sequence[str] | None = None
+) -> AsyncIterator[None]:
+    """A generated app (worker or collector) consuming on its own connection for the block."""
+    from spectask.runtime.broker import Broker
+    from spectask.runtime.config import RuntimeConfig
+
+    stop = asyncio.Event()
+    broker = await Broker.connect(RuntimeConfig(amqp_url=url), name=f"test-{worker_id}")
+    runner = asyncio.create_task(
+        app.run(broker, worker_id=worker_id, task_types=task_types, stop=stop)
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await runner
+        await broker.close()
+
+
 def skipping_clock(url: str) -> memory.SkippingClock | None:
     """The clock of an in-memory broker that can skip (the `any_url` hubs), else None."""
     if not url.startswith("memory://"):

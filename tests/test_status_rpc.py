@@ -26,7 +26,7 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.store import TaskState
-from tests.runtime_support import POLL_SECONDS, pass_time
+from tests.runtime_support import POLL_SECONDS, pass_time, running
 from tests.status_support import (
     collector,
     new_id,
@@ -137,17 +137,8 @@ async def data_worker(any_url: str, fail_once: set[str], doomed: set[str]) -> As
     app.process_data_aggregate(handle)
     app.process_data_statistics(handle)
     app.process_data_detect_patterns(handle)
-    stop = asyncio.Event()
-    broker = await Broker.connect(RuntimeConfig(amqp_url=any_url), name="test-worker")
-    runner = asyncio.create_task(
-        app.run(broker, worker_id="w-states", task_types=["data_analysis"], stop=stop)
-    )
-    try:
+    async with running(any_url, app, "w-states", ["data_analysis"]):
         yield
-    finally:
-        stop.set()
-        await runner
-        await broker.close()
 
 
 async def test_queued_retrying_succeeded_and_dead(any_url: str, store_url: str) -> None:

@@ -27,6 +27,7 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.store import EventKind, Observation, TaskRecord, TaskState, TaskStore, open_store
+from tests.runtime_support import running
 from tests.status_support import new_id, producer_client, purge_collector_copies
 
 pytestmark = pytest.mark.asyncio
@@ -149,17 +150,8 @@ async def failing_worker(amqp_url: str) -> AsyncIterator[None]:
     app.process_data_statistics(hopeless)
     app.process_data_aggregate(quick)
     app.process_data_detect_patterns(quick)
-    stop = asyncio.Event()
-    broker = await Broker.connect(RuntimeConfig(amqp_url=amqp_url), name="test-dead-worker")
-    runner = asyncio.create_task(
-        app.run(broker, worker_id="w-dead", task_types=["data_analysis"], stop=stop)
-    )
-    try:
+    async with running(amqp_url, app, "w-dead", ["data_analysis"]):
         yield
-    finally:
-        stop.set()
-        await runner
-        await broker.close()
 
 
 @pytest.mark.parametrize("first", ["result", "dead_letter"])
