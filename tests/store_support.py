@@ -115,6 +115,7 @@ EXPECTED: dict[str, TaskState] = {
     "failed": TaskState.FAILED,
     "dead": TaskState.DEAD,
     "dead_and_failed": TaskState.DEAD,
+    "dead_by_worker": TaskState.DEAD,
     "succeeded_then_dead": TaskState.SUCCEEDED,
     "cancelled_queued": TaskState.CANCELLED,
     "cancelled_running": TaskState.CANCELLED,
@@ -177,6 +178,19 @@ class _History:
             self.add(EventKind.FAILED, attempt, worker_id=worker, error=failure)
         if outcome in ("dead", "dead_and_failed"):
             self.add(EventKind.DEAD, attempt, dead_reason="attempts_exhausted")
+        if outcome == "dead_by_worker":
+            # spectask's worker: a dead letter, then a failed result naming its reason; both
+            # are DEAD observations with the error in the dead letter's shape
+            said = ErrorDetail("attempts_exhausted", "ValueError: no data", failure.traceback)
+            self.add(EventKind.DEAD, attempt, dead_reason="attempts_exhausted", error=said)
+            self.add(
+                EventKind.DEAD,
+                attempt,
+                worker_id=worker,
+                dead_reason="attempts_exhausted",
+                error=said,
+                started_at=self.now,
+            )
         if outcome == "cancelled_running":
             self.add(EventKind.CANCELLED, attempt, error=cancel)
             self.add(EventKind.FAILED, attempt, worker_id=worker, error=ErrorDetail("X", "stop"))

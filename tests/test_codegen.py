@@ -344,8 +344,8 @@ def test_rpc_routes_carry_the_reply(rpc_package: str) -> None:
     assert responder.RECEIVE_ROUTES == (responder.ANSWER_LOOKUP, responder.ANSWER_PING)
     # a reply channel (address: null) declares nothing: replies go to the request's replyTo
     topology = importlib.import_module(f"{rpc_package}.topology")
-    assert [e.name for e in topology.TOPOLOGY.exchanges] == ["rpc"]
-    assert [q.name for q in topology.TOPOLOGY.queues] == ["rpc.lookup", "rpc.ping"]
+    assert [e.name for e in topology.TOPOLOGY.exchanges] == ["rpc", "rpc.dead"]
+    assert [q.name for q in topology.TOPOLOGY.queues] == ["rpc.dead", "rpc.lookup", "rpc.ping"]
 
 
 def test_rpc_client_methods_are_typed_from_the_request(rpc_package: str) -> None:

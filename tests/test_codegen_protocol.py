@@ -156,7 +156,7 @@ def test_a_worker_without_the_protocol_is_refused(
     _edit(spec / COMMON, inline_headers)
     code, err = _generate(spec, tmp_path / "out", capsys)
     assert code == 1
-    assert "service 'worker' receives tasks but has no send operation of message type " in err
+    assert "service 'worker' receives messages but has no send operation of message type " in err
     assert "spectask.dead_letter" in err
     assert "spectask protocol" in err
 

@@ -99,7 +99,9 @@ async def test_every_state_is_reached_counted_and_listed(store: TaskStore, kind:
     assert await store.counts_by_state(kind) == {state: expected[state] for state in STORED_STATES}
     assert sum((await store.counts_by_state()).values()) >= len(OUTCOMES)
     dead = await store.list(TaskState.DEAD, kind)
-    assert sorted(record.task_id for record in dead) == [f"{kind}-dead", f"{kind}-dead_and_failed"]
+    assert sorted(record.task_id for record in dead) == [
+        f"{kind}-{outcome}" for outcome in ("dead", "dead_and_failed", "dead_by_worker")
+    ]
     assert all(record.dead_reason == "attempts_exhausted" for record in dead)
     assert await store.list(TaskState.DEAD, "no.such_type") == []
 

@@ -16,6 +16,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from generated import models
+from generated.worker import PUBLISH_DEAD_LETTER
+from spectask.runtime.deadletter import DeadReason, build_dead_letter
 from spectask.store import (
     ErrorDetail,
     EventKind,
@@ -381,3 +383,143 @@ def test_a_dead_letter_becomes_the_dead_outcome() -> None:
         "schema_violation",
     )
     assert seen.error == ErrorDetail("schema_violation", "width: must be >= 1")
+
+
+# --- a final failure of spectask's own worker: DEAD once, whichever message comes first -------
+
+
+def worker_result(
+    error: dict[str, str], *, dead_reason: str | None, finished_at: datetime = T0
+) -> models.TaskResult:
+    """The failed result a worker publishes for its last attempt (as `_result` builds it)."""
+    document: dict[str, Any] = {
+        "task_id": "t1",
+        "message_type": "data_analysis.statistics",
+        "status": "failed",
+        "worker_id": "w1",
+        "attempt": 3,
+        "submitted_at": T0 - timedelta(seconds=5),
+        "started_at": T0 - timedelta(seconds=1),
+        "finished_at": finished_at,
+        "error": error,
+    }
+    if dead_reason is not None:
+        document["dead_reason"] = dead_reason
+    return models.TaskResult.model_validate(document)
+
+
+def worker_dead_letter(error: dict[str, str], reason: str, *, failed_at: datetime) -> Observation:
+    """The same failure's dead letter, built by the runtime's own `build_dead_letter` with what
+    `WorkerRuntime._failed` passes it, read back as the collector reads it."""
+    message = build_dead_letter(
+        PUBLISH_DEAD_LETTER,
+        body=b"{}",
+        message_id="t1",
+        message_type="spectask.task.data_analysis.statistics",
+        original_headers={},
+        reason=DeadReason(reason),
+        error=f"{error['type']}: {error['message']}",
+        origin_queue="tasks.data_analysis",
+        origin_exchange="tasks",
+        origin_routing_key="data_analysis.statistics",
+        attempts=3,
+        traceback=error.get("traceback", ""),
+    )
+    headers = {**message.headers, "x-spectask-last-failure-at": failed_at.isoformat()}
+    return observation_from_dead_letter(
+        models.DeadLetterHeaders.model_validate(headers),
+        task_id="t1",
+        message_type="data_analysis.statistics",
+        received_at=NOW,
+    )
+
+
+WORKER_FAILURES = [
+    pytest.param(
+        {"type": "PermanentTaskError", "message": "hopeless", "traceback": "Traceback ...\n"},
+        "permanent",
+        id="permanent",
+    ),
+    pytest.param(
+        {"type": "timeout", "message": "ran past its time limit of 1s"}, "timeout", id="timeout"
+    ),
+    pytest.param(
+        {"type": "ValueError", "message": "no data", "traceback": "Traceback ...\n"},
+        "attempts_exhausted",
+        id="attempts_exhausted",
+    ),
+]
+
+
+def test_a_failed_result_that_names_its_dead_reason_is_dead() -> None:
+    error = {"type": "PermanentTaskError", "message": "hopeless", "traceback": "..."}
+    seen = observation_from_result(worker_result(error, dead_reason="permanent"))
+    assert (seen.kind, seen.dead_reason, seen.worker_id) == (EventKind.DEAD, "permanent", "w1")
+    assert seen.error == ErrorDetail("permanent", "PermanentTaskError: hopeless", "...")
+    assert fold([seen]).state is TaskState.DEAD
+
+
+def test_a_plain_failed_result_stays_failed() -> None:
+    """A worker that does not say it dead-lettered the task (a foreign one): FAILED, as sent."""
+    error = {"type": "ValueError", "message": "empty", "traceback": "..."}
+    seen = observation_from_result(worker_result(error, dead_reason=None))
+    assert (seen.kind, seen.dead_reason) == (EventKind.FAILED, None)
+    assert seen.error == ErrorDetail("ValueError", "empty", "...")
+    record = fold([obs(EventKind.SUBMITTED), seen])
+    assert (record.state, record.error, record.dead_reason) == (
+        TaskState.FAILED,
+        seen.error,
+        None,
+    )
+
+
+@pytest.mark.parametrize("status", ["succeeded", "cancelled"])
+def test_only_a_failed_result_is_made_dead_by_its_dead_reason(status: str) -> None:
+    result = worker_result({"type": "x", "message": "y"}, dead_reason="permanent")
+    seen = observation_from_result(result.model_copy(update={"status": status}))
+    assert (seen.kind.value, seen.dead_reason) == (status, None)
+
+
+@pytest.mark.parametrize(("error", "reason"), WORKER_FAILURES)
+@pytest.mark.parametrize("letter_ms", [-3, 0, 3], ids=["letter-first", "same-time", "clock-step"])
+def test_the_result_and_the_dead_letter_say_dead_in_either_order(
+    error: dict[str, str], reason: str, letter_ms: int
+) -> None:
+    """DEAD from the first of the two, never FAILED; the same error and reason after both.
+
+    The worker builds the dead letter just before the result (`letter-first`), but clocks
+    may also tie or step back; none of it may change what the record says.
+    """
+    result = observation_from_result(worker_result(error, dead_reason=reason))
+    letter = worker_dead_letter(error, reason, failed_at=T0 + timedelta(milliseconds=letter_ms))
+    submitted = obs(EventKind.SUBMITTED, -5000, attempt=3)
+    records = {}
+    for order in ((result, letter), (letter, result)):
+        first = fold([submitted, order[0]])
+        both = fold([order[1]], first)
+        assert first.state is both.state is TaskState.DEAD, order[0].kind
+        assert (both.error, both.dead_reason) == (first.error, first.dead_reason)
+        assert first.dead_reason == reason and first.error is not None
+        assert first.error.type == reason
+        assert first.error.message == f"{error['type']}: {error['message']}"
+        records[order[0] is result] = both
+    assert comparable(records[True]) == comparable(records[False])
+    assert records[True].worker_id == "w1"  # the result's details fill in either way
+
+
+@PROPERTY
+@given(data=st.data())
+def test_a_task_dead_by_the_worker_is_dead_from_its_first_final_observation(
+    data: st.DataObject,
+) -> None:
+    """Any arrival order, any duplicates: once final it is DEAD, and its error never changes."""
+    events = history("t1", Scenario("dead_by_worker", attempts=2, redelivered=True))
+    arrival = data.draw(st.permutations(events + data.draw(st.lists(st.sampled_from(events)))))
+    final = fold(events)
+    record = None
+    for observation in arrival:
+        record = fold([observation], record)
+        if record.is_final:
+            assert record.state is TaskState.DEAD
+            assert (record.error, record.dead_reason) == (final.error, final.dead_reason)
+    assert record is not None and comparable(record) == comparable(final)

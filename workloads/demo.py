@@ -47,10 +47,6 @@ WORKERS = ("worker1", "worker2", "worker3")
 STOP_SECONDS = 30.0
 URGENT = 5
 RETRY_WAIT_SECONDS = 60.0
-# A task that failed for good is dead-lettered *and* gets a failed result; the collector may
-# store the result first (FAILED, already final), so a FAILED task gets this long to turn DEAD.
-DEAD_SETTLE_SECONDS = 15.0
-POLL_SECONDS = 0.5
 POISON_REASON = "permanent"
 # A base64 string that decodes to bytes which are not an image: a permanent failure.
 POISON = {"image": {"data_base64": "bm90IGFuIGltYWdlIGF0IGFsbA=="}, "format": "PNG"}
@@ -143,7 +139,11 @@ async def _wait_for_a_retry(deadline: float) -> bool:
 
 
 async def _wait_until_final(task_ids: Sequence[str], timeout: float) -> Outcome:
-    """Every task's final status view, from the status operation (the collector's store)."""
+    """Every task's final status view, from the status operation (the collector's store).
+
+    A final state is final: a task that failed for good is DEAD from the first of its dead
+    letter and its failed result (which names the dead reason) that the collector stores.
+    """
     async with await Broker.connect(RuntimeConfig(), name="spectask-demo") as broker:
         await broker.declare(TOPOLOGY)
         client = ProducerClient(TaskPublisher(await broker.publisher(), TOPOLOGY), broker.rpc())
@@ -152,19 +152,7 @@ async def _wait_until_final(task_ids: Sequence[str], timeout: float) -> Outcome:
             views = await client.wait(task_ids, timeout)
         except WaitTimeoutError as exc:
             views, pending = dict(exc.final), list(exc.pending)
-        await _settle_dead(client, views)
     return Outcome(views={i: views[i] for i in task_ids if i in views}, pending=pending)
-
-
-async def _settle_dead(client: ProducerClient, views: dict[str, View]) -> None:
-    """Give FAILED tasks a moment to turn DEAD: their dead letter may be stored after them."""
-    deadline = time.monotonic() + DEAD_SETTLE_SECONDS
-    while failed := [i for i, view in views.items() if view.state is models.TaskState.FAILED]:
-        if time.monotonic() >= deadline:
-            return
-        await asyncio.sleep(POLL_SECONDS)
-        reply = await client.get_status(failed)
-        views.update((view.task_id, view) for view in reply.tasks)
 
 
 def _latencies_ms(views: Iterable[View]) -> list[float]:

@@ -157,14 +157,14 @@ def _services(
 
 
 def _check_runtime_needs(service: Service, d: Diagnostics) -> None:
-    """A service that runs task handlers needs somewhere to send bad input: refuse it here."""
-    takes_tasks = any(op.policy is not None for op in service.handler_ops)
+    """A service that consumes needs somewhere to send bad input: the runtime refuses to start
+    without it, so the generator refuses the spec first."""
     sends = {op.message_type for op in service.send_ops}
-    if takes_tasks and names.DEAD_LETTER_MESSAGE_TYPE not in sends:
+    if service.receive_ops and names.DEAD_LETTER_MESSAGE_TYPE not in sends:
         d.at(
             service.source,
             ("operations",),
-            f"service {service.stem!r} receives tasks but has no send operation of message "
+            f"service {service.stem!r} receives messages but has no send operation of message "
             f"type {names.DEAD_LETTER_MESSAGE_TYPE}, so bad input would have nowhere to go",
             f"add spectask's protocol document ({protocol.DOCUMENT_NAME}; `spectask protocol "
             "DIR` writes it) and name the document worker.asyncapi.yaml, so the generator adds "

@@ -5,7 +5,8 @@ The delivery loop confirms these before it acks (`spectask.runtime.consumer`):
 - a failed attempt with attempts left (any exception but PermanentTaskError, or the time
   limit): the task itself, to a retry tier (`spectask.runtime.retry`), with no result, and a
   `retrying` event, confirmed together with it: it decides what the task is doing;
-- the last failed attempt, or PermanentTaskError: a dead letter and a failed result;
+- the last failed attempt, or PermanentTaskError: a dead letter and a failed result that
+  names the dead letter's reason (so either one tells the store the task is DEAD);
 - input that cannot run at all (undecodable, unknown type, ...): a dead letter;
 - a cancelled task (skipped before it ran, or stopped cooperatively while running): a
   cancelled result and a `cancelled` event; never a retry or a dead letter.
@@ -89,6 +90,7 @@ class Outcomes(ABC):
         context: TaskContext,
         started_at: datetime,
         error: Mapping[str, str],
+        reason: DeadReason,
     ) -> NextHops:
         """The next hops of a task that failed for good, given its dead letter."""
 
@@ -145,7 +147,7 @@ class Outcomes(ABC):
             error.get("traceback", ""),
             attempts=attempt,
         )
-        return self._final(dead, context, started_at, error)
+        return self._final(dead, context, started_at, error, reason)
 
     def _retry(
         self, message: IncomingMessage, tier: RetryTier, attempt: int, error: str
@@ -238,8 +240,9 @@ class WorkerOutcomes(Outcomes):
         context: TaskContext,
         started_at: datetime,
         error: Mapping[str, str],
+        reason: DeadReason,
     ) -> NextHops:
-        return (*dead, self._result(context, started_at, None, error))
+        return (*dead, self._result(context, started_at, None, error, dead_reason=reason))
 
     def cancelled(self, context: TaskContext, started_at: datetime | None, why: str) -> NextHops:
         self.stats.cancelled += 1
@@ -255,6 +258,7 @@ class WorkerOutcomes(Outcomes):
         error: Mapping[str, str] | None,
         *,
         status: str | None = None,
+        dead_reason: DeadReason | None = None,
     ) -> OutgoingMessage:
         route = self._result_route
         document: dict[str, Any] = {
@@ -269,6 +273,10 @@ class WorkerOutcomes(Outcomes):
             "result": result,
             "error": error,
         }
+        # The store records DEAD from this or the dead letter; a spec older than the field
+        # gets the result without it (FAILED until the dead letter is stored, as before).
+        if dead_reason is not None and "dead_reason" in route.model.model_fields:
+            document["dead_reason"] = dead_reason.value
         return validated(route, document, context.task_id, route.routing_key)
 
 
@@ -300,6 +308,7 @@ class CollectorOutcomes(Outcomes):
         context: TaskContext,
         started_at: datetime,
         error: Mapping[str, str],
+        reason: DeadReason,
     ) -> NextHops:
         return dead
 

@@ -4,7 +4,14 @@ The project owns its schema (no external migration tool): each step has a versio
 description and its SQL for both backends. A backend applies the steps above the recorded
 version in one transaction under a lock (PostgreSQL advisory lock, SQLite `BEGIN IMMEDIATE`),
 so two processes opening a fresh database at once apply each step exactly once, and opening
-an up-to-date database changes nothing. Never edit a released step: append a new one.
+an up-to-date database changes nothing.
+
+Never edit a released step: append a new one. A database that already applied a step never
+runs it again, so an edited step only changes what *new* databases get, and old and new
+databases silently disagree. That is why every released step is literal SQL text, with no
+value computed from live code (an enum, a constant): adding a task state must be a new step
+that widens the CHECK constraint, not a rewrite of step 1 that old databases never see.
+tests/test_store_migrations.py pins a digest of each released step to keep it that way.
 """
 
 from __future__ import annotations
@@ -12,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spectask.store.errors import StoreSchemaError
-from spectask.store.states import STORED_STATES
 
 
 @dataclass(frozen=True)
@@ -39,13 +45,13 @@ CREATE TABLE IF NOT EXISTS schema_version (
     applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
 )"""
 
-_STATE_CHECK = "state IN ({})".format(", ".join(f"'{state.value}'" for state in STORED_STATES))
+# --- step 1 (released): literal text; the CHECK lists the states TaskState had then ---------
 
-_TASKS_SQLITE = f"""
+_TASKS_SQLITE_1 = """
 CREATE TABLE tasks (
     task_id TEXT PRIMARY KEY,
     message_type TEXT,
-    state TEXT NOT NULL CHECK ({_STATE_CHECK}),
+    state TEXT NOT NULL CHECK (state IN ('queued', 'started', 'retrying', 'succeeded', 'failed', 'dead', 'cancelled')),
     attempts INTEGER NOT NULL,
     worker_id TEXT,
     worker_at TEXT,
@@ -59,13 +65,13 @@ CREATE TABLE tasks (
     result TEXT,
     error TEXT,
     dead_reason TEXT
-)"""
+)"""  # noqa: E501 (the CHECK line is kept exactly as released)
 
-_TASKS_POSTGRES = f"""
+_TASKS_POSTGRES_1 = """
 CREATE TABLE tasks (
     task_id TEXT PRIMARY KEY,
     message_type TEXT,
-    state TEXT NOT NULL CHECK ({_STATE_CHECK}),
+    state TEXT NOT NULL CHECK (state IN ('queued', 'started', 'retrying', 'succeeded', 'failed', 'dead', 'cancelled')),
     attempts INTEGER NOT NULL,
     worker_id TEXT,
     worker_at TIMESTAMPTZ,
@@ -79,10 +85,10 @@ CREATE TABLE tasks (
     result JSONB,
     error JSONB,
     dead_reason TEXT
-)"""
+)"""  # noqa: E501 (the CHECK line is kept exactly as released)
 
 # Listing is newest first, filtered by state and/or message type; counting groups by state.
-_INDEXES = (
+_INDEXES_1 = (
     "CREATE INDEX tasks_by_updated ON tasks (updated_at, task_id)",
     "CREATE INDEX tasks_by_state ON tasks (state, updated_at, task_id)",
     "CREATE INDEX tasks_by_type ON tasks (message_type, state, updated_at, task_id)",
@@ -92,8 +98,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
         description="tasks table and its listing indexes",
-        sqlite=(_TASKS_SQLITE, *_INDEXES),
-        postgres=(_TASKS_POSTGRES, *_INDEXES),
+        sqlite=(_TASKS_SQLITE_1, *_INDEXES_1),
+        postgres=(_TASKS_POSTGRES_1, *_INDEXES_1),
     ),
 )
 

@@ -127,6 +127,8 @@ class TaskResultLike(Protocol):
     def result(self) -> Mapping[str, Any] | None: ...
     @property
     def error(self) -> ErrorLike | None: ...
+    @property
+    def dead_reason(self) -> str | None: ...
 
 
 class DeadLetterHeadersLike(Protocol):
@@ -180,12 +182,24 @@ def observation_from_event(event: TaskEventLike) -> Observation:
 
 
 def observation_from_result(result: TaskResultLike) -> Observation:
-    """A TaskResult as the task's `succeeded`, `failed` or `cancelled` observation.
+    """A TaskResult as the task's `succeeded`, `failed`, `dead` or `cancelled` observation.
 
-    The event time is finished_at; a status this store does not know counts as failed.
+    The event time is finished_at; a status this store does not know counts as failed. A failed
+    result with a `dead_reason` is the worker saying it also dead-lettered the task: that is
+    the `dead` observation, so the store records DEAD from whichever of the result and the
+    dead letter arrives first and the task is never FAILED on the way (a waiting client reads
+    its final state once). Its error takes the dead letter's shape (see `dead_letter_error`),
+    so the record says the same whichever came first. A failed result without one (a worker
+    that does not say) stays FAILED.
     """
     status = str(getattr(result.status, "value", result.status))
     kind = _RESULT_KINDS.get(status, EventKind.FAILED)
+    error = _error_from(result.error)
+    reason = None
+    if kind is EventKind.FAILED and result.dead_reason:
+        kind = EventKind.DEAD
+        reason = str(getattr(result.dead_reason, "value", result.dead_reason))
+        error = dead_letter_error(reason, error)
     return Observation(
         task_id=result.task_id,
         kind=kind,
@@ -193,10 +207,31 @@ def observation_from_result(result: TaskResultLike) -> Observation:
         attempt=result.attempt,
         message_type=result.message_type,
         worker_id=result.worker_id,
-        error=_error_from(result.error),
+        error=error,
         result=dict(result.result) if result.result is not None else None,
+        dead_reason=reason,
         submitted_at=result.submitted_at,
         started_at=result.started_at,
+    )
+
+
+def dead_letter_error(reason: str, error: ErrorDetail | None) -> ErrorDetail | None:
+    """A final failure's error as its dead letter states it: `reason`, then `<type>: <message>`.
+
+    The worker's dead letter carries the failed result's error squeezed into headers:
+    `x-spectask-reason`, `x-spectask-error` = "<type>: <message>" and `x-spectask-traceback`
+    (`observation_from_dead_letter` reads them back as this shape). Giving the result's `dead`
+    observation the same shape makes both observations of one final failure carry the same
+    error, so which one the store sees first changes nothing; the exception type is kept, in
+    the message. (Headers are capped, so an error longer than the caps differs: then the
+    earliest observation wins, as for any two observations of one terminal state.)
+    """
+    if error is None:
+        return None
+    return ErrorDetail(
+        type=reason,
+        message=f"{error.type}: {error.message}",
+        traceback=error.traceback or None,
     )
 
 

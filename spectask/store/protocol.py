@@ -33,7 +33,7 @@ class TaskStore(Protocol):
         ...
 
     async def apply_result(self, result: TaskResultLike) -> TaskRecord:
-        """Apply a TaskResult (the task's succeeded/failed observation)."""
+        """Apply a TaskResult (its succeeded, failed, dead or cancelled observation)."""
         ...
 
     async def get(self, task_id: str) -> TaskRecord | None:

@@ -15,7 +15,11 @@ every observation has a *position*, and the record follows the highest position 
   * a cancellation is what a user asked for; a failure or dead letter that follows it is
     usually the cancellation's consequence, and "cancelled" is what they want to read;
   * DEAD over FAILED: the message sits in `dead_letter` and can be replayed, which a bare
-    "failed" hides; the failed result's error still fills the record's `error`.
+    "failed" hides; the failed result's error still fills the record's `error`. spectask's
+    own worker never makes a FAILED record turn DEAD: its final failed result names the dead
+    reason and is itself a DEAD observation (`observation_from_result`), so the first of the
+    two to arrive already says DEAD. Only a plain failed result (a worker that does not say)
+    followed by a dead letter moves FAILED to DEAD.
   Among observations of the same terminal state the earliest event time wins: the first
   outcome stands (by event time, so every collector keeps the same result). A replay from
   `dead_letter` therefore cannot reopen a DEAD task by events alone; that needs an explicit

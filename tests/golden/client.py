@@ -1,5 +1,5 @@
 # generated from spec/client.asyncapi.yaml by spectask — do not edit
-# spec sha256: 61bed02f7d9ad510995663afd0166fe7110bfcc61d6d8b45f8fb3d68cec7b8bb
+# spec sha256: c1589044804cc869cd898520312d4012b1c0c7add9f994ce18050d4910da88d2
 """The client service: routes, ClientClient, ClientApp.
 
 Generated from spec/client.asyncapi.yaml. Thin by design: the routes are constants from
@@ -13,6 +13,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final, TypeAlias
+
+from pydantic import RootModel
 
 from spectask.errors import SpectaskError
 from spectask.runtime.broker import Broker
@@ -33,6 +35,15 @@ SAY_ECHO: Final = SendRoute(
     model=models.EchoSay,
     default_priority=1,
 )
+SEND_DEAD_LETTER: Final = SendRoute(
+    operation="sendDeadLetter",
+    exchange="jobs.dead",
+    routing_key="dead",
+    message_type="spectask.dead_letter",
+    task_type="spectask",
+    model=RootModel[models.DeadBody],
+    default_priority=0,
+)
 COLLECT_REPLY: Final = ReceiveRoute(
     operation="collectReply",
     queue="replies",
@@ -41,7 +52,10 @@ COLLECT_REPLY: Final = ReceiveRoute(
     model=models.EchoReply,
 )
 
-SEND_ROUTES: Final[tuple[SendRoute, ...]] = (SAY_ECHO,)
+SEND_ROUTES: Final[tuple[SendRoute, ...]] = (
+    SAY_ECHO,
+    SEND_DEAD_LETTER,
+)
 RECEIVE_ROUTES: Final[tuple[ReceiveRoute, ...]] = (COLLECT_REPLY,)
 
 
@@ -74,6 +88,28 @@ class ClientClient:
     ) -> OutgoingMessage:
         """Build the message of `say_echo` without sending it (for `submit_many`)."""
         return self._publisher.build(SAY_ECHO, payload, priority=priority, task_id=task_id)
+
+    async def send_dead_letter(
+        self,
+        payload: RootModel[models.DeadBody],
+        *,
+        priority: int | str | None = None,
+        task_id: str | None = None,
+    ) -> str:
+        """Dead-letter a reply that cannot be read."""
+        return await self._publisher.submit(
+            SEND_DEAD_LETTER, payload, priority=priority, task_id=task_id
+        )
+
+    def prepare_send_dead_letter(
+        self,
+        payload: RootModel[models.DeadBody],
+        *,
+        priority: int | str | None = None,
+        task_id: str | None = None,
+    ) -> OutgoingMessage:
+        """Build the message of `send_dead_letter` without sending it (for `submit_many`)."""
+        return self._publisher.build(SEND_DEAD_LETTER, payload, priority=priority, task_id=task_id)
 
     async def submit_many(
         self,

@@ -1,5 +1,5 @@
 # generated from spec/common.asyncapi.yaml by spectask — do not edit
-# spec sha256: 61bed02f7d9ad510995663afd0166fe7110bfcc61d6d8b45f8fb3d68cec7b8bb
+# spec sha256: c1589044804cc869cd898520312d4012b1c0c7add9f994ce18050d4910da88d2
 """The whole broker topology, the priorities and the task policies of the spec.
 
 Every service declares the whole topology when it starts (declaring is idempotent), so any

@@ -1,12 +1,24 @@
 # generated from rpc_spec/common.asyncapi.yaml by spectask — do not edit
-# spec sha256: 5c867ee37c8df42fb5f3c915f243c6558e75b06fc13b26ae7841bd1520491ae7
+# spec sha256: c21cdb0608eace005e63ce2cff3aa28572cd5856826d7eadb66c9c07d896343c
+# ruff: noqa: E501 - text from the spec (descriptions, patterns) stays on one line
 """Message payload models (pydantic), one class per schema in components.schemas."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeAliasType
+
+DeadBody = TypeAliasType(
+    "DeadBody",
+    Annotated[
+        Any,
+        Field(
+            description="A request that cannot be answered, unchanged (a stand-alone spec brings its own dead letters)."
+        ),
+    ],
+)
 
 
 class PingRequest(BaseModel):

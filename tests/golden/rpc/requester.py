@@ -1,5 +1,5 @@
 # generated from rpc_spec/requester.asyncapi.yaml by spectask — do not edit
-# spec sha256: 5c867ee37c8df42fb5f3c915f243c6558e75b06fc13b26ae7841bd1520491ae7
+# spec sha256: c21cdb0608eace005e63ce2cff3aa28572cd5856826d7eadb66c9c07d896343c
 """The requester service: routes, RequesterClient.
 
 Generated from rpc_spec/requester.asyncapi.yaml. Thin by design: the routes are constants from

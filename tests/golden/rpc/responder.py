@@ -1,6 +1,6 @@
 # generated from rpc_spec/responder.asyncapi.yaml by spectask — do not edit
-# spec sha256: 5c867ee37c8df42fb5f3c915f243c6558e75b06fc13b26ae7841bd1520491ae7
-"""The responder service: routes, ResponderApp.
+# spec sha256: c21cdb0608eace005e63ce2cff3aa28572cd5856826d7eadb66c9c07d896343c
+"""The responder service: routes, ResponderClient, ResponderApp.
 
 Generated from rpc_spec/responder.asyncapi.yaml. Thin by design: the routes are constants from
 the spec and every method hands them to `spectask.runtime`, where publishing, acking and
@@ -10,18 +10,31 @@ retrying live (and are tested) once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final, TypeAlias
 
+from pydantic import RootModel
+
 from spectask.errors import SpectaskError
 from spectask.runtime.broker import Broker
+from spectask.runtime.producer import TaskPublisher
+from spectask.runtime.publisher import OutgoingMessage
 from spectask.runtime.topology import ReceiveRoute, ReplySpec, SendRoute
 from spectask.runtime.worker import Handler, TaskContext, WorkerStats, run_worker
 
 from . import models
 from .topology import TOPOLOGY
 
+SEND_DEAD_LETTER: Final = SendRoute(
+    operation="sendDeadLetter",
+    exchange="rpc.dead",
+    routing_key="dead",
+    message_type="spectask.dead_letter",
+    task_type="spectask",
+    model=RootModel[models.DeadBody],
+    default_priority=0,
+)
 ANSWER_LOOKUP: Final = ReceiveRoute(
     operation="answerLookup",
     queue="rpc.lookup",
@@ -39,11 +52,53 @@ ANSWER_PING: Final = ReceiveRoute(
     reply=ReplySpec(message_type="ping.reply", model=models.PingReply),
 )
 
-SEND_ROUTES: Final[tuple[SendRoute, ...]] = ()
+SEND_ROUTES: Final[tuple[SendRoute, ...]] = (SEND_DEAD_LETTER,)
 RECEIVE_ROUTES: Final[tuple[ReceiveRoute, ...]] = (
     ANSWER_LOOKUP,
     ANSWER_PING,
 )
+
+
+class ResponderClient:
+    """The service's send operations, one typed method each (plus `prepare_*` for batches).
+
+    `priority` is a number or a priority name from the spec; `None` means the task type's
+    default. Every submit returns the task id once the broker has confirmed the message.
+    """
+
+    def __init__(self, publisher: TaskPublisher) -> None:
+        self._publisher = publisher
+
+    async def send_dead_letter(
+        self,
+        payload: RootModel[models.DeadBody],
+        *,
+        priority: int | str | None = None,
+        task_id: str | None = None,
+    ) -> str:
+        """Dead-letter a request that cannot be answered."""
+        return await self._publisher.submit(
+            SEND_DEAD_LETTER, payload, priority=priority, task_id=task_id
+        )
+
+    def prepare_send_dead_letter(
+        self,
+        payload: RootModel[models.DeadBody],
+        *,
+        priority: int | str | None = None,
+        task_id: str | None = None,
+    ) -> OutgoingMessage:
+        """Build the message of `send_dead_letter` without sending it (for `submit_many`)."""
+        return self._publisher.build(SEND_DEAD_LETTER, payload, priority=priority, task_id=task_id)
+
+    async def submit_many(
+        self,
+        messages: Sequence[OutgoingMessage],
+        *,
+        on_confirmed: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """Publish prepared messages, confirms pipelined; their task ids once all are confirmed."""
+        return await self._publisher.submit_many(messages, on_confirmed=on_confirmed)
 
 
 LookupRequestHandler: TypeAlias = Callable[

@@ -1,5 +1,5 @@
 # generated from rpc_spec/common.asyncapi.yaml by spectask — do not edit
-# spec sha256: 5c867ee37c8df42fb5f3c915f243c6558e75b06fc13b26ae7841bd1520491ae7
+# spec sha256: c21cdb0608eace005e63ce2cff3aa28572cd5856826d7eadb66c9c07d896343c
 """The whole broker topology, the priorities and the task policies of the spec.
 
 Every service declares the whole topology when it starts (declaring is idempotent), so any
@@ -23,8 +23,19 @@ from spectask.runtime.topology import (
 )
 
 TOPOLOGY: Final = Topology(
-    exchanges=(ExchangeSpec(name="rpc", type="direct", durable=True, auto_delete=False),),
+    exchanges=(
+        ExchangeSpec(name="rpc", type="direct", durable=True, auto_delete=False),
+        ExchangeSpec(name="rpc.dead", type="topic", durable=True, auto_delete=False),
+    ),
     queues=(
+        QueueSpec(
+            name="rpc.dead",
+            durable=True,
+            exclusive=False,
+            auto_delete=False,
+            arguments=(),
+            bindings=(BindingSpec(exchange="rpc.dead", routing_key="#"),),
+        ),
         QueueSpec(
             name="rpc.lookup",
             durable=True,
