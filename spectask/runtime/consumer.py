@@ -1,9 +1,11 @@
 """The delivery loop: consume, hand each delivery to its queue's role, settle it in ONE place.
 
 Every service — worker, collector, status responder — runs this same loop; what differs is the
-*role* that serves each queue (`spectask.runtime.task`, `.responder`, `.tap`), chosen once at
-start from the route's kind (`ReceiveRoute.kind`). A role looks at a delivery and returns its
-next hops (or raises RequeueLater); it never acks, nacks or publishes. This module owns:
+*role* that serves each queue, chosen once at start from its routes' kind (`ReceiveRoute.kind`,
+see `spectask.runtime.worker`): the tap role (`spectask.runtime.tap`) or the task role
+(`spectask.runtime.task`), whose routes end a success in a result (`.outcomes`) or a reply
+(`.responder`). A role looks at a delivery and returns its next hops (or raises RequeueLater);
+it never acks, nacks or publishes. This module owns:
 - consuming the selected queues on one channel with the configured prefetch;
 - the deliveries in flight, burst mode (stop once idle and every queue is empty) and graceful
   shutdown (stop consuming, let in-flight deliveries finish up to SPECTASK_SHUTDOWN_TIMEOUT,
@@ -16,8 +18,9 @@ next hops (or raises RequeueLater); it never acks, nacks or publishes. This modu
   gives it back to its queue after a backoff that grows while such failures continue.
 
 Per delivery the loop costs what it did when it was one class with the roles: the consumer
-callback of each queue is bound to its role once, so a delivery is one await into the role, and
-the settle step is one publish (or one gather of several) then the ack.
+callback of each queue is bound to its role once (no lookup by queue name per delivery), a
+delivery is one await into the role, and the settle step is one publish (or one gather of
+several) then the ack. `WorkerStats`, what a run did, is counted here by the loop and its roles.
 """
 
 from __future__ import annotations
