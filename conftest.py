@@ -43,6 +43,26 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             yield url
 
 
+FULL_COLLECTION = "SPECTASK_TEST_FULL_COLLECTION"  # set: `-m memory` imports every module
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """`-m memory` alone (make test-fast): skip importing test modules with no memory test.
+
+    Importing (and assertion-rewriting) every module costs seconds, most of the fast tier's
+    budget. A memory test is one that takes `any_url` or is marked `memory`, so a module whose
+    text names neither holds none; tests/test_memory_tier.py checks the rule selects the same
+    tests as a full collection.
+    """
+    if config.getoption("markexpr", "") != "memory" or os.environ.get(FULL_COLLECTION):
+        return None
+    if collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        text = collection_path.read_text(encoding="utf-8")
+        if "any_url" not in text and "memory" not in text:
+            return True
+    return None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "memory: runs on the in-memory transport (make test-fast runs only these)"
@@ -53,7 +73,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def any_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A broker URL of either transport: `memory://<fresh hub>`, then the session's RabbitMQ."""
     if request.param == "memory":
-        hub = memory.new_hub(prefix="test")
+        hub = memory.new_hub(prefix="test", clock=memory.SkippingClock())  # real time, unless
+        # a test skips it (tests/runtime_support.py: pass_time, fast_forward)
         try:
             yield hub.url
         finally:

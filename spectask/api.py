@@ -19,7 +19,6 @@ from spectask.errors import ConfigError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats
-from spectask.runtime.producer import TaskPublisher
 from spectask.signals import stop_on_signals
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -47,10 +46,7 @@ async def producer(broker: Broker, app: Application | str) -> Any:
     `client = await spectask.producer(broker, app)`; then `await client.submit_<op>(model)`,
     `await client.get_status(ids)`, `await client.wait(ids, timeout)`.
     """
-    application = _application(app)
-    await broker.declare(application.topology)
-    publisher = TaskPublisher(await broker.publisher(), application.topology)
-    return application.module("producer").ProducerClient(publisher, broker.rpc())
+    return await _application(app).module("producer").ProducerClient.open(broker)
 
 
 async def run_worker(

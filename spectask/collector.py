@@ -28,7 +28,7 @@ def status_view(task_id: str, record: TaskRecord | None) -> models.TaskStatusVie
         return models.TaskStatusView(task_id=task_id, state=models.TaskState.UNKNOWN)
     document: dict[str, Any] = {
         "task_id": task_id,
-        "state": record.state.name,
+        "state": record.state,
         "message_type": record.message_type,
         "attempts": record.attempts,
         "worker_id": record.worker_id,

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from spectask.runtime import memory
 from spectask.runtime.broker import Broker
 from spectask.runtime.consumer import WorkerStats
 from spectask.runtime.topology import (
@@ -22,6 +27,8 @@ from spectask.runtime.topology import (
 from spectask.runtime.transport import connect
 from spectask.runtime.worker import run_worker
 from tests.brokers import unique_name
+
+POLL_SECONDS = 0.01  # how often the waits below look again (a cheap passive declare or get)
 
 
 class Numbers(BaseModel):
@@ -108,7 +115,7 @@ async def drain(url: str, queue: str, expected: int, timeout: float = 20.0) -> l
             if message is None:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"{queue}: got {len(messages)} of {expected} messages")
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(POLL_SECONDS)
                 continue
             await message.ack()
             messages.append(message)
@@ -132,7 +139,27 @@ async def wait_taken(url: str, queue: str, timeout: float = 20.0) -> None:
     while await depth(url, queue):
         if time.monotonic() > deadline:
             raise AssertionError(f"nobody took the messages of {queue} in {timeout}s")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(POLL_SECONDS)
+
+
+async def wait_consumed(url: str, queues: Sequence[str], timeout: float = 20.0) -> None:
+    """Wait until every one of `queues` has a consumer (the broker's own count, either transport).
+
+    This is the event a fixed "settle" sleep stood in for: a worker or collector is consuming.
+    """
+    deadline = time.monotonic() + timeout
+    connection = await connect(url, robust=False)
+    async with connection:
+        channel = await connection.channel()
+        waiting = list(queues)
+        while waiting:
+            declared = await channel.declare_queue(waiting[0], passive=True)
+            if declared.declaration_result.consumer_count:
+                waiting.pop(0)
+                continue
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nobody consumed {waiting} within {timeout}s")
+            await asyncio.sleep(POLL_SECONDS)
 
 
 class WorkerNames(Protocol):
@@ -160,9 +187,9 @@ class InProcessWorkers:
         stop: asyncio.Event | None = None,
         *,
         worker_id: str = "w-test",
-        settle: float = 0.0,
+        consuming: bool = False,
     ) -> tuple[asyncio.Event, asyncio.Task[WorkerStats]]:
-        """Run one worker on `names`; `settle` gives it time to declare and start consuming."""
+        """Run one worker on `names`; with `consuming`, return once it consumes its queue."""
         stop = stop or asyncio.Event()
         task = asyncio.create_task(
             run_worker(
@@ -176,8 +203,16 @@ class InProcessWorkers:
             )
         )
         self.running.append((stop, task))
-        if settle:
-            await asyncio.sleep(settle)
+        if consuming:
+            waiting = asyncio.create_task(
+                wait_consumed(broker.config.amqp_url, [names.receive.queue])
+            )
+            await asyncio.wait([waiting, task], return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():  # the worker ended first: its error says more than a timeout
+                waiting.cancel()
+                await task
+                raise AssertionError("the worker stopped before it consumed")
+            await waiting
         return stop, task
 
     async def stop_all(self) -> list[WorkerStats]:
@@ -191,3 +226,64 @@ class InProcessWorkers:
                 task.cancel()
         self.running.clear()
         return outcomes
+
+
+# --- the broker's time: real on RabbitMQ; on the in-memory broker, real time a test may skip ------
+
+
+def skipping_clock(url: str) -> memory.SkippingClock | None:
+    """The clock of an in-memory broker that can skip (the `any_url` hubs), else None."""
+    if not url.startswith("memory://"):
+        return None
+    clock = memory.hub(url).clock
+    return clock if isinstance(clock, memory.SkippingClock) else None
+
+
+def broker_now(url: str) -> float:
+    """Seconds on the broker's clock: what its TTLs count (only differences mean anything)."""
+    clock = skipping_clock(url)
+    return clock.now() if clock is not None else time.monotonic()
+
+
+def skipped(url: str) -> float:
+    """Seconds the broker's clock has skipped so far (always 0 on RabbitMQ)."""
+    clock = skipping_clock(url)
+    return clock.skipped if clock is not None else 0.0
+
+
+async def pass_time(url: str, seconds: float) -> None:
+    """Let `seconds` of broker time pass: RabbitMQ by waiting, the in-memory broker by skipping."""
+    clock = skipping_clock(url)
+    if clock is None:
+        await asyncio.sleep(seconds)
+        return
+    clock.skip(seconds)
+    await asyncio.sleep(0)  # the deliveries the expiries caused are scheduled: let them start
+
+
+@asynccontextmanager
+async def fast_forward(url: str, idle: float = POLL_SECONDS) -> AsyncIterator[None]:
+    """On the in-memory broker, skip straight to each TTL expiry once it is pending `idle` s.
+
+    For tests whose only broker timers are retry tiers (no status RPC: a request's expiration
+    is a timer too). On RabbitMQ it does nothing: the broker's TTLs run in real time.
+    """
+    clock = skipping_clock(url)
+    if clock is None:
+        yield
+        return
+
+    async def skip_ahead(clock: memory.SkippingClock) -> None:
+        while True:
+            await asyncio.sleep(idle)
+            due = clock.next_due()
+            if due is not None:
+                clock.skip(max(0.0, due - clock.now()))
+
+    skipper = asyncio.create_task(skip_ahead(clock))
+    try:
+        yield
+    finally:
+        skipper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await skipper

@@ -20,13 +20,12 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats
 from spectask.runtime.context import TaskContext
-from spectask.runtime.producer import TaskPublisher
 from spectask.store import TaskStore, open_store
+from tests.runtime_support import POLL_SECONDS, wait_consumed
 
 
 async def producer_client(broker: Broker) -> ProducerClient:
-    await broker.declare(TOPOLOGY)
-    return ProducerClient(TaskPublisher(await broker.publisher(), TOPOLOGY), broker.rpc())
+    return await ProducerClient.open(broker)
 
 
 @asynccontextmanager
@@ -52,13 +51,24 @@ async def collector(
     await purge_collector_copies(broker)
     runner = asyncio.create_task(app.run(broker, worker_id="c1", stop=stop))
     try:
-        await asyncio.sleep(0.3)
+        await collector_consuming(amqp_url, runner)
         yield store, stats
     finally:
         stop.set()
         stats.append(await runner)
         await broker.close()
         await store.close()
+
+
+async def collector_consuming(amqp_url: str, runner: asyncio.Task[WorkerStats]) -> None:
+    """Return once the collector consumes every one of its queues (or raise what stopped it)."""
+    waiting = asyncio.create_task(wait_consumed(amqp_url, [r.queue for r in COLLECTOR_ROUTES]))
+    await asyncio.wait([waiting, runner], return_when=asyncio.FIRST_COMPLETED)
+    if not waiting.done():
+        waiting.cancel()
+        await runner  # raises its error, if it had one
+        raise AssertionError("the collector stopped before it consumed")
+    await waiting
 
 
 async def purge_collector_copies(broker: Broker) -> None:
@@ -125,7 +135,7 @@ async def wait_states(
         if {k: v.state.value for k, v in views.items()} == expected:
             return views
         assert time.monotonic() < deadline, f"states {views} never became {expected}"
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(POLL_SECONDS)
 
 
 def new_id(tag: str) -> str:

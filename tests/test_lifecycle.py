@@ -8,10 +8,12 @@ progress crosses the slot's socket and their cancellation a shared flag.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,11 +21,13 @@ import pytest
 from generated import models
 from generated.producer import ProducerClient
 from generated.worker import WorkerApp
+from spectask.runtime import memory
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats
 from spectask.runtime.context import TaskContext
 from spectask.runtime.waiting import WaitTimeoutError
+from tests.runtime_support import POLL_SECONDS, pass_time
 from tests.status_support import collector, new_id, producer_client, wait_states
 
 pytestmark = pytest.mark.asyncio
@@ -43,12 +47,38 @@ def stepper(payload: models.DataStatistics, context: TaskContext) -> dict[str, A
     return {"steps": steps}
 
 
+def gate(task_id: str) -> Path:
+    """A file the test creates to let a gated handler (in a handler process) go on."""
+    return Path(tempfile.gettempdir()) / f"spectask-test-gate-{task_id}"
+
+
+def gated(payload: models.DataStatistics, context: TaskContext) -> dict[str, Any]:
+    """`values[0]` quick steps reporting progress; half way it keeps reporting the same step
+    until the test opens `gate(task_id)`, so the test sees it running without a race."""
+    if not context.task_id.startswith(OURS):
+        return {"other": True}  # left in the shared queue by another test
+    steps = int(payload.values[0])
+    deadline = time.monotonic() + 20
+    for step in range(steps):
+        context.progress(100.0 * step / steps, f"step {step} of {steps}")
+        while step == steps // 2 and not gate(context.task_id).exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the test never opened the gate")
+            time.sleep(0.01)
+            context.progress(100.0 * step / steps, f"step {step} of {steps}")
+        time.sleep(0.002)
+    return {"steps": steps}
+
+
 def deaf(payload: models.DataStatistics, context: TaskContext) -> dict[str, Any]:
-    """Sleeps `values[0]` x 50 ms and never checks for cancellation."""
+    """Runs until its cancellation has arrived (up to `values[0]` x 50 ms), and never acts on it:
+    it reads the flag but neither raises nor reports progress."""
     if not context.task_id.startswith(OURS):
         return {"other": True}
-    time.sleep(0.05 * payload.values[0])
-    return {"checked": False}
+    deadline = time.monotonic() + 0.05 * payload.values[0]
+    while not context.cancelled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return {"checked": False, "cancel_seen": context.cancelled}
 
 
 def quick(payload: Any, context: TaskContext) -> dict[str, Any]:
@@ -102,23 +132,49 @@ async def poll_until(
         if ok(view):
             return view
         assert time.monotonic() < deadline, f"{task_id} never got there; last seen {view}"
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(POLL_SECONDS)
+
+
+async def cancel_reached(url: str, timeout: float = 10.0) -> None:
+    """On the in-memory broker, wait until every follower of the cancellation stream has handled
+    all of it. RabbitMQ cannot be asked; there the retry tier's 1 s wait leaves it that time."""
+    if not url.startswith("memory://"):
+        return
+    hub = memory.hub(url)
+    deadline = time.monotonic() + timeout
+    while not hub.streams_read():
+        assert time.monotonic() < deadline, "the cancellation stream was not read"
+        await asyncio.sleep(POLL_SECONDS)
 
 
 async def test_started_and_progress_reach_the_store(any_url: str, store_url: str) -> None:
     """A running task is STARTED with its worker and progress; it ends SUCCEEDED at 100."""
     async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
         client = await producer_client(broker)
-        async with collector(any_url, store_url), data_worker(any_url, stepper):
-            task = await client.submit_data_statistics(
-                models.DataStatistics(values=[40.0]), task_id=new_id("steps")
-            )
-            view = await poll_until(
-                client, task, lambda v: v.state.value == "STARTED" and (v.progress or 0) > 20
-            )
-            assert view.worker_id == "w-life" and view.started_at is not None
-            assert view.progress_message is not None and "of 40" in view.progress_message
-            views = await wait_states(client, {task: "SUCCEEDED"})
+        task = new_id("steps")
+        try:
+            async with collector(any_url, store_url), data_worker(any_url, gated):
+                try:
+                    await client.submit_data_statistics(
+                        models.DataStatistics(values=[40.0]), task_id=task
+                    )
+                    # it holds at 20 of 40 until the gate opens: its `started` event comes too
+                    view = await poll_until(
+                        client,
+                        task,
+                        lambda v: (
+                            v.state.value == "STARTED"
+                            and (v.progress or 0) > 20
+                            and v.started_at is not None
+                        ),
+                    )
+                    assert view.worker_id == "w-life"
+                    assert view.progress_message is not None and "of 40" in view.progress_message
+                finally:
+                    gate(task).touch()  # never leave the handler waiting at shutdown
+                views = await wait_states(client, {task: "SUCCEEDED"})
+        finally:
+            gate(task).unlink(missing_ok=True)
             assert views[task].progress == 100 and views[task].result == {"steps": 40}
 
 
@@ -179,12 +235,12 @@ async def test_a_handler_that_never_checks_finishes_normally(any_url: str, store
         client = await producer_client(broker)
         async with collector(any_url, store_url), data_worker(any_url, deaf):
             task = await client.submit_data_statistics(
-                models.DataStatistics(values=[20.0]), task_id=new_id("deaf")
+                models.DataStatistics(values=[400.0]), task_id=new_id("deaf")
             )
             await poll_until(client, task, lambda v: v.state.value == "STARTED")
             await cancel(client, task)
             views = await wait_states(client, {task: "SUCCEEDED"})
-            assert views[task].result == {"checked": False}
+            assert views[task].result == {"checked": False, "cancel_seen": True}
 
 
 async def test_wait_returns_final_views_and_times_out_naming_the_pending(
@@ -201,12 +257,14 @@ async def test_wait_returns_final_views_and_times_out_naming_the_pending(
                 for _ in range(5)
             ]
             with pytest.raises(WaitTimeoutError) as caught:
-                await client.wait(ids, 0.5, poll_interval=0.1)
+                await client.wait(ids, 0.2, poll_interval=0.05)
             assert set(caught.value.pending) == set(ids) and not caught.value.final
             assert "5 of 5 tasks not final" in str(caught.value)
             progress: list[int] = []
             async with data_worker(any_url, quick):
-                final = await client.wait([*ids, ids[0]], 20.0, on_progress=progress.append)
+                final = await client.wait(
+                    [*ids, ids[0]], 20.0, on_progress=progress.append, poll_interval=0.02
+                )
             assert list(final) == ids, "the order given, each id once"
             assert {view.state.value for view in final.values()} == {"SUCCEEDED"}
             assert sum(progress) == 5
@@ -272,6 +330,8 @@ async def test_a_task_cancelled_while_waiting_to_retry_is_not_run_again(
             await client.submit_data_statistics(models.DataStatistics(values=[1.0]), task_id=task)
             await poll_until(client, task, lambda v: v.state.value == "RETRYING")
             await cancel(client, task, reason="no point retrying")
+            await cancel_reached(any_url)
+            await pass_time(any_url, 1.2)  # its retry tier's wait (0.9 to 1.1 s)
             views = await wait_states(client, {task: "CANCELLED"})
         assert attempts == [1], "the cancelled task ran again"
         assert stats[0].retried == 1 and stats[0].cancelled >= 1

@@ -82,3 +82,12 @@ def test_final_states_and_batch_are_the_documents() -> None:
 
 def test_the_protocol_names_its_version() -> None:
     assert document.version() == _doc()["x-spectask-protocol"] == 1
+
+
+def test_the_store_and_the_runtime_use_the_protocols_own_enums() -> None:
+    """No second copy: the store's and the dead-letter code's enums are the protocol's."""
+    from spectask.store import EventKind, TaskState
+
+    assert TaskState is models.TaskState
+    assert EventKind is models.EventKind
+    assert DeadReason is models.DeadLetterReason

@@ -48,7 +48,18 @@ from spectask.runtime.topology import (
     Topology,
 )
 from tests.brokers import unique_name
-from tests.runtime_support import AnyBody, InProcessWorkers, Numbers, Result, depth, drain
+from tests.runtime_support import (
+    AnyBody,
+    InProcessWorkers,
+    Numbers,
+    Result,
+    broker_now,
+    depth,
+    drain,
+    fast_forward,
+    pass_time,
+    skipped,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -161,12 +172,17 @@ def make_retry_names(retry: RetryPolicy, time_limit: float = 30.0) -> RetryNames
 
 @dataclass
 class Attempts:
-    """What the handler saw: (attempt, redelivered, monotonic start time) per call."""
+    """What the handler saw: (attempt, redelivered, start time on the broker's clock) per call.
 
+    The broker's clock (`broker_now`) is real time on RabbitMQ; on the in-memory broker it is
+    real time plus the retry waits `fast_forward` skipped, so the gaps mean the same on both.
+    """
+
+    url: str
     seen: list[tuple[int, bool, float]] = field(default_factory=list)
 
     def record(self, context: TaskContext) -> int:
-        self.seen.append((context.attempt, context.redelivered, time.monotonic()))
+        self.seen.append((context.attempt, context.redelivered, broker_now(self.url)))
         return len(self.seen)
 
     @property
@@ -191,8 +207,12 @@ HandlerFn = Callable[[Numbers, TaskContext], Awaitable[dict[str, Any]]]
 
 @pytest.fixture
 async def broker(any_url: str) -> AsyncIterator[Broker]:
+    """A connection; on the in-memory broker each retry tier's wait is skipped, not slept."""
     config = RuntimeConfig(amqp_url=any_url, prefetch=8, concurrency=4, shutdown_timeout=5)
-    async with await Broker.connect(config, name="test-retries") as connected:
+    async with (
+        fast_forward(any_url),
+        await Broker.connect(config, name="test-retries") as connected,
+    ):
         yield connected
 
 
@@ -220,7 +240,7 @@ async def test_fails_twice_then_succeeds_with_the_policy_delays(
 ) -> None:
     retry = RetryPolicy(max_attempts=3, initial_delay=0.5, multiplier=2.0, max_delay=10.0)
     names = make_retry_names(retry)
-    attempts = Attempts()
+    attempts = Attempts(any_url)
 
     async def flaky(payload: Numbers, context: TaskContext) -> dict[str, Any]:
         if attempts.record(context) < 3:
@@ -262,7 +282,7 @@ async def test_always_failing_task_is_tried_n_times_then_dead_lettered(
 ) -> None:
     retry = RetryPolicy(max_attempts=3, initial_delay=0.2, multiplier=1.0, max_delay=1.0)
     names = make_retry_names(retry)
-    attempts = Attempts()
+    attempts = Attempts(any_url)
 
     async def broken(payload: Numbers, context: TaskContext) -> dict[str, Any]:
         attempts.record(context)
@@ -272,8 +292,9 @@ async def test_always_failing_task_is_tried_n_times_then_dead_lettered(
     task_id = await submit(broker, names, body)
     await workers.start(broker, names, broken, worker_id="w-retry")
     [dead] = await drain(any_url, names.dead_queue, 1, timeout=20)
+    waits_skipped = skipped(any_url)  # all of it between the first failure and the last
     [message] = await drain(any_url, names.result_queue, 1, timeout=10)
-    await asyncio.sleep(0.6)  # longer than a retry delay: no fourth attempt comes
+    await pass_time(any_url, 0.6)  # longer than a retry delay: a fourth attempt would be back
     [stats] = await workers.stop_all()
     assert attempts.numbers == [1, 2, 3]
     print(f"\nretry gaps: expected [0.2, 0.2] s, measured {[round(g, 3) for g in attempts.gaps]} s")
@@ -291,7 +312,9 @@ async def test_always_failing_task_is_tried_n_times_then_dead_lettered(
     first = parse_time(headers["x-spectask-first-failure-at"])
     last = parse_time(headers["x-spectask-last-failure-at"])
     assert first.tzinfo is not None and last.tzinfo is not None
-    assert 0.3 <= (last - first).total_seconds() <= 0.4 + 2 * TOLERANCE  # two 0.2 s waits
+    # two 0.2 s waits; the stamps are wall-clock times, which cannot see a skipped wait
+    between = (last - first).total_seconds()
+    assert between > 0 and 0.3 <= between + waits_skipped <= 0.4 + 2 * TOLERANCE
     assert dead.message_id == task_id and dead.type == "num.sum"
     assert dead.body == body.model_dump_json(exclude_unset=True).encode()  # byte for byte
     result = json.loads(message.body)
@@ -307,7 +330,7 @@ async def test_permanent_error_is_dead_lettered_at_once(
     broker: Broker, any_url: str, workers: InProcessWorkers
 ) -> None:
     names = make_retry_names(RetryPolicy(max_attempts=3, initial_delay=0.2))
-    attempts = Attempts()
+    attempts = Attempts(any_url)
 
     async def refuses(payload: Numbers, context: TaskContext) -> dict[str, Any]:
         attempts.record(context)
@@ -317,7 +340,7 @@ async def test_permanent_error_is_dead_lettered_at_once(
     await workers.start(broker, names, refuses, worker_id="w-retry")
     [dead] = await drain(any_url, names.dead_queue, 1, timeout=20)
     [message] = await drain(any_url, names.result_queue, 1, timeout=10)
-    await asyncio.sleep(0.5)  # more than the retry delay: nothing comes back
+    await pass_time(any_url, 0.5)  # more than the retry delay: nothing comes back
     [stats] = await workers.stop_all()
     assert attempts.numbers == [1]
     assert (stats.retried, stats.failed) == (0, 1)
@@ -336,7 +359,7 @@ async def test_time_limit_expiry_is_a_failed_attempt_with_reason_timeout(
     broker: Broker, any_url: str, workers: InProcessWorkers
 ) -> None:
     names = make_retry_names(RetryPolicy(max_attempts=2, initial_delay=0.2), time_limit=0.3)
-    attempts = Attempts()
+    attempts = Attempts(any_url)
 
     async def sleepy(payload: Numbers, context: TaskContext) -> dict[str, Any]:
         attempts.record(context)
@@ -369,7 +392,7 @@ async def test_a_redelivered_task_is_not_a_new_attempt(
 ) -> None:
     """A worker that stops before finishing requeues the task: the next run is attempt 1 again."""
     names = make_retry_names(RetryPolicy(max_attempts=2, initial_delay=0.2))
-    attempts = Attempts()
+    attempts = Attempts(any_url)
 
     async def slow_then_broken(payload: Numbers, context: TaskContext) -> dict[str, Any]:
         if attempts.record(context) == 1:

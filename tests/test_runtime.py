@@ -76,7 +76,7 @@ async def test_results_published_then_acked(
         [publisher.build(names.send, Numbers(values=[i, 1])) for i in range(20)]
     )
     stop = asyncio.Event()
-    _, worker = await workers.start(broker, names, total, stop, settle=0.3)
+    _, worker = await workers.start(broker, names, total, stop, consuming=True)
     results = [json.loads(m.body) for m in await drain(any_url, names.result_queue, 20)]
     stop.set()
     stats = await worker
@@ -95,7 +95,7 @@ async def test_handler_exception_gives_a_failed_result(
     publisher = TaskPublisher(await broker.publisher(), names.topology)
     task_id = await publisher.submit(names.send, Numbers(values=[1], fail="disk on fire"))
     stop = asyncio.Event()
-    _, worker = await workers.start(broker, names, total, stop, settle=0.3)
+    _, worker = await workers.start(broker, names, total, stop, consuming=True)
     [message] = await drain(any_url, names.result_queue, 1)
     stop.set()
     await worker
@@ -114,7 +114,7 @@ async def test_time_limit_stops_a_handler(
     publisher = TaskPublisher(await broker.publisher(), names.topology)
     await publisher.submit(names.send, Numbers(values=[1], delay=5))
     stop = asyncio.Event()
-    _, worker = await workers.start(broker, names, slow_total, stop, settle=0.3)
+    _, worker = await workers.start(broker, names, slow_total, stop, consuming=True)
     [message] = await drain(any_url, names.result_queue, 1, timeout=10)
     stop.set()
     await worker
@@ -182,7 +182,7 @@ async def test_bad_input_is_dead_lettered_with_its_reason(
     async with asyncio.timeout(60), await Broker.connect(config) as broker:
         await broker.declare(names.topology)
         stop = asyncio.Event()
-        _, worker = await workers.start(broker, names, total, stop, settle=0.3)
+        _, worker = await workers.start(broker, names, total, stop, consuming=True)
         await publish_raw_many(any_url, names.tasks, stream)  # to a worker already consuming
         dead = await drain(any_url, names.dead_queue, len(bad_by_id), timeout=30)
         results = await drain(any_url, names.result_queue, VALID_TASKS, timeout=30)
@@ -240,13 +240,23 @@ async def test_shutdown_finishes_in_flight_work(
     names = make_names()
     await broker.declare(names.topology)
     publisher = TaskPublisher(await broker.publisher(), names.topology)
-    await publisher.submit(names.send, Numbers(values=[4], delay=1.0))
+    await publisher.submit(names.send, Numbers(values=[4], delay=0.3))
+    running, finished = asyncio.Event(), asyncio.Event()
+
+    async def watched(payload: Numbers, context: TaskContext) -> dict[str, Any]:
+        running.set()
+        try:
+            return await slow_total(payload, context)
+        finally:
+            finished.set()
+
     stop = asyncio.Event()
-    _, worker = await workers.start(broker, names, slow_total, stop, settle=0.3)
-    await wait_taken(any_url, names.queue)
+    _, worker = await workers.start(broker, names, watched, stop)
+    await asyncio.wait_for(running.wait(), timeout=20)
     stop.set()  # while the handler is mid-way
+    assert not finished.is_set()
     stats = await worker
-    assert stats.succeeded == 1
+    assert finished.is_set() and stats.succeeded == 1
     [message] = await drain(any_url, names.result_queue, 1)
     assert json.loads(message.body)["result"] == {"sum": 4.0}
     assert await depth(any_url, names.queue) == 0
@@ -262,7 +272,7 @@ async def test_shutdown_deadline_requeues_unfinished_work(
         publisher = TaskPublisher(await broker.publisher(), names.topology)
         await publisher.submit(names.send, Numbers(values=[4], delay=30))
         stop = asyncio.Event()
-        _, worker = await workers.start(broker, names, slow_total, stop, settle=0.3)
+        _, worker = await workers.start(broker, names, slow_total, stop, consuming=True)
         await wait_taken(any_url, names.queue)
         stop.set()
         stats = await worker

@@ -10,6 +10,7 @@ without an `if __name__ == "__main__"` guard runs once, not once more per handle
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -50,9 +51,19 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv outside the repo with only the built wheel (and its dependencies)."""
     base = tmp_path_factory.mktemp("scaffold")
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    # Build from a copy of the files git knows (a build/ left in the tree could add stale
+    # modules to the wheel, and a user's wheel is built from a clean checkout too).
+    source = base / "source"
+    listed = _run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, env=env
+    )
+    for name in filter(None, listed.stdout.split("\0")):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     wheels = base / "wheels"
     _run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
         cwd=base,
         env=env,
     )

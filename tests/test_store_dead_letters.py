@@ -27,7 +27,6 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.store import EventKind, Observation, TaskRecord, TaskState, TaskStore, open_store
-from spectask.store.observations import TaskEventLike, TaskResultLike
 from tests.status_support import new_id, producer_client, purge_collector_copies
 
 pytestmark = pytest.mark.asyncio
@@ -78,10 +77,10 @@ class GatedStore:
             "dead_letter", observation.task_id, lambda: self._store.apply(observation)
         )
 
-    async def apply_event(self, event: TaskEventLike) -> TaskRecord:
+    async def apply_event(self, event: models.TaskEvent) -> TaskRecord:
         return await self._store.apply_event(event)
 
-    async def apply_result(self, result: TaskResultLike) -> TaskRecord:
+    async def apply_result(self, result: models.TaskResult) -> TaskRecord:
         return await self._gate.write(
             "result", result.task_id, lambda: self._store.apply_result(result)
         )

@@ -25,7 +25,7 @@ from spectask.store.migrations import (
     SCHEMA_VERSION_SQLITE,
     Migration,
 )
-from spectask.store.states import STATE_OF_KIND, STORED_STATES
+from spectask.store.states import STATE_OF_KIND, STORED_STATES, storage_code
 
 # version -> sha256 of its SQL (see `digest`), pinned from the SQL databases really got (step 1:
 # the text the enum-computed version produced, byte for byte). A new step adds a line.
@@ -104,8 +104,8 @@ def insert_raw(store_url: str, state: str) -> None:
 async def test_the_schema_refuses_a_state_it_does_not_know(store_url: str) -> None:
     """The CHECK constraint is really there (so the test above proves something)."""
     await (await open_store(store_url)).close()
-    insert_raw(store_url, TaskState.QUEUED.value)
-    for state in ("paused", TaskState.UNKNOWN.value, "QUEUED"):
+    insert_raw(store_url, storage_code(TaskState.QUEUED))
+    for state in ("paused", storage_code(TaskState.UNKNOWN), "QUEUED"):
         with pytest.raises((sqlite3.IntegrityError, psycopg.errors.CheckViolation)):
             insert_raw(store_url, state)
 

@@ -37,7 +37,6 @@ from spectask.commands.waiting import render_final
 from spectask.errors import RpcTimeoutError, SpectaskError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
-from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.waiting import WaitTimeoutError
 from workloads.app import APP_NAME
 from workloads.mailsink import MailSink, free_port
@@ -145,8 +144,7 @@ async def _wait_until_final(task_ids: Sequence[str], timeout: float) -> Outcome:
     letter and its failed result (which names the dead reason) that the collector stores.
     """
     async with await Broker.connect(RuntimeConfig(), name="spectask-demo") as broker:
-        await broker.declare(TOPOLOGY)
-        client = ProducerClient(TaskPublisher(await broker.publisher(), TOPOLOGY), broker.rpc())
+        client = await ProducerClient.open(broker)
         pending: list[str] = []
         try:
             views = await client.wait(task_ids, timeout)

@@ -26,7 +26,6 @@ from spectask.commands.waiting import render_final
 from spectask.protocol import models
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
-from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.waiting import WaitTimeoutError, is_final
 
 MAX_IDS = 1000  # the TaskCancel schema's maxItems
@@ -70,10 +69,7 @@ async def run(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     broker = await Broker.connect(RuntimeConfig(), name="spectask-cancel")
     async with broker:
-        await broker.declare(app.topology)
-        client = app.module("producer").ProducerClient(
-            TaskPublisher(await broker.publisher(), app.topology), broker.rpc()
-        )
+        client = await app.module("producer").ProducerClient.open(broker)
         to_cancel = ids
         problems = 0
         if not args.force:

@@ -10,7 +10,6 @@ from spectask.app import load_app
 from spectask.protocol import models
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
-from spectask.runtime.producer import TaskPublisher
 
 MAX_IDS = 1000
 
@@ -30,10 +29,7 @@ async def fetch(
     app = load_app(app_name)
     broker = await Broker.connect(RuntimeConfig(), name="spectask-status")
     async with broker:
-        await broker.declare(app.topology)
-        client = app.module("producer").ProducerClient(
-            TaskPublisher(await broker.publisher(), app.topology), broker.rpc()
-        )
+        client = await app.module("producer").ProducerClient.open(broker)
         reply: models.StatusReply = await client.get_status(task_ids, timeout=timeout)
         return reply
 

@@ -2,32 +2,21 @@
 
 Events (TaskEvent), results (TaskResult) and dead letters (DeadLetterHeaders) carry the same
 facts under different names; folding them into one `Observation` keeps the transition rule to
-one input type. The converters accept the generated pydantic models structurally (Protocols),
-so the store does not import `generated/` and keeps working while the spec gains fields.
+one input type. They are the protocol's own models (`spectask.protocol.models`, which every
+application's generated models re-export), so the store needs no application code.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
+# What an observation says happened: the protocol's TaskEvent `event` enum.
+from spectask.protocol import models
+from spectask.protocol.models import EventKind as EventKind
 from spectask.store.records import ErrorDetail
-
-
-class EventKind(enum.StrEnum):
-    """What an observation says happened (the spec's TaskEvent `event` enum)."""
-
-    SUBMITTED = "submitted"
-    STARTED = "started"
-    PROGRESS = "progress"
-    RETRYING = "retrying"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    DEAD = "dead"
-    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,97 +61,22 @@ def as_utc(value: datetime, name: str = "timestamp") -> datetime:
     return value.astimezone(UTC)
 
 
-class ErrorLike(Protocol):
-    """The spec's ErrorInfo."""
-
-    @property
-    def type(self) -> str: ...
-    @property
-    def message(self) -> str: ...
-    @property
-    def traceback(self) -> str | None: ...
-
-
-class TaskEventLike(Protocol):
-    """The spec's TaskEvent (optional `error` and `reason` attributes are read if present)."""
-
-    @property
-    def task_id(self) -> str: ...
-    @property
-    def event(self) -> str: ...
-    @property
-    def at(self) -> datetime: ...
-    @property
-    def message_type(self) -> str | None: ...
-    @property
-    def worker_id(self) -> str | None: ...
-    @property
-    def attempt(self) -> int | None: ...
-    @property
-    def progress(self) -> float | None: ...
-    @property
-    def message(self) -> str | None: ...
-
-
-class TaskResultLike(Protocol):
-    """The spec's TaskResult."""
-
-    @property
-    def task_id(self) -> str: ...
-    @property
-    def message_type(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def worker_id(self) -> str: ...
-    @property
-    def attempt(self) -> int: ...
-    @property
-    def submitted_at(self) -> datetime | None: ...
-    @property
-    def started_at(self) -> datetime | None: ...
-    @property
-    def finished_at(self) -> datetime: ...
-    @property
-    def result(self) -> Mapping[str, Any] | None: ...
-    @property
-    def error(self) -> ErrorLike | None: ...
-    @property
-    def dead_reason(self) -> str | None: ...
-
-
-class DeadLetterHeadersLike(Protocol):
-    """The spec's DeadLetterHeaders (as parsed into the generated model)."""
-
-    @property
-    def x_spectask_reason(self) -> str: ...
-    @property
-    def x_spectask_error(self) -> str | None: ...
-    @property
-    def x_spectask_traceback(self) -> str | None: ...
-    @property
-    def x_spectask_attempts(self) -> int | None: ...
-    @property
-    def x_spectask_last_failure_at(self) -> datetime | None: ...
-
-
 _RESULT_KINDS = {
     kind.value: kind for kind in (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELLED)
 }
 _FAILURE_KINDS = {EventKind.RETRYING, EventKind.FAILED, EventKind.CANCELLED}
 
 
-def observation_from_event(event: TaskEventLike) -> Observation:
+def observation_from_event(event: models.TaskEvent) -> Observation:
     """A TaskEvent as an observation.
 
-    `message` is the progress message of `started`/`progress`, the reason of `dead` (unless the
-    event has a `reason`), and the error message of `retrying`/`failed`/`cancelled` events that
-    carry no `error`, so a failure is never recorded without saying why.
+    `message` is the progress message of `started`/`progress`, the reason of `dead`, and the
+    error message of `retrying`/`failed`/`cancelled` events, so a failure is never recorded
+    without saying why.
     """
-    kind = EventKind(str(event.event))
-    error = _error_from(getattr(event, "error", None))
-    reason = getattr(event, "reason", None)
-    if kind in _FAILURE_KINDS and error is None and event.message:
+    kind = EventKind(event.event)
+    error = None
+    if kind in _FAILURE_KINDS and event.message:
         error = ErrorDetail(type=kind.value, message=event.message)
     running = kind in (EventKind.STARTED, EventKind.PROGRESS)
     return Observation(
@@ -175,13 +89,13 @@ def observation_from_event(event: TaskEventLike) -> Observation:
         progress=event.progress,
         progress_message=event.message if running else None,
         error=error,
-        dead_reason=(str(reason) if reason else event.message) if kind is EventKind.DEAD else None,
+        dead_reason=event.message if kind is EventKind.DEAD else None,
         submitted_at=event.at if kind is EventKind.SUBMITTED else None,
         started_at=event.at if kind is EventKind.STARTED else None,
     )
 
 
-def observation_from_result(result: TaskResultLike) -> Observation:
+def observation_from_result(result: models.TaskResult) -> Observation:
     """A TaskResult as the task's `succeeded`, `failed`, `dead` or `cancelled` observation.
 
     The event time is finished_at; a status this store does not know counts as failed. A failed
@@ -192,13 +106,12 @@ def observation_from_result(result: TaskResultLike) -> Observation:
     so the record says the same whichever came first. A failed result without one (a worker
     that does not say) stays FAILED.
     """
-    status = str(getattr(result.status, "value", result.status))
-    kind = _RESULT_KINDS.get(status, EventKind.FAILED)
+    kind = _RESULT_KINDS.get(str(result.status), EventKind.FAILED)
     error = _error_from(result.error)
     reason = None
-    if kind is EventKind.FAILED and result.dead_reason:
+    if kind is EventKind.FAILED and result.dead_reason is not None:
         kind = EventKind.DEAD
-        reason = str(getattr(result.dead_reason, "value", result.dead_reason))
+        reason = str(result.dead_reason)
         error = dead_letter_error(reason, error)
     return Observation(
         task_id=result.task_id,
@@ -236,7 +149,7 @@ def dead_letter_error(reason: str, error: ErrorDetail | None) -> ErrorDetail | N
 
 
 def observation_from_dead_letter(
-    headers: DeadLetterHeadersLike, *, task_id: str, message_type: str, received_at: datetime
+    headers: models.DeadLetterHeaders, *, task_id: str, message_type: str, received_at: datetime
 ) -> Observation:
     """A dead letter's headers as the task's `dead` observation.
 

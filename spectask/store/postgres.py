@@ -23,19 +23,24 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from spectask.protocol import models
 from spectask.store import rows
 from spectask.store.errors import StoreSchemaError, StoreUnavailableError
 from spectask.store.migrations import SCHEMA_VERSION_POSTGRES, pending
 from spectask.store.observations import (
     Observation,
-    TaskEventLike,
-    TaskResultLike,
     observation_from_event,
     observation_from_result,
 )
 from spectask.store.protocol import DEFAULT_LIST_LIMIT
 from spectask.store.records import TaskRecord
-from spectask.store.states import STORED_STATES, TaskState, advance
+from spectask.store.states import (
+    STORED_STATES,
+    TaskState,
+    advance,
+    from_storage_code,
+    storage_code,
+)
 from spectask.store.url import redact
 
 Connection = psycopg.AsyncConnection[DictRow]
@@ -130,10 +135,10 @@ class PostgresTaskStore:
             f"in {_APPLY_ROUNDS} rounds; is something deleting rows from {self.url}?"
         )
 
-    async def apply_event(self, event: TaskEventLike) -> TaskRecord:
+    async def apply_event(self, event: models.TaskEvent) -> TaskRecord:
         return await self.apply(observation_from_event(event))
 
-    async def apply_result(self, result: TaskResultLike) -> TaskRecord:
+    async def apply_result(self, result: models.TaskResult) -> TaskRecord:
         return await self.apply(observation_from_result(result))
 
     async def _fetch(self, sql: str, params: dict[str, Any]) -> builtins.list[DictRow]:
@@ -166,7 +171,7 @@ class PostgresTaskStore:
             sql += " WHERE message_type = %(type)s"
         found = await self._fetch(sql + " GROUP BY state", {"type": message_type})
         counts: dict[TaskState, int] = dict.fromkeys(STORED_STATES, 0)
-        counts.update({TaskState(row["state"]): int(row["n"]) for row in found})
+        counts.update({from_storage_code(row["state"]): int(row["n"]) for row in found})
         return counts
 
     async def list(
@@ -188,7 +193,7 @@ class PostgresTaskStore:
             "LIMIT %(limit)s OFFSET %(offset)s"
         )
         params = {
-            "state": None if state is None else state.value,
+            "state": None if state is None else storage_code(state),
             "type": message_type,
             "limit": limit,
             "offset": offset,

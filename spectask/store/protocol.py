@@ -10,7 +10,8 @@ import builtins
 from collections.abc import Iterable
 from typing import Protocol
 
-from spectask.store.observations import Observation, TaskEventLike, TaskResultLike
+from spectask.protocol import models
+from spectask.store.observations import Observation
 from spectask.store.records import TaskRecord
 from spectask.store.states import TaskState
 
@@ -28,11 +29,11 @@ class TaskStore(Protocol):
         """Fold one observation into its task's record and return the record as stored."""
         ...
 
-    async def apply_event(self, event: TaskEventLike) -> TaskRecord:
+    async def apply_event(self, event: models.TaskEvent) -> TaskRecord:
         """Apply a TaskEvent."""
         ...
 
-    async def apply_result(self, result: TaskResultLike) -> TaskRecord:
+    async def apply_result(self, result: models.TaskResult) -> TaskRecord:
         """Apply a TaskResult (its succeeded, failed, dead or cancelled observation)."""
         ...
 

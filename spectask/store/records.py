@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # states.py builds records; importing it here at run time would be circular
-    from spectask.store.states import TaskState
+from spectask.protocol.models import TaskState
+from spectask.protocol.names import FINAL_STATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,4 +71,4 @@ class TaskRecord:
     @property
     def is_final(self) -> bool:
         """True once the task reached a terminal state (nothing will move it back)."""
-        return self.state.is_terminal
+        return self.state in FINAL_STATES

@@ -12,7 +12,7 @@ from typing import Any
 
 from spectask.store.observations import as_utc
 from spectask.store.records import ErrorDetail, TaskRecord
-from spectask.store.states import TaskState
+from spectask.store.states import from_storage_code, storage_code
 
 COLUMNS = (
     "task_id",
@@ -46,7 +46,7 @@ def to_row(record: TaskRecord) -> dict[str, Any]:
     return {
         "task_id": record.task_id,
         "message_type": record.message_type,
-        "state": record.state.value,
+        "state": storage_code(record.state),
         "attempts": record.attempts,
         "worker_id": record.worker_id,
         "worker_at": record.worker_at,
@@ -70,7 +70,7 @@ def from_row(row: Mapping[str, Any]) -> TaskRecord:
     return TaskRecord(
         task_id=row["task_id"],
         message_type=row["message_type"],
-        state=TaskState(row["state"]),
+        state=from_storage_code(row["state"]),
         attempts=int(row["attempts"]),
         worker_id=row["worker_id"],
         worker_at=_utc(row["worker_at"]),

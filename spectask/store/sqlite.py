@@ -21,19 +21,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from spectask.protocol import models
 from spectask.store import rows
 from spectask.store.errors import StoreUnavailableError
 from spectask.store.migrations import SCHEMA_VERSION_SQLITE, pending
 from spectask.store.observations import (
     Observation,
-    TaskEventLike,
-    TaskResultLike,
     observation_from_event,
     observation_from_result,
 )
 from spectask.store.protocol import DEFAULT_LIST_LIMIT
 from spectask.store.records import TaskRecord
-from spectask.store.states import STORED_STATES, TaskState, advance
+from spectask.store.states import (
+    STORED_STATES,
+    TaskState,
+    advance,
+    from_storage_code,
+    storage_code,
+)
 from spectask.store.url import MEMORY
 
 T = TypeVar("T")
@@ -148,10 +153,10 @@ class SqliteTaskStore:
     async def apply(self, observation: Observation) -> TaskRecord:
         return await self._run(self._apply_sync, observation)
 
-    async def apply_event(self, event: TaskEventLike) -> TaskRecord:
+    async def apply_event(self, event: models.TaskEvent) -> TaskRecord:
         return await self.apply(observation_from_event(event))
 
-    async def apply_result(self, result: TaskResultLike) -> TaskRecord:
+    async def apply_result(self, result: models.TaskResult) -> TaskRecord:
         return await self.apply(observation_from_result(result))
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> builtins.list[TaskRecord]:
@@ -176,7 +181,7 @@ class SqliteTaskStore:
             sql, params = sql + " WHERE message_type = ?", (message_type,)
         found = self._connection().execute(sql + " GROUP BY state", params).fetchall()
         counts: dict[TaskState, int] = dict.fromkeys(STORED_STATES, 0)
-        counts.update({TaskState(state): int(count) for state, count in found})
+        counts.update({from_storage_code(state): int(count) for state, count in found})
         return counts
 
     async def counts_by_state(self, message_type: str | None = None) -> dict[TaskState, int]:
@@ -223,7 +228,7 @@ def _filters(state: TaskState | None, message_type: str | None) -> tuple[str, tu
     clauses, params = [], []
     if state is not None:
         clauses.append("state = ?")
-        params.append(state.value)
+        params.append(storage_code(state))
     if message_type is not None:
         clauses.append("message_type = ?")
         params.append(message_type)

@@ -36,35 +36,18 @@ An exact duplicate returns the very same record object, so a store can skip the 
 
 from __future__ import annotations
 
-import enum
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from spectask.protocol.models import TaskState as TaskState
+from spectask.protocol.names import FINAL_STATES
 from spectask.store.observations import EventKind, Observation
 from spectask.store.records import ErrorDetail, TaskRecord
 
-
-class TaskState(enum.StrEnum):
-    """Where a task is. UNKNOWN is never stored: it is the answer for an id never seen."""
-
-    UNKNOWN = "unknown"
-    QUEUED = "queued"
-    STARTED = "started"
-    RETRYING = "retrying"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    DEAD = "dead"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in TERMINAL_STATES
-
-
-TERMINAL_STATES = frozenset(
-    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED}
-)
+# Where a task is: the protocol's TaskState (UNKNOWN is never stored: it is the answer for an
+# id never seen), and its final states.
+TERMINAL_STATES = FINAL_STATES
 STORED_STATES: tuple[TaskState, ...] = tuple(
     state for state in TaskState if state is not TaskState.UNKNOWN
 )
@@ -235,3 +218,17 @@ def advance(record: TaskRecord | None, obs: Observation, *, now: datetime) -> Ta
     if merged == record:
         return record
     return replace(merged, updated_at=now)
+
+
+def storage_code(state: TaskState) -> str:
+    """How a state is written in the store's `state` column: the protocol's name in lower case.
+
+    Frozen by migration step 1 (its CHECK lists these codes), so existing databases keep
+    working; a state the protocol adds gets its code through a new migration.
+    """
+    return state.value.lower()
+
+
+def from_storage_code(code: str) -> TaskState:
+    """The state a `state` column holds (see `storage_code`)."""
+    return TaskState(code.upper())

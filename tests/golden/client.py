@@ -69,6 +69,12 @@ class ClientClient:
     def __init__(self, publisher: TaskPublisher) -> None:
         self._publisher = publisher
 
+    @classmethod
+    async def open(cls, broker: Broker) -> ClientClient:
+        """Declare the spec's topology and return a client on the broker's shared publisher."""
+        await broker.declare(TOPOLOGY)
+        return cls(TaskPublisher(await broker.publisher(), TOPOLOGY))
+
     async def say_echo(
         self,
         payload: models.EchoSay,

@@ -70,6 +70,12 @@ class EchoerClient:
     def __init__(self, publisher: TaskPublisher) -> None:
         self._publisher = publisher
 
+    @classmethod
+    async def open(cls, broker: Broker) -> EchoerClient:
+        """Declare the spec's topology and return a client on the broker's shared publisher."""
+        await broker.declare(TOPOLOGY)
+        return cls(TaskPublisher(await broker.publisher(), TOPOLOGY))
+
     async def send_dead_letter(
         self,
         payload: RootModel[models.DeadBody],

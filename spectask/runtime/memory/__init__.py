@@ -11,7 +11,7 @@ tests that also run on RabbitMQ, never instead of them.
 from __future__ import annotations
 
 from spectask.runtime.memory.channel import MemoryChannel, MemoryConnection
-from spectask.runtime.memory.clock import Clock, FakeClock, RealClock
+from spectask.runtime.memory.clock import Clock, FakeClock, RealClock, SkippingClock
 from spectask.runtime.memory.hub import Hub, forget, hub, new_hub
 from spectask.runtime.memory.routing import topic_matches
 
@@ -22,6 +22,7 @@ __all__ = [
     "MemoryChannel",
     "MemoryConnection",
     "RealClock",
+    "SkippingClock",
     "connect_memory",
     "forget",
     "hub",

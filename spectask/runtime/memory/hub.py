@@ -154,6 +154,19 @@ class Hub:
             raise PreconditionFailedError(f"ACCESS_REFUSED - exchange {name!r} is built in")
         self.exchanges.pop(name, None)
 
+    def streams_read(self) -> bool:
+        """Whether every stream consumer has been given, and has settled, all of its stream.
+
+        For tests: after a publish to a stream (a cancellation), this turns true once every
+        follower has handled it, an event a test can wait for instead of sleeping.
+        """
+        return all(
+            consumer.position >= queue.message_count() and consumer.unacked == 0
+            for queue in self.queues.values()
+            if queue.is_stream
+            for consumer in queue.consumers
+        )
+
     # --- routing ------------------------------------------------------------------------------
 
     def route(self, exchange: str, envelope: Envelope) -> int:

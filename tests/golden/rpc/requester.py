@@ -1,5 +1,6 @@
 # generated from rpc_spec/requester.asyncapi.yaml by spectask — do not edit
 # spec sha256: c21cdb0608eace005e63ce2cff3aa28572cd5856826d7eadb66c9c07d896343c
+# ruff: noqa: E501 - text from the spec (descriptions, patterns) stays on one line
 """The requester service: routes, RequesterClient.
 
 Generated from rpc_spec/requester.asyncapi.yaml. Thin by design: the routes are constants from
@@ -13,12 +14,14 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from spectask.errors import SpectaskError
+from spectask.runtime.broker import Broker
 from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.publisher import OutgoingMessage
 from spectask.runtime.rpc import RpcClient
 from spectask.runtime.topology import ReceiveRoute, ReplySpec, RpcRoute, SendRoute
 
 from . import models
+from .topology import TOPOLOGY
 
 LOOK_UP: Final = RpcRoute(
     operation="lookUp",
@@ -65,6 +68,12 @@ class RequesterClient:
                 "to call request/reply operations"
             )
         return self._rpc
+
+    @classmethod
+    async def open(cls, broker: Broker) -> RequesterClient:
+        """Declare the spec's topology and return a client on the broker's shared publisher and RPC client."""
+        await broker.declare(TOPOLOGY)
+        return cls(TaskPublisher(await broker.publisher(), TOPOLOGY), broker.rpc())
 
     async def look_up(
         self,
