@@ -6,8 +6,8 @@ running after SPECTASK_STARTED_AFTER seconds (default 0.2): the tasks whose STAR
 anybody gets to see. Both kinds go on their own channel without publisher confirms,
 non-persistent and not mandatory: nobody waits, a lost one is harmless (the result, confirmed,
 supersedes it) and a full broker never blocks a task for them. `retrying`
-and `cancelled` events decide what a task is doing, so the consumer publishes those confirmed,
-with the task's next hop (`spectask.runtime.consumer`).
+and `cancelled` events decide what a task is doing, so they are next hops, confirmed with the
+task's other next hops (`spectask.runtime.outcomes`).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ carries a fresh correlation id and expires in the queue after the call's timeout
 that starts late does not answer callers that have given up. A call never waits longer than
 its timeout: it raises `RpcTimeoutError` instead.
 
-The server side is the consumer loop (`spectask.runtime.consumer`): a receive route with a
-reply publishes the handler's model to the request's `reply_to`, then acks the request.
+The server side is the responder role (`spectask.runtime.responder`) in the delivery loop: a
+receive route with a reply publishes the handler's model to the request's `reply_to`, then the
+loop acks the request.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ no behaviour and import nothing from aio-pika, so generated modules stay thin an
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -111,15 +112,34 @@ class SendRoute:
 ANY_MESSAGE_SUFFIX = "*"
 
 
+class RouteKind(enum.Enum):
+    """What a receive route is, which decides the role that serves its queue.
+
+    - TASK: decoded and validated, run with its time limit; its outcome is a result, a
+      retry, a dead letter or a cancellation (`spectask.runtime.task`);
+    - REQUEST: the same, but a success is the handler's reply to the request's `reply_to`
+      (`spectask.runtime.responder`);
+    - TAP: a copy queue: any message type, the body undecoded, never a dead letter
+      (`spectask.runtime.tap`);
+    - RUNTIME: the runtime serves it itself, with no handler (`x-spectask-runtime`).
+    """
+
+    TASK = "task"
+    REQUEST = "request"
+    TAP = "tap"
+    RUNTIME = "runtime"
+
+
 @dataclass(frozen=True)
 class ReceiveRoute:
     """Where one receive operation consumes from, and how its messages decode.
 
-    A `message_type` ending in `*` makes the route a *tap*: it takes every message on its
-    queue whatever its AMQP type, hands the body over undecoded (the payload model's root is
-    the raw bytes) with the headers in the context, and never dead-letters.
-    `runtime` names what the runtime does with the route itself (the spec's
-    `x-spectask-runtime`, e.g. `cancellations`); such a route takes no handler.
+    Its `kind` follows from what the spec declares (see RouteKind): `runtime` (the spec's
+    `x-spectask-runtime`, e.g. `cancellations`) makes a RUNTIME route, which takes no
+    handler; a `message_type` ending in `*` makes a TAP (it takes every message on its queue
+    whatever its AMQP type, hands the body over undecoded — the payload model's root is the
+    raw bytes — with the headers in the context, and never dead-letters); a `reply` makes a
+    REQUEST; anything else is a TASK.
     """
 
     operation: str
@@ -132,8 +152,18 @@ class ReceiveRoute:
     runtime: str | None = None
 
     @property
+    def kind(self) -> RouteKind:
+        if self.runtime is not None:
+            return RouteKind.RUNTIME
+        if self.message_type.endswith(ANY_MESSAGE_SUFFIX):
+            return RouteKind.TAP
+        if self.reply is not None:
+            return RouteKind.REQUEST
+        return RouteKind.TASK
+
+    @property
     def is_tap(self) -> bool:
-        return self.message_type.endswith(ANY_MESSAGE_SUFFIX)
+        return self.kind is RouteKind.TAP
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,17 @@
-"""Starting a worker from generated routes: choose the task types, check every handler exists.
+"""Starting a service from generated routes: choose the task types, check every handler exists,
+give each queue its role, and run the delivery loop.
 
-Generated `WorkerApp.run` calls `run_worker`; all behaviour stays here, where it is tested once.
+Generated `WorkerApp.run` and `CollectorApp.run` both call `run_worker`; all behaviour stays in
+`spectask.runtime`, where it is tested once. What a service is follows from its spec, decided
+here once, at start, never per delivery:
+- each queue's role from its routes' kind (`ReceiveRoute.kind`): a queue with a TAP route is
+  served by the tap role (`spectask.runtime.tap`); any other by the task role
+  (`spectask.runtime.task`), each of its routes ending a success in its result (TASK) or in the
+  handler's reply (REQUEST: `spectask.runtime.responder`); RUNTIME routes (the cancellation
+  stream) are served by the runtime itself;
+- its outcomes from its send routes (`spectask.runtime.outcomes.outcomes_for`): with a result
+  route, a worker's; without one, a collector's;
+- live `started`/`progress` events only for a service with both an event and a result route.
 """
 
 from __future__ import annotations
@@ -15,10 +26,14 @@ from spectask.protocol.names import (
     RESULT_MESSAGE_TYPE,
 )
 from spectask.runtime.broker import Broker
-from spectask.runtime.consumer import WorkerRuntime, WorkerStats
+from spectask.runtime.consumer import Backoff, DeliveryLoop, Role, WorkerStats
 from spectask.runtime.context import TaskContext
-from spectask.runtime.execution import Handler, HandlerResult
-from spectask.runtime.topology import ReceiveRoute, SendRoute, Topology
+from spectask.runtime.execution import Handler, HandlerResult, HandlerRunner
+from spectask.runtime.outcomes import outcomes_for
+from spectask.runtime.responder import Responder
+from spectask.runtime.tap import TapRole
+from spectask.runtime.task import Attempts, TaskRole
+from spectask.runtime.topology import ReceiveRoute, RouteKind, SendRoute, Topology
 
 CANCELLATIONS = "cancellations"  # x-spectask-runtime of the worker's cancellation stream
 
@@ -80,7 +95,7 @@ async def run_worker(
 
     The broker's own configuration (prefetch, concurrency, limits) is what the runtime uses.
     """
-    runtime_routes = [route for route in routes if route.runtime is not None]
+    runtime_routes = [route for route in routes if route.kind is RouteKind.RUNTIME]
     unknown = sorted({r.runtime or "" for r in runtime_routes} - {CANCELLATIONS})
     if unknown:
         raise SpectaskError(
@@ -88,7 +103,7 @@ async def run_worker(
             f"operation; it knows {CANCELLATIONS}"
         )
     cancel_route = next(iter(runtime_routes), None)
-    selected = select_routes([r for r in routes if r.runtime is None], task_types)
+    selected = select_routes([r for r in routes if r.kind is not RouteKind.RUNTIME], task_types)
     check_handlers(selected, handlers)
     dead_letter_route = _send_route(send_routes, DEAD_LETTER_MESSAGE_TYPE)
     if dead_letter_route is None:
@@ -98,7 +113,7 @@ async def run_worker(
             "somewhere to go"
         )
     await broker.declare(topology)
-    runtime = WorkerRuntime(
+    service = _service(
         broker,
         worker_id=worker_id,
         routes=selected,
@@ -108,4 +123,81 @@ async def run_worker(
         event_route=_send_route(send_routes, EVENT_MESSAGE_TYPE),
         cancel_route=cancel_route,
     )
-    return await runtime.run(stop=stop or asyncio.Event(), burst=burst)
+    return await service.run(stop=stop or asyncio.Event(), burst=burst)
+
+
+def _service(
+    broker: Broker,
+    *,
+    worker_id: str,
+    routes: Sequence[ReceiveRoute],
+    handlers: Mapping[str, Handler],
+    result_route: SendRoute | None,
+    dead_letter_route: SendRoute,
+    event_route: SendRoute | None,
+    cancel_route: ReceiveRoute | None,
+) -> DeliveryLoop:
+    """The delivery loop over `routes`' queues, each with its role (see the module docstring)."""
+    config = broker.config
+    stats = WorkerStats()
+    backoff = Backoff()
+    runner = HandlerRunner(
+        config.concurrency, config.isolation, progress_interval=config.progress_interval
+    )
+    attempts = Attempts(
+        broker,
+        runner,
+        worker_id=worker_id,
+        live_route=event_route if result_route is not None else None,
+        cancel_route=cancel_route,
+    )
+    outcomes = outcomes_for(
+        worker_id=worker_id,
+        stats=stats,
+        dead_letter_route=dead_letter_route,
+        result_route=result_route,
+        event_route=event_route,
+    )
+    by_queue: dict[str, list[ReceiveRoute]] = {}
+    for route in routes:
+        by_queue.setdefault(route.queue, []).append(route)
+    roles: dict[str, Role] = {}
+    for queue, queue_routes in by_queue.items():
+        taps = [route for route in queue_routes if route.kind is RouteKind.TAP]
+        if taps:
+            # A tap queue holds copies of any message: its tap takes them all.
+            tap = taps[-1]
+            roles[queue] = TapRole(
+                tap,
+                handlers[tap.operation],
+                runner=runner,
+                stats=stats,
+                backoff=backoff,
+                worker_id=worker_id,
+            )
+            continue
+        role = TaskRole(
+            queue,
+            attempts=attempts,
+            outcomes=outcomes,
+            stats=stats,
+            backoff=backoff,
+            worker_id=worker_id,
+            config=config,
+        )
+        for route in queue_routes:
+            if route.kind is RouteKind.REQUEST:
+                assert route.reply is not None
+                responder = Responder(route.reply, outcomes=outcomes, stats=stats, backoff=backoff)
+                role.serve(route, handlers[route.operation], responder.answer)
+            else:
+                role.serve(route, handlers[route.operation])
+        roles[queue] = role
+    return DeliveryLoop(
+        broker,
+        worker_id=worker_id,
+        roles=roles,
+        stats=stats,
+        backoff=backoff,
+        resources=(attempts,),
+    )

@@ -1,0 +1,80 @@
+"""The responder role: a request's success is the handler's reply, sent to its `reply_to`.
+
+A REQUEST route (`ReceiveRoute.kind`: an operation with a `reply`, such as the collector's
+status RPC) is decoded, validated, run and failed like a task (`spectask.runtime.task`); only
+its success differs, and that is this unit: the handler's return value, validated against the
+reply's schema, goes to the request's `reply_to` through the default exchange with the
+request's correlation id, instead of a result. A reply that breaks its schema fails the request
+for good (`InvalidReply`): the same handler would only fail the same way again.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from spectask.runtime.consumer import Backoff, NextHops, WorkerStats
+from spectask.runtime.context import TaskContext
+from spectask.runtime.deadletter import DeadReason
+from spectask.runtime.outcomes import Failure, Outcomes, summarize
+from spectask.runtime.publisher import OutgoingMessage
+from spectask.runtime.topology import ReceiveRoute, ReplySpec
+from spectask.runtime.transport import IncomingMessage
+
+log = logging.getLogger("spectask.worker")
+
+
+class Responder:
+    """The success of one REQUEST route: its reply (a `Finish` of the task role)."""
+
+    def __init__(
+        self, reply: ReplySpec, *, outcomes: Outcomes, stats: WorkerStats, backoff: Backoff
+    ) -> None:
+        self._reply_spec = reply
+        self._outcomes = outcomes
+        self._stats = stats
+        self._backoff = backoff
+
+    def answer(
+        self,
+        message: IncomingMessage,
+        route: ReceiveRoute,
+        context: TaskContext,
+        started_at: datetime,
+        result: dict[str, Any] | None,
+    ) -> NextHops:
+        try:
+            reply = self._reply(message, result)
+        except ValidationError as exc:
+            error = {"type": "InvalidReply", "message": summarize(exc)}
+            failure = Failure(DeadReason.PERMANENT, error)
+            return self._outcomes.failed(message, route, context, started_at, failure)
+        self._backoff.failures = 0
+        self._stats.succeeded += 1
+        return reply
+
+    def _reply(self, message: IncomingMessage, result: dict[str, Any] | None) -> NextHops:
+        """The handler's reply, to the request's `reply_to` with its correlation id.
+
+        Not mandatory: a caller that gave up is gone, and its reply is dropped rather than
+        keeping the request in the queue forever.
+        """
+        reply = self._reply_spec
+        model = reply.model.model_validate(result)
+        if not message.reply_to:
+            log.warning("request %s has no reply_to; nobody to answer", message.message_id)
+            return ()
+        return (
+            OutgoingMessage(
+                exchange="",
+                routing_key=message.reply_to,
+                body=model.model_dump_json(by_alias=True, exclude_none=True).encode(),
+                message_id=message.message_id or "",
+                message_type=reply.message_type,
+                correlation_id=message.correlation_id,
+                reply=True,
+            ),
+        )

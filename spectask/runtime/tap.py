@@ -1,0 +1,61 @@
+"""The tap role: a copy queue's handler gets every message, body undecoded, and never dead-letters.
+
+A TAP route (`ReceiveRoute.kind`: its message type ends in `*`) serves a queue that holds
+copies the broker made of other traffic — the collector's copy of every task, of every dead
+letter. Any message type is taken; the payload is the raw body (the model's root), with the
+headers in the context. There is no next hop: the handler records, then the delivery is acked.
+A tap must never dead-letter, since its queue may be bound to the dead-letter exchange itself:
+a PermanentTaskError drops the message (logged), any other failure gives it back to its queue
+after a backoff (RequeueLater), as a store that is down would need.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from spectask.errors import PermanentTaskError
+from spectask.runtime.consumer import Backoff, NextHops, RequeueLater, WorkerStats, delivery_context
+from spectask.runtime.execution import Handler, HandlerRunner
+from spectask.runtime.topology import ReceiveRoute
+from spectask.runtime.transport import IncomingMessage
+
+log = logging.getLogger("spectask.worker")
+
+
+class TapRole:
+    """Serves one tap queue with its route's handler; see the module docstring."""
+
+    def __init__(
+        self,
+        route: ReceiveRoute,
+        handler: Handler,
+        *,
+        runner: HandlerRunner,
+        stats: WorkerStats,
+        backoff: Backoff,
+        worker_id: str,
+    ) -> None:
+        self._route = route
+        self._handler = handler
+        self._runner = runner
+        self._stats = stats
+        self._backoff = backoff
+        self._worker_id = worker_id
+
+    async def handle(self, message: IncomingMessage) -> NextHops:
+        route = self._route
+        message_type = message.type or ""
+        context = delivery_context(
+            message, route, self._worker_id, message_type, message_type.partition(".")[0]
+        )
+        payload = route.model.model_construct(root=message.body)
+        try:
+            await self._runner.run(self._handler, payload, context, route.policy.time_limit)
+        except PermanentTaskError as exc:
+            log.warning("dropping %s from %s: %s", message.message_id, route.queue, exc)
+            return ()
+        except Exception as exc:
+            raise RequeueLater(f"{type(exc).__name__}: {exc}") from exc
+        self._stats.processed += 1
+        self._backoff.failures = 0
+        return ()
