@@ -410,7 +410,7 @@ def worker_result(
 
 def worker_dead_letter(error: dict[str, str], reason: str, *, failed_at: datetime) -> Observation:
     """The same failure's dead letter, built by the runtime's own `build_dead_letter` with what
-    `WorkerRuntime._failed` passes it, read back as the collector reads it."""
+    `Outcomes.failed` passes it, read back as the collector reads it."""
     message = build_dead_letter(
         PUBLISH_DEAD_LETTER,
         body=b"{}",
