@@ -16,7 +16,7 @@ class RuntimeConfig(BaseSettings):
     """How a spectask process talks to RabbitMQ and how much work it takes on."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SPECTASK_", extra="ignore", frozen=True, populate_by_name=True
+        env_prefix="SPECTASK_", extra="forbid", frozen=True, populate_by_name=True
     )
 
     amqp_url: str = Field(
