@@ -13,7 +13,13 @@ from typing_extensions import TypeAliasType
 
 class TaskHeaders(BaseModel):
     x_spectask_attempt: Annotated[
-        int | None, Field(alias="x-spectask-attempt", description="1 for the first attempt.", ge=1)
+        int | None,
+        Field(
+            alias="x-spectask-attempt",
+            description="1 for the first attempt (a JSON/AMQP integer, not a string).",
+            ge=1,
+            le=1000000,
+        ),
     ] = None
     x_spectask_submitted_at: Annotated[
         AwareDatetime | None,
@@ -56,12 +62,14 @@ class ErrorInfo(BaseModel):
 class DeadLetterReason(StrEnum):
     UNDECODABLE = "undecodable"
     SCHEMA_VIOLATION = "schema_violation"
+    INVALID_HEADERS = "invalid_headers"
     UNKNOWN_TYPE = "unknown_type"
     TOO_LARGE = "too_large"
     EXCEPTION = "exception"
     TIMEOUT = "timeout"
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"
     PERMANENT = "permanent"
+    UNSTORABLE = "unstorable"
 
 
 DeadLetterBody = TypeAliasType(
