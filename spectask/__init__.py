@@ -31,7 +31,7 @@ _EXPORTS = {
     "Application": "spectask.app",
     "PermanentTaskError": "spectask.errors",
     "TaskContext": "spectask.runtime.context",
-    "configure_logging": "spectask.api",
+    "configure_logging": "spectask.logs",
     "connect": "spectask.api",
     "producer": "spectask.api",
     "run_collector": "spectask.api",
@@ -39,9 +39,10 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from spectask.api import configure_logging, connect, producer, run_collector, run_worker
+    from spectask.api import connect, producer, run_collector, run_worker
     from spectask.app import Application
     from spectask.errors import PermanentTaskError
+    from spectask.logs import configure_logging
     from spectask.runtime.context import TaskContext
 
 

@@ -8,26 +8,17 @@ names one) and sets up logging the way the commands do, unless the script config
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-import sys
 from collections.abc import Collection
 from typing import Any
 
 from spectask.app import Application, load_app
 from spectask.errors import ConfigError
+from spectask.logs import configure_logging
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats
 from spectask.signals import stop_on_signals
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    """One line per event that matters, on stderr; a no-op if logging is configured already."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
 
 
 def _application(app: Application | str) -> Application:

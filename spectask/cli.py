@@ -11,9 +11,12 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from pydantic import ValidationError
+
 from spectask import __version__
 from spectask.app import APP_VARIABLE
 from spectask.errors import SpectaskError
+from spectask.logs import configure_logging
 
 # Commands with their own argument parsing: `spectask generate --help`, `spectask broker ensure`.
 PASSTHROUGH = {
@@ -61,6 +64,25 @@ def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, ModuleTy
     return parser, module
 
 
+# settings read from SPECTASK_* (and AMQP_URL / STORE_URL) variables: a bad value is the
+# user's to fix, so it is one line naming the variable, not a traceback
+SETTINGS = frozenset({"RuntimeConfig", "TaskSettings"})
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """`SPECTASK_PREFETCH='abc': Input should be a valid integer` for each bad variable."""
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        variable = (
+            field.upper()
+            if field.upper() in ("AMQP_URL", "STORE_URL")
+            else f"SPECTASK_{field.upper()}"
+        )
+        problems.append(f"{variable}={error.get('input')!r}: {error['msg']}")
+    return problems
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in PASSTHROUGH:
@@ -68,11 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return passthrough
     parser, module = build_parser(argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     assert module is not None
     try:
         result = module.run(args)
@@ -81,6 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(result)
     except SpectaskError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        if exc.title not in SETTINGS:
+            raise
+        for problem in settings_problems(exc):
+            print(f"error: {problem}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

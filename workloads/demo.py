@@ -35,6 +35,7 @@ from generated.topology import TOPOLOGY
 from spectask.commands.summary import percentile
 from spectask.commands.waiting import render_final
 from spectask.errors import RpcTimeoutError, SpectaskError
+from spectask.logs import configure_logging
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.waiting import WaitTimeoutError
@@ -324,14 +325,10 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m workloads.demo`: the demo as a command of its own (the application's, not
     the framework's)."""
-    import logging
-
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     try:
         return run(args)
     except SpectaskError as exc:

@@ -64,7 +64,14 @@ def _routes(app: Application) -> dict[str, Any]:
 def _load_params(text: str | None) -> dict[str, Any]:
     if not text:
         raise ConfigError("--task needs --params (a JSON object, or @file.json)")
-    raw = Path(text[1:]).read_text() if text.startswith("@") else text
+    raw = text
+    if text.startswith("@"):
+        try:
+            raw = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise ConfigError(
+                f"--params {text}: cannot read {text[1:]!r}: {exc.strerror}"
+            ) from None
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 
-from spectask.errors import BrokerUnavailableError, ConfigError
+from spectask.errors import ConfigError
+from spectask.runtime import connect_errors
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.publisher import Publisher
 from spectask.runtime.rpc import RpcClient
@@ -27,6 +28,7 @@ from spectask.runtime.transport import (
     Channel,
     Connection,
     connect,
+    is_memory_url,
     server_properties,
 )
 
@@ -70,18 +72,16 @@ class Broker:
         `AMQP_URL=memory://NAME` selects the in-memory broker NAME (`spectask.runtime.memory`).
         """
         config = config or RuntimeConfig()
+        shown = redact_url(config.amqp_url)
+        if not is_memory_url(config.amqp_url):
+            connect_errors.check_url(config.amqp_url, shown)
         try:
             connection = await asyncio.wait_for(
                 connect(config.amqp_url, heartbeat=config.heartbeat, name=name),
                 timeout=config.connect_timeout,
             )
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise BrokerUnavailableError(
-                f"cannot reach RabbitMQ at {redact_url(config.amqp_url)}: {reason}"
-                "\n  hint: run `make broker` (it finds or starts one) and set AMQP_URL to the URL "
-                "it prints"
-            ) from exc
+            raise connect_errors.explain(exc, config.amqp_url, shown) from exc
         return cls(connection, config)
 
     @classmethod
