@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,3 +84,42 @@ def test_unknown_priority_is_refused(amqp_url: str) -> None:
         "asap",
     )
     assert done.returncode == 1 and "asap" in done.stderr and "urgent" in done.stderr
+
+
+def test_an_interrupted_submit_keeps_track_of_what_the_broker_has(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    """Ctrl-C half-way through a large batch: the confirmed ids in --ids-file, the others in
+    `.unconfirmed`, "N of M confirmed" on stderr, a non-zero exit; no traceback."""
+
+    def depth() -> int:
+        return asyncio.run(queue_depth(amqp_url, "tasks.data_analysis"))
+
+    asyncio.run(reset_topology(amqp_url))
+    ids_file = tmp_path / "ids.txt"
+    total = 40000
+    command = [sys.executable, str(ROOT / "main-producer.py"), "--count", str(total)]
+    process = subprocess.Popen(
+        [*command, "--types", "data_analysis.statistics", "--ids-file", str(ids_file)],
+        env={**os.environ, "AMQP_URL": amqp_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while depth() < 200:  # confirms are flowing
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no task reached the broker"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "never retrieved" not in stderr, stderr
+    confirmed = ids_file.read_text().split()
+    unconfirmed = Path(f"{ids_file}.unconfirmed").read_text().split()
+    assert 200 <= len(confirmed) < total, stderr
+    assert len(set(confirmed) | set(unconfirmed)) == len(confirmed) + len(unconfirmed) == total
+    summary = f"error: {len(confirmed)} of {total} tasks confirmed by the broker (interrupted)"
+    assert summary in stderr, stderr
+    assert depth() >= len(confirmed)  # every id it calls confirmed is on the broker
+    asyncio.run(reset_topology(amqp_url))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
@@ -15,7 +16,7 @@ from tqdm import tqdm
 
 from spectask.app import Application, load_app
 from spectask.commands.waiting import render_final
-from spectask.errors import ConfigError, TaskValidationError
+from spectask.errors import ConfigError, PublishError, TaskValidationError
 from spectask.protocol import models
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
@@ -125,12 +126,20 @@ async def run(args: argparse.Namespace) -> int:
         messages = build_messages(args, publisher, app)
         started = time.perf_counter()
         show = len(messages) >= PROGRESS_THRESHOLD and sys.stderr.isatty()
-        with tqdm(total=len(messages), unit="task", disable=not show, file=sys.stderr) as bar:
+        confirmed: list[str] = []
+        try:
+            with tqdm(total=len(messages), unit="task", disable=not show, file=sys.stderr) as bar:
 
-            def confirmed(count: int) -> None:
-                bar.update(count)
+                def tick(count: int) -> None:
+                    bar.update(count)
 
-            ids = await publisher.submit_many(messages, on_confirmed=confirmed)
+                ids = await publisher.submit_many(messages, on_confirmed=tick, confirmed=confirmed)
+        except PublishError as exc:
+            report_partial(messages, confirmed, args.ids_file, f"{exc}")
+            return 1
+        except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels us, then raises
+            report_partial(messages, confirmed, args.ids_file, "interrupted")
+            raise
         elapsed = time.perf_counter() - started
         report_submitted(messages, ids, elapsed, args.ids_file)
         if args.wait:
@@ -156,6 +165,29 @@ async def wait_and_report(client: Any, ids: list[str], args: argparse.Namespace)
     print(render_final(list(final.values())))
     not_ok = sum(1 for view in final.values() if view.state is not models.TaskState.SUCCEEDED)
     return 2 if not_ok else 0
+
+
+def report_partial(
+    messages: list[OutgoingMessage], confirmed: list[str], ids_file: Path | None, why: str
+) -> None:
+    """A submit that stopped half-way: which ids the broker has, in files, and how many.
+
+    The confirmed ids go to --ids-file (or a timestamped file here), the rest beside it with
+    `.unconfirmed`: those may or may not be stored, and publishing them again is safe because
+    a task id makes a duplicate harmless.
+    """
+    done = set(confirmed)
+    pending = [m.message_id for m in messages if m.message_id not in done]
+    target = ids_file or Path(f"spectask-submit-{time.strftime('%Y%m%d-%H%M%S')}.ids")
+    target.write_text("".join(f"{task_id}\n" for task_id in confirmed))
+    rest = target.with_name(target.name + ".unconfirmed")
+    rest.write_text("".join(f"{task_id}\n" for task_id in pending))
+    print(
+        f"error: {len(confirmed)} of {len(messages)} tasks confirmed by the broker ({why}); "
+        f"their ids are in {target}, the {len(pending)} others in {rest} (submit those again: "
+        "a task id makes a duplicate harmless)",
+        file=sys.stderr,
+    )
 
 
 def report_submitted(

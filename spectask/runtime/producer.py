@@ -87,7 +87,11 @@ class TaskPublisher:
         messages: Sequence[OutgoingMessage],
         *,
         on_confirmed: Callable[[int], None] | None = None,
+        confirmed: list[str] | None = None,
     ) -> list[str]:
-        """Publish prepared tasks with pipelined confirms; the ids, once all are confirmed."""
-        await self._publisher.publish_many(messages, on_confirmed=on_confirmed)
+        """Publish prepared tasks with pipelined confirms; the ids, once all are confirmed.
+
+        `confirmed` collects the ids as the broker confirms them (see `Publisher.publish_many`).
+        """
+        await self._publisher.publish_many(messages, on_confirmed=on_confirmed, confirmed=confirmed)
         return [message.message_id for message in messages]

@@ -97,11 +97,14 @@ class Publisher:
         *,
         window: int = DEFAULT_WINDOW,
         on_confirmed: Callable[[int], None] | None = None,
+        confirmed: list[str] | None = None,
     ) -> None:
         """Publish with up to `window` confirms in flight; raise the first failure at the end.
 
         Every message is attempted even if an earlier one failed, so the error can say how
-        many were not stored.
+        many were not stored. `confirmed`, if given, gets each message id the moment the broker
+        confirms it: a caller interrupted half-way (Ctrl-C, a lost connection) still knows
+        exactly which tasks the broker has.
         """
         slots = asyncio.Semaphore(window)
         failures: list[BaseException] = []
@@ -112,6 +115,8 @@ class Publisher:
             except PublishError as exc:
                 failures.append(exc)
             else:
+                if confirmed is not None:
+                    confirmed.append(message.message_id)
                 if on_confirmed is not None:
                     on_confirmed(1)
             finally:
