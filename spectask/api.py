@@ -55,7 +55,7 @@ async def run_worker(
     if application.worker is None:
         raise ConfigError("the application has no worker; build it with Application(worker=...)")
     stop = stop or asyncio.Event()
-    stop_on_signals(stop)
+    stop_on_signals(stop, f"worker {worker_id}")
     async with await connect(url, name=f"spectask-worker-{worker_id}") as broker:
         stats: WorkerStats = await application.worker.run(
             broker, worker_id=worker_id, task_types=task_types, stop=stop, burst=burst
@@ -78,7 +78,7 @@ async def run_collector(
     add_store_handlers(collector, store)
     collector.collect_result(store_result(store))
     stop = stop or asyncio.Event()
-    stop_on_signals(stop)
+    stop_on_signals(stop, f"collector {os.getpid()}")
     try:
         async with await connect(url, name="spectask-collector") as broker:
             await collector.run(broker, worker_id=f"collector-{os.getpid()}", stop=stop)

@@ -8,18 +8,20 @@ import signal
 import sys
 
 
-def stop_on_signals(stop: asyncio.Event) -> None:
-    """First SIGTERM/SIGINT sets `stop` (drain and exit); a second one exits at once."""
+def stop_on_signals(stop: asyncio.Event, who: str = "spectask") -> None:
+    """First SIGTERM/SIGINT sets `stop` (drain and exit); a second one exits at once.
+
+    `who` names the process in what it prints ("worker w1", "collector"): a terminal running
+    several of them otherwise shows the same line four times with no way to tell them apart.
+    """
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
         if stop.is_set():
-            print(f"second {signal.Signals(signum).name}: exiting now", file=sys.stderr)
+            print(f"{who}: second {name}, exiting now", file=sys.stderr)
             os._exit(128 + signum)
-        print(
-            f"{signal.Signals(signum).name}: finishing in-flight work (again to force)",
-            file=sys.stderr,
-        )
+        print(f"{who}: {name}, finishing in-flight work (again to force)", file=sys.stderr)
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):

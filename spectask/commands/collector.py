@@ -62,7 +62,7 @@ async def run(args: argparse.Namespace) -> int:
     summary = ResultSummary()
     batch_summary = ResultSummary()
     stop = asyncio.Event()
-    stop_on_signals(stop)
+    stop_on_signals(stop, f"collector {os.getpid()}")
     prefix = f"{args.batch}-" if args.batch else ""
     sink: IO[str] | None = args.output.open("a") if args.output else None
 

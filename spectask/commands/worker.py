@@ -46,7 +46,7 @@ async def run(args: argparse.Namespace) -> int:
     routes = application.module("worker").RECEIVE_ROUTES
     select_routes(routes, task_types)  # a typo in --types fails before connecting
     stop = asyncio.Event()
-    stop_on_signals(stop)
+    stop_on_signals(stop, f"worker {args.worker_id}")
     broker = await Broker.connect(config, name=f"spectask-worker-{args.worker_id}")
     async with broker:
         stats = await app.run(
