@@ -1,9 +1,15 @@
 """The collector's service: the task store fed from the broker, and status answered from it.
 
-Every observation is written to the store before its delivery is acked (a store error leaves
-the message in its queue, requeued with backoff, never lost): the broker's copy of each task
-(QUEUED), each dead letter (DEAD), lifecycle events (RETRYING, STARTED, ...). `spectask
-collect` adds the results on top, with its own reporting.
+Every observation is written to the store before its delivery is acked: the broker's copy of
+each task (QUEUED), each dead letter (DEAD), lifecycle events (RETRYING, STARTED, ...).
+`spectask collect` adds the results on top, with its own reporting. A store that is down
+(`StoreUnavailableError`, or any unexpected error) leaves the message in its queue, requeued
+with backoff, never lost. A message whose values the store cannot hold (`StoreDataError`: an
+attempt out of range, a task id with a NUL, ...) is not retried: the runtime dead-letters it
+with reason `unstorable` and acks it, so the messages behind it keep flowing (a dead-letter
+copy is acked without a second dead letter; see `CollectorOutcomes.unstorable`). Text the
+store cannot hold but that changes nothing (a NUL character) is replaced, not refused
+(`spectask.store.storable`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from spectask.protocol import models
 from spectask.runtime.context import TaskContext
 from spectask.store import TaskRecord, TaskStore
 from spectask.store.observations import EventKind, Observation, observation_from_dead_letter
+from spectask.store.storable import storable_id
 
 log = logging.getLogger("spectask.collector")
 
@@ -99,7 +106,9 @@ def add_store_handlers(app: Any, store: TaskStore) -> None:
         await store.apply_event(event)
 
     async def on_status(request: models.StatusRequest, context: TaskContext) -> models.StatusReply:
-        records = await store.get_many(request.task_ids)
+        # An id no store can hold (a NUL in it) was never stored: UNKNOWN, without a query
+        # the database would refuse (which would stall the status queue).
+        records = await store.get_many([i for i in request.task_ids if storable_id(i)])
         return models.StatusReply(tasks=[status_view(i, records.get(i)) for i in request.task_ids])
 
     app.collect_submitted(on_submitted)

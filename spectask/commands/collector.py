@@ -1,10 +1,12 @@
 """`spectask collect`: results into the task store, status requests answered from it.
 
 Every result is written to the store (`STORE_URL`, SQLite by default) before its delivery is
-acked; a store error leaves the result in its queue (requeued with backoff), never lost. The
-same goes for the broker's copies of every task (QUEUED) and every dead letter (DEAD), and for
-lifecycle events (RETRYING): none of them costs the producer or the worker an extra publish
-on the success path.
+acked; a store that is down leaves the result in its queue (requeued with backoff), never lost.
+The same goes for the broker's copies of every task (QUEUED) and every dead letter (DEAD), and
+for lifecycle events (RETRYING): none of them costs the producer or the worker an extra
+publish on the success path. A result the store cannot hold (`StoreDataError`: an attempt out
+of range, ...) is dead-lettered with reason `unstorable` instead (see `spectask.collector`);
+it is neither counted nor printed here.
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ async def run(args: argparse.Namespace) -> int:
     sink: IO[str] | None = args.output.open("a") if args.output else None
 
     async def on_result(result: models.TaskResult, context: TaskContext) -> None:
-        await store.apply_result(result)  # before the ack; an error requeues the result
+        # Before the ack: a store that is down requeues the result, StoreDataError
+        # dead-letters it (reason `unstorable`), and neither counts it below.
+        await store.apply_result(result)
         fields = (result.message_type, result.status.value, result.worker_id, _latency_ms(result))
         if not summary.add(result.task_id, *fields):
             return

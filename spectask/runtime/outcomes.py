@@ -17,7 +17,10 @@ picking the class (`outcomes_for`), not checked per task:
 - CollectorOutcomes: it has no result to publish (the collector, or a worker whose spec has
   no publishResult). A failure it cannot retry is then taken as transient — its store is
   down? — so the delivery waits in its queue (RequeueLater) rather than being lost in a dead
-  letter nobody reads as a failure.
+  letter nobody reads as a failure. A failure that is about the message, not the store (the
+  store raised StoreDataError: a value it cannot hold), is a dead letter of its own with
+  reason `unstorable` (`CollectorOutcomes.unstorable`), so one poison message never stalls
+  the queue behind it.
 Events (`retrying`, `cancelled`) go out only when the service has an event route; that too is
 bound once (`_event`).
 """
@@ -47,6 +50,9 @@ from spectask.runtime.transport import IncomingMessage
 log = logging.getLogger("spectask.worker")
 
 TRACEBACK_FRAMES = 8
+# The type name of `spectask.store.StoreDataError` in a failure's error info (the runtime does
+# not import the store; tests/test_unstorable.py checks the two agree).
+UNSTORABLE_ERROR = "StoreDataError"
 
 EventHops = Callable[[TaskContext, str, str], NextHops]
 
@@ -281,7 +287,8 @@ class WorkerOutcomes(Outcomes):
 
 
 class CollectorOutcomes(Outcomes):
-    """A service with no result to publish: a failure it cannot retry waits in its queue."""
+    """A service with no result to publish: a failure it cannot retry waits in its queue,
+    unless it is about the message itself (`unstorable`): that one goes to a dead letter."""
 
     def succeeded(
         self, context: TaskContext, started_at: datetime, result: dict[str, Any] | None
@@ -296,6 +303,9 @@ class CollectorOutcomes(Outcomes):
         started_at: datetime,
         failure: Failure,
     ) -> NextHops:
+        if failure.error.get("type") == UNSTORABLE_ERROR:
+            # The store refused the values (spectask.store.StoreDataError): for good.
+            return self.unstorable(message, route.queue, failure.error["message"])
         if failure.reason is not DeadReason.PERMANENT and not route.policy.retry.tiers:
             # No result to report and no retry tier (a collector, say): the failure is
             # taken as transient (its store is down?), so the message waits in its queue.
@@ -315,6 +325,30 @@ class CollectorOutcomes(Outcomes):
     def cancelled(self, context: TaskContext, started_at: datetime | None, why: str) -> NextHops:
         self.stats.cancelled += 1
         return self._event(context, "cancelled", why)
+
+    def unstorable(self, message: IncomingMessage, queue: str, error: str) -> NextHops:
+        """A message the store cannot hold (StoreDataError): its own dead letter, then the ack.
+
+        The dead letter has reason `unstorable` and `error` (which names the task and what could
+        not be stored), so the message is kept where `spectask dlq` shows it and the queue moves
+        on, instead of waiting forever for a store that will refuse it every time.
+
+        Except a delivery that came from the dead-letter exchange (the collector's copy of a
+        dead letter, in `collector.dead_letter`): it is acked without storing, and logged. Its
+        original is already in the dead-letter queue, so a dead letter of it would only be a
+        duplicate there; and since the collector's own `unstorable` dead letters come back to
+        it as such copies, this is also what makes a loop impossible: a message is
+        dead-lettered as unstorable at most once, whatever the store refuses in its copy.
+        """
+        if message.exchange == self._dead_letter_route.exchange:
+            log.warning(
+                "dead letter %s from %s not stored (it stays in the dead-letter queue): %s",
+                message.message_id,
+                queue,
+                error,
+            )
+            return ()
+        return self.dead(message, queue, DeadReason.UNSTORABLE, error)
 
 
 def outcomes_for(

@@ -4,9 +4,16 @@ A TAP route (`ReceiveRoute.kind`: its message type ends in `*`) serves a queue t
 copies the broker made of other traffic — the collector's copy of every task, of every dead
 letter. Any message type is taken; the payload is the raw body (the model's root), with the
 headers in the context. There is no next hop: the handler records, then the delivery is acked.
-A tap must never dead-letter, since its queue may be bound to the dead-letter exchange itself:
-a PermanentTaskError drops the message (logged), any other failure gives it back to its queue
-after a backoff (RequeueLater), as a store that is down would need.
+A tap never dead-letters what came from the dead-letter exchange (its queue may be bound to
+it: the collector's copy of every dead letter). Its handler's failures end so:
+- the store cannot hold what the message says (`spectask.store.StoreDataError`, a value out
+  of range, ...): with the collector's outcomes, a task copy goes to a dead letter of its own
+  with reason `unstorable` and a dead-letter copy is acked without storing (its original is
+  in the dead-letter queue already; `CollectorOutcomes.unstorable` says why this cannot loop);
+  either way the delivery is acked and the queue keeps flowing;
+- any other PermanentTaskError drops the message (logged);
+- any other failure gives it back to its queue after a backoff (RequeueLater), as a store that
+  is down would need.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import logging
 from spectask.errors import PermanentTaskError
 from spectask.runtime.consumer import Backoff, NextHops, RequeueLater, WorkerStats, delivery_context
 from spectask.runtime.execution import Handler, HandlerRunner
+from spectask.runtime.outcomes import UNSTORABLE_ERROR, CollectorOutcomes
 from spectask.runtime.topology import ReceiveRoute
 from spectask.runtime.transport import IncomingMessage
 
@@ -34,8 +42,10 @@ class TapRole:
         stats: WorkerStats,
         backoff: Backoff,
         worker_id: str,
+        outcomes: CollectorOutcomes | None = None,
     ) -> None:
         self._route = route
+        self._outcomes = outcomes
         self._handler = handler
         self._runner = runner
         self._stats = stats
@@ -52,6 +62,9 @@ class TapRole:
         try:
             await self._runner.run(self._handler, payload, context, route.policy.time_limit)
         except PermanentTaskError as exc:
+            if type(exc).__name__ == UNSTORABLE_ERROR and self._outcomes is not None:
+                self._backoff.failures = 0
+                return self._outcomes.unstorable(message, route.queue, str(exc))
             log.warning("dropping %s from %s: %s", message.message_id, route.queue, exc)
             return ()
         except Exception as exc:

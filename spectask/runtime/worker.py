@@ -29,7 +29,7 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.consumer import Backoff, DeliveryLoop, Role, WorkerStats
 from spectask.runtime.context import TaskContext
 from spectask.runtime.execution import Handler, HandlerResult, HandlerRunner
-from spectask.runtime.outcomes import outcomes_for
+from spectask.runtime.outcomes import CollectorOutcomes, outcomes_for
 from spectask.runtime.responder import Responder
 from spectask.runtime.tap import TapRole
 from spectask.runtime.task import Attempts, TaskRole
@@ -174,6 +174,7 @@ def _service(
                 stats=stats,
                 backoff=backoff,
                 worker_id=worker_id,
+                outcomes=outcomes if isinstance(outcomes, CollectorOutcomes) else None,
             )
             continue
         role = TaskRole(

@@ -8,7 +8,12 @@ Celery's PENDING, which cannot tell "queued" from "never heard of".
 
 from __future__ import annotations
 
-from spectask.store.errors import StoreConfigError, StoreSchemaError, StoreUnavailableError
+from spectask.store.errors import (
+    StoreConfigError,
+    StoreDataError,
+    StoreSchemaError,
+    StoreUnavailableError,
+)
 from spectask.store.factory import open_store
 from spectask.store.observations import (
     EventKind,
@@ -30,6 +35,7 @@ __all__ = [
     "EventKind",
     "Observation",
     "StoreConfigError",
+    "StoreDataError",
     "StoreSchemaError",
     "StoreUnavailableError",
     "TaskRecord",

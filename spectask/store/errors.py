@@ -3,11 +3,18 @@
 Each message says how to fix the problem: a wrong `STORE_URL` is a configuration mistake the
 user can correct, an unreachable database is an operational one, and a schema newer than the
 code means an older spectask was started against a database a newer one already migrated.
+
+Two failures of a write are told apart, because the collector acts on them differently:
+`StoreUnavailableError` is about the database (unreachable, overloaded, locked): the same write
+may work later, so the message waits in its queue. `StoreDataError` is about what was to be
+written (a number out of the column's range, text the database cannot hold, JSON it refuses,
+a CHECK violation): the same write fails the same way forever, so the collector dead-letters
+that message (reason `unstorable`) and the rest keep flowing.
 """
 
 from __future__ import annotations
 
-from spectask.errors import ConfigError, SpectaskError
+from spectask.errors import ConfigError, PermanentTaskError, SpectaskError
 
 
 class StoreConfigError(ConfigError):
@@ -20,3 +27,18 @@ class StoreUnavailableError(SpectaskError):
 
 class StoreSchemaError(SpectaskError):
     """The database schema is not one this version of spectask can use."""
+
+
+class StoreDataError(PermanentTaskError):
+    """The store cannot hold what an observation says; retrying would fail the same way.
+
+    A PermanentTaskError, so a handler that lets it through never has its message retried;
+    the collector's roles dead-letter the message with reason `unstorable` (see
+    `spectask.runtime.outcomes.CollectorOutcomes.unstorable`). The message names the task and
+    what could not be stored.
+    """
+
+    def __init__(self, task_id: str, problem: str) -> None:
+        super().__init__(f"cannot store task {task_id!r}: {problem}")
+        self.task_id = task_id
+        self.problem = problem

@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from spectask.protocol import models
 from spectask.store import rows
-from spectask.store.errors import StoreSchemaError, StoreUnavailableError
+from spectask.store.errors import StoreDataError, StoreSchemaError, StoreUnavailableError
 from spectask.store.migrations import SCHEMA_VERSION_POSTGRES, pending
 from spectask.store.observations import (
     Observation,
@@ -41,6 +41,7 @@ from spectask.store.states import (
     from_storage_code,
     storage_code,
 )
+from spectask.store.storable import storable
 from spectask.store.url import redact
 
 Connection = psycopg.AsyncConnection[DictRow]
@@ -121,6 +122,9 @@ class PostgresTaskStore:
         return cls(url, pool)
 
     async def apply(self, observation: Observation) -> TaskRecord:
+        """Store one observation; StoreDataError if PostgreSQL refuses its values, and
+        StoreUnavailableError if the database cannot be reached (see `spectask.store.errors`)."""
+        observation = storable(observation)
         try:
             async with self._pool.connection() as conn:
                 for _ in range(_APPLY_ROUNDS):
@@ -130,6 +134,13 @@ class PostgresTaskStore:
                         return applied
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise self._unavailable(exc) from exc
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            # About the values, not the database: out of range, untranslatable text, invalid
+            # JSON, a CHECK or NOT NULL violation. The same write would fail forever.
+            problem = exc.diag.message_primary or str(exc)
+            raise StoreDataError(
+                observation.task_id, f"PostgreSQL refused it: {problem} ({type(exc).__name__})"
+            ) from exc
         raise StoreUnavailableError(
             f"task {observation.task_id!r}: could neither insert nor lock its row "
             f"in {_APPLY_ROUNDS} rounds; is something deleting rows from {self.url}?"

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from spectask.protocol import models
 from spectask.store import rows
-from spectask.store.errors import StoreUnavailableError
+from spectask.store.errors import StoreDataError, StoreUnavailableError
 from spectask.store.migrations import SCHEMA_VERSION_SQLITE, pending
 from spectask.store.observations import (
     Observation,
@@ -39,6 +39,7 @@ from spectask.store.states import (
     from_storage_code,
     storage_code,
 )
+from spectask.store.storable import storable
 from spectask.store.url import MEMORY
 
 T = TypeVar("T")
@@ -151,7 +152,17 @@ class SqliteTaskStore:
         return new
 
     async def apply(self, observation: Observation) -> TaskRecord:
-        return await self._run(self._apply_sync, observation)
+        """Store one observation; StoreDataError if its values cannot be stored, and
+        StoreUnavailableError if the file is locked or unusable (see `spectask.store.errors`)."""
+        observation = storable(observation)
+        try:
+            return await self._run(self._apply_sync, observation)
+        except (sqlite3.IntegrityError, sqlite3.DataError, OverflowError) as exc:
+            # About the values (a CHECK or NOT NULL violation, an integer beyond 64 bits): the
+            # same write would fail forever. A locked or unwritable file is OperationalError.
+            raise StoreDataError(
+                observation.task_id, f"SQLite refused it: {exc} ({type(exc).__name__})"
+            ) from exc
 
     async def apply_event(self, event: models.TaskEvent) -> TaskRecord:
         return await self.apply(observation_from_event(event))
