@@ -314,6 +314,7 @@ class TaskRole:
         result: dict[str, Any] | None,
     ) -> NextHops:
         """A TASK's success: its result (where the service publishes results)."""
+        hops = self._outcomes.succeeded(context, started_at, result)  # may raise: not a success
         self._backoff.failures = 0
         self._stats.succeeded += 1
-        return self._outcomes.succeeded(context, started_at, result)
+        return hops
