@@ -15,7 +15,10 @@ it never acks, nacks or publishes. This module owns:
   backoff). A crash in between therefore gives a duplicate, never a loss. A lost ack is only
   logged: the broker redelivers the message;
 - RequeueLater: a role that cannot take a delivery now (a collector's store is down, say)
-  gives it back to its queue after a backoff that grows while such failures continue.
+  gives it back to its queue after a backoff that grows while such failures continue;
+- the last resort (`_unhandled`): any other exception of a role, or of publishing its hops,
+  still settles the delivery — the role's `salvage` dead-letters it with why (the task role),
+  else it is requeued later — so no delivery holds a prefetch slot forever.
 
 Per delivery the loop costs what it did when it was one class with the roles: the consumer
 callback of each queue is bound to its role once (no lookup by queue name per delivery), a
@@ -33,14 +36,15 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import aiormq
 
 from spectask.errors import PublishError
-from spectask.protocol.names import ATTEMPT_HEADER, SUBMITTED_AT_HEADER
+from spectask.protocol.names import SUBMITTED_AT_HEADER
 from spectask.runtime.broker import Broker
 from spectask.runtime.context import NO_SIGNALS, Signals, TaskContext
+from spectask.runtime.headers import attempt_of
 from spectask.runtime.publisher import OutgoingMessage, Publisher
 from spectask.runtime.topology import ReceiveRoute
 from spectask.runtime.transport import IncomingMessage, Queue
@@ -80,6 +84,18 @@ class Role(Protocol):
     async def handle(self, message: IncomingMessage) -> NextHops:
         """The next hops of `message` (none: just ack it); raise RequeueLater to give it back."""
         ...
+
+
+@runtime_checkable
+class Salvaging(Protocol):
+    """A role that can end a delivery it failed on: the last resort of the delivery loop."""
+
+    def salvage(self, message: IncomingMessage, stage: str, error: Exception) -> NextHops:
+        """The next hops that still settle `message` (a dead letter) after `error`."""
+        ...
+
+
+Salvage = Callable[[IncomingMessage, str, Exception], NextHops]
 
 
 class Resource(Protocol):
@@ -168,8 +184,10 @@ class DeliveryLoop:
         return self.stats
 
     def _deliver_to(self, role: Role) -> Callable[[IncomingMessage], Awaitable[None]]:
+        salvage = role.salvage if isinstance(role, Salvaging) else None
+
         async def on_message(message: IncomingMessage) -> None:
-            await self._on_message(message, role)
+            await self._on_message(message, role, salvage)
 
         return on_message
 
@@ -210,7 +228,9 @@ class DeliveryLoop:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _on_message(self, message: IncomingMessage, role: Role) -> None:
+    async def _on_message(
+        self, message: IncomingMessage, role: Role, salvage: Salvage | None = None
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)
@@ -221,7 +241,10 @@ class DeliveryLoop:
             except RequeueLater as exc:
                 await self._requeue_later(message, exc.reason)
                 return
-            await self.settle(message, next_hops)
+            except Exception as exc:  # the last resort: no delivery stays unsettled
+                await self._unhandled(message, "handling it", exc, salvage)
+                return
+            await self.settle(message, next_hops, salvage)
         except asyncio.CancelledError:
             await self._requeue(message)
             raise
@@ -229,12 +252,15 @@ class DeliveryLoop:
             self._in_flight.discard(task)
             self._last_delivery = time.monotonic()
 
-    async def settle(self, message: IncomingMessage, next_hops: NextHops) -> None:
+    async def settle(
+        self, message: IncomingMessage, next_hops: NextHops, salvage: Salvage | None = None
+    ) -> None:
         """Publish the next hops with confirms, then ack; requeue if the broker did not take one.
 
         A success has one next hop (its result); a retry has two (the task to its tier and the
         `retrying` event) and a final failure too (the dead letter and the failed result); those
-        are confirmed together.
+        are confirmed together. A publish that fails other than by the broker (a hop that
+        cannot even be sent) goes to the last resort, as a failing role does (`_unhandled`).
         """
         if next_hops:
             assert self._publisher is not None
@@ -250,12 +276,43 @@ class DeliveryLoop:
                 await asyncio.sleep(REQUEUE_BACKOFF_SECONDS)
                 await self._requeue(message)
                 return
+            except Exception as exc:
+                await self._unhandled(message, "publishing its next hops", exc, salvage)
+                return
         try:
             await message.ack()
         except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
             log.warning(
                 "task %s: ack lost (%s); the broker will redeliver it", message.message_id, exc
             )
+
+    async def _unhandled(
+        self, message: IncomingMessage, stage: str, error: Exception, salvage: Salvage | None
+    ) -> None:
+        """The last resort for a delivery its role (or its hops' publish) failed on unexpectedly.
+
+        A bug or a message nobody foresaw must not hold a prefetch slot until the worker dies
+        (and then jam the next one): the role's `salvage` ends it — a dead letter that says
+        why, confirmed, then the ack. A role that cannot salvage (a tap), or a salvage that
+        fails too, gives the delivery back to its queue after a backoff (RequeueLater).
+        """
+        log.error(
+            "message %s: unexpected failure %s: %s: %s",
+            message.message_id,
+            stage,
+            type(error).__name__,
+            error,
+            exc_info=error,
+        )
+        if salvage is not None:
+            try:
+                hops = salvage(message, stage, error)
+            except Exception:
+                log.exception("message %s: could not dead-letter it either", message.message_id)
+            else:
+                await self.settle(message, hops)  # no salvage again: at most one more round
+                return
+        await self._requeue_later(message, f"{type(error).__name__}: {error}")
 
     async def _requeue_later(self, message: IncomingMessage, reason: str) -> None:
         """Back off (longer while failures continue), then give the delivery back to the queue."""
@@ -301,7 +358,7 @@ def delivery_context(
         message_type=message_type,
         task_type=task_type,
         operation=route.operation,
-        attempt=int_header(headers, ATTEMPT_HEADER, 1),
+        attempt=attempt_of(headers),
         worker_id=worker_id,
         routing_key=message.routing_key or "",
         redelivered=bool(message.redelivered),
@@ -310,11 +367,6 @@ def delivery_context(
         headers=headers,
         signals=signals,
     )
-
-
-def int_header(headers: Mapping[str, Any], name: str, default: int) -> int:
-    value = headers.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 def submitted_at(headers: Mapping[str, Any], timestamp: datetime | None) -> datetime | None:

@@ -38,10 +38,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from spectask.protocol.names import ATTEMPT_HEADER
-from spectask.runtime.consumer import NextHops, RequeueLater, WorkerStats, int_header
+from spectask.runtime.consumer import NextHops, RequeueLater, WorkerStats
 from spectask.runtime.context import TaskContext
 from spectask.runtime.deadletter import DeadReason, build_dead_letter
 from spectask.runtime.events import event_document
+from spectask.runtime.headers import attempt_of
 from spectask.runtime.publisher import OutgoingMessage
 from spectask.runtime.retry import choose_tier, failure_headers
 from spectask.runtime.topology import ReceiveRoute, RetryTier, SendRoute
@@ -207,7 +208,7 @@ class Outcomes(ABC):
             origin_queue=queue,
             origin_exchange=message.exchange or "",
             origin_routing_key=message.routing_key or "",
-            attempts=attempts if attempts is not None else int_header(headers, ATTEMPT_HEADER, 1),
+            attempts=attempts if attempts is not None else attempt_of(headers),
             traceback=trace,
             content_type=message.content_type,
             priority=message.priority,

@@ -8,8 +8,12 @@ handler's reply to `reply_to` (`spectask.runtime.responder`). That choice is per
 queue, because nothing stops a spec from putting both kinds of operation on one queue.
 
 Input that cannot run at all — too large, an unknown message type, a content type that is not
-JSON, no task id, a body that is not valid JSON or breaks the schema — is dead-lettered here,
-before any handler runs. Every other ending is an outcome (`spectask.runtime.outcomes`).
+JSON (or none), no task id, a header that breaks the protocol's TaskHeaders
+(`spectask.runtime.headers`: an attempt that is not an integer in range, ...), a body that is
+not valid JSON or breaks the schema (strictly: no bool for a number, no number for a string) —
+is dead-lettered here, before any handler runs. Every other ending is an outcome
+(`spectask.runtime.outcomes`); should building one fail, the delivery loop's last resort calls
+`TaskRole.salvage`, which dead-letters the delivery (`exception`) rather than leave it unacked.
 
 `Attempts` is what a service's task queues share: the handler runner, the running attempts
 (so a cancellation reaches them: `spectask.runtime.cancellation`) and their transient
@@ -43,11 +47,14 @@ from spectask.runtime.control import TaskSignals
 from spectask.runtime.deadletter import DeadReason
 from spectask.runtime.events import LiveEvents
 from spectask.runtime.execution import Handler, HandlerRunner, TaskTimeoutError
+from spectask.runtime.headers import TASK_HEADERS
 from spectask.runtime.outcomes import Failure, Outcomes, error_info, summarize
 from spectask.runtime.topology import ReceiveRoute, SendRoute
 from spectask.runtime.transport import IncomingMessage
 
 log = logging.getLogger("spectask.worker")
+
+JSON = "application/json"
 
 # What a success of a route is: (delivery, route, context, started_at, result) -> next hops.
 Finish = Callable[
@@ -205,12 +212,14 @@ class TaskRole:
                 f"message type {message.type!r} is not taken from {queue}; "
                 f"expected one of {sorted(routes)}",
             )
-        if message.content_type not in (None, "application/json"):
+        if message.content_type != JSON:
             return self._outcomes.dead(
                 message,
                 queue,
                 DeadReason.UNDECODABLE,
-                f"content type {message.content_type!r}; expected application/json",
+                f"content type {message.content_type!r}; expected {JSON}"
+                if message.content_type
+                else f"the message has no content type; expected {JSON}",
             )
         if not message.message_id:
             return self._outcomes.dead(
@@ -219,8 +228,12 @@ class TaskRole:
                 DeadReason.SCHEMA_VIOLATION,
                 "the message has no message_id (task id)",
             )
+        invalid = TASK_HEADERS.error(message.headers)
+        if invalid is not None:
+            return self._outcomes.dead(message, queue, DeadReason.INVALID_HEADERS, invalid)
         try:
-            payload = served.route.model.model_validate_json(message.body)
+            # Strict, as JSON Schema reads JSON: a bool is no number, a number no string.
+            payload = served.route.model.model_validate_json(message.body, strict=True)
         except ValidationError as exc:
             undecodable = any(error["type"] == "json_invalid" for error in exc.errors())
             reason = DeadReason.UNDECODABLE if undecodable else DeadReason.SCHEMA_VIOLATION
@@ -281,6 +294,17 @@ class TaskRole:
             return self._outcomes.cancelled(context, started_at, f"stopped while running: {why}")
         return self._outcomes.failed(message, route, context, started_at, failure)
 
+    def salvage(self, message: IncomingMessage, stage: str, error: Exception) -> NextHops:
+        """The delivery loop's last resort: a dead letter (`exception`) naming what failed."""
+        info = error_info(error)
+        return self._outcomes.dead(
+            message,
+            self._queue,
+            DeadReason.EXCEPTION,
+            f"spectask failed {stage}: {info['type']}: {info['message']}",
+            info["traceback"],
+        )
+
     def succeeded(
         self,
         message: IncomingMessage,
@@ -290,6 +314,7 @@ class TaskRole:
         result: dict[str, Any] | None,
     ) -> NextHops:
         """A TASK's success: its result (where the service publishes results)."""
+        hops = self._outcomes.succeeded(context, started_at, result)  # may raise: not a success
         self._backoff.failures = 0
         self._stats.succeeded += 1
-        return self._outcomes.succeeded(context, started_at, result)
+        return hops
