@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(120)
 
 
-def produce(amqp_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def produce(amqp_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "main-producer.py"), *args],
-        env={**os.environ, "AMQP_URL": amqp_url},
+        env={**os.environ, "AMQP_URL": amqp_url, **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -123,3 +123,24 @@ def test_an_interrupted_submit_keeps_track_of_what_the_broker_has(
     assert summary in stderr, stderr
     assert depth() >= len(confirmed)  # every id it calls confirmed is on the broker
     asyncio.run(reset_topology(amqp_url))
+
+
+async def test_a_task_workers_would_refuse_as_too_large_is_not_sent(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    """The producer refuses what a worker would dead-letter as too_large (issue 9, item 8)."""
+    await reset_topology(amqp_url)
+    params = tmp_path / "big.json"
+    params.write_text(json.dumps({"values": [1.5] * 50_000}))  # about 200 kB of JSON
+    done = produce(
+        amqp_url,
+        "--task",
+        "data_analysis.statistics",
+        "--params",
+        f"@{params}",
+        SPECTASK_MAX_MESSAGE_BYTES="100000",
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "workers refuse tasks over 100,000 bytes (SPECTASK_MAX_MESSAGE_BYTES)" in done.stderr
+    assert await queue_depth(amqp_url, "tasks.data_analysis") == 0

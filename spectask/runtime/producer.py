@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from spectask.errors import TaskValidationError
 from spectask.protocol.names import ATTEMPT_HEADER, SUBMITTED_AT_HEADER
+from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.publisher import OutgoingMessage, Publisher
 from spectask.runtime.topology import SendRoute, Topology
 
@@ -27,9 +28,14 @@ def new_task_id() -> str:
 class TaskPublisher:
     """Builds and publishes task messages for the generated producer client."""
 
-    def __init__(self, publisher: Publisher, topology: Topology) -> None:
+    def __init__(
+        self, publisher: Publisher, topology: Topology, *, max_bytes: int | None = None
+    ) -> None:
         self._publisher = publisher
         self._topology = topology
+        # what workers dead-letter as too_large: refused here instead, before the broker
+        # stores (and a dead letter copies) a body no worker will run
+        self._max_bytes = max_bytes if max_bytes is not None else RuntimeConfig().max_message_bytes
 
     def resolve_priority(self, route: SendRoute, priority: int | str | None) -> int:
         """A priority name from the spec, a number, or the task type's default."""
@@ -58,10 +64,17 @@ class TaskPublisher:
                 f"{route.operation} takes a {route.model.__name__}, not {type(payload).__name__}"
             )
         now = datetime.now(UTC)
+        body = payload.model_dump_json(by_alias=True, exclude_unset=True).encode()
+        if len(body) > self._max_bytes:
+            raise TaskValidationError(
+                f"{route.message_type} task is {len(body):,} bytes; workers refuse tasks over "
+                f"{self._max_bytes:,} bytes (SPECTASK_MAX_MESSAGE_BYTES), so it was not sent: "
+                "pass large inputs by reference (a path or URL) instead"
+            )
         return OutgoingMessage(
             exchange=route.exchange,
             routing_key=route.routing_key,
-            body=payload.model_dump_json(by_alias=True, exclude_unset=True).encode(),
+            body=body,
             message_id=task_id or new_task_id(),
             message_type=route.message_type,
             priority=self.resolve_priority(route, priority),
