@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -119,3 +120,16 @@ async def test_a_missing_postgresql_database_is_a_clear_error() -> None:
     require_postgres()
     with pytest.raises(StoreUnavailableError, match="does not exist"):
         await open_store(database_url("spectask_no_such_database"))
+
+
+async def test_a_store_says_at_open_which_file_it_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Collectors started in different directories must not quietly use different files."""
+    from spectask.store import open_store
+
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="spectask.store"):
+        store = await open_store("sqlite:///.spectask/tasks.db")
+        await store.close()
+    assert f"task store: SQLite {tmp_path / '.spectask' / 'tasks.db'}" in caplog.text

@@ -6,9 +6,20 @@ store works without it installed.
 
 from __future__ import annotations
 
+import logging
+import os
+
 from spectask.store.protocol import TaskStore
 from spectask.store.sqlite import SqliteTaskStore
-from spectask.store.url import PostgresTarget, parse_store_url, store_url_from_env
+from spectask.store.url import (
+    MEMORY,
+    PostgresTarget,
+    parse_store_url,
+    redact,
+    store_url_from_env,
+)
+
+log = logging.getLogger("spectask.store")
 
 
 async def open_store(url: str | None = None) -> TaskStore:
@@ -22,5 +33,13 @@ async def open_store(url: str | None = None) -> TaskStore:
     if isinstance(target, PostgresTarget):
         from spectask.store.postgres import PostgresTaskStore
 
+        log.info("task store: PostgreSQL %s", redact(target.url))
         return await PostgresTaskStore.open(target.url)
+    # Said at start, with the absolute path: collectors started in different directories
+    # would otherwise use different files without a word (a relative path is per directory).
+    log.info("task store: SQLite %s (STORE_URL to change it)", _absolute(target.path))
     return await SqliteTaskStore.open(target.path)
+
+
+def _absolute(path: str) -> str:
+    return path if path == MEMORY else os.path.abspath(path)
