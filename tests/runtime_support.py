@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import aio_pika
 from pydantic import BaseModel, ConfigDict, Field
 
 from spectask.runtime import memory
@@ -250,6 +251,19 @@ async def running(
         stop.set()
         await runner
         await broker.close()
+
+
+async def publish_raw(
+    url: str, exchange: str, messages: list[tuple[bytes, dict[str, Any]]]
+) -> None:
+    """Publish raw messages in order on one confirmed channel, as any AMQP client could
+    (bypassing the typed producer, so a test can send what it would refuse)."""
+    connection = await connect(url, robust=False)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        target = await channel.get_exchange(exchange)
+        for body, properties in messages:
+            await target.publish(aio_pika.Message(body, **properties), routing_key="num.sum")
 
 
 def skipping_clock(url: str) -> memory.SkippingClock | None:

@@ -18,15 +18,21 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import aio_pika
 import pytest
 
 from spectask.protocol.models import TaskResult
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
-from spectask.runtime.transport import connect
-from tests.runtime_support import InProcessWorkers, Names, Numbers, depth, drain, make_names
+from tests.runtime_support import (
+    InProcessWorkers,
+    Names,
+    Numbers,
+    depth,
+    drain,
+    make_names,
+    publish_raw,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -148,18 +154,6 @@ async def run_with_poison(
         assert await depth(url, queue) == 0, queue
     assert stats.dead_lettered == len(poison)
     assert stats.succeeded == VALID_TASKS
-
-
-async def publish_raw(
-    url: str, exchange: str, messages: list[tuple[bytes, dict[str, Any]]]
-) -> None:
-    """Publish raw messages in order on one confirmed channel, as any AMQP client could."""
-    connection = await connect(url, robust=False)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        target = await channel.get_exchange(exchange)
-        for body, properties in messages:
-            await target.publish(aio_pika.Message(body, **properties), routing_key="num.sum")
 
 
 def bad_attempt(task_id: str, value: Any, detail: str) -> Poison:

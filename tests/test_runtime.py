@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aio_pika
 import pytest
 
 from spectask.errors import MissingHandlerError, UnroutableError
@@ -16,7 +15,6 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.runtime.producer import TaskPublisher
-from spectask.runtime.transport import connect
 from spectask.runtime.worker import run_worker
 from tests.runtime_support import (
     InProcessWorkers,
@@ -24,6 +22,7 @@ from tests.runtime_support import (
     depth,
     drain,
     make_names,
+    publish_raw,
     wait_taken,
 )
 
@@ -122,18 +121,6 @@ async def test_time_limit_stops_a_handler(
     assert result["status"] == "failed" and result["error"]["type"] == "timeout"
 
 
-async def publish_raw_many(
-    url: str, exchange: str, messages: list[tuple[bytes, dict[str, Any]]]
-) -> None:
-    """Publish raw messages in order on one confirmed channel, bypassing the typed producer."""
-    connection = await connect(url, robust=False)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        target = await channel.get_exchange(exchange)
-        for body, properties in messages:
-            await target.publish(aio_pika.Message(body, **properties), routing_key="num.sum")
-
-
 VALID_TASKS = 100
 BAD_EVERY = 15  # one bad message after every 15 valid ones: 6 bad among 100 valid
 
@@ -183,7 +170,7 @@ async def test_bad_input_is_dead_lettered_with_its_reason(
         await broker.declare(names.topology)
         stop = asyncio.Event()
         _, worker = await workers.start(broker, names, total, stop, consuming=True)
-        await publish_raw_many(any_url, names.tasks, stream)  # to a worker already consuming
+        await publish_raw(any_url, names.tasks, stream)  # to a worker already consuming
         dead = await drain(any_url, names.dead_queue, len(bad_by_id), timeout=30)
         results = await drain(any_url, names.result_queue, VALID_TASKS, timeout=30)
         assert not worker.done(), "the worker stopped on its own"
