@@ -8,7 +8,7 @@ RabbitMQ. The in-memory run is an addition, never a replacement: `make test` run
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ import pytest
 from spectask.app import APP_VARIABLE
 from spectask.runtime import memory
 from tests.brokers import BrokerNode, session_broker
+from tests.runtime_support import InProcessWorkers
 from tests.store_support import fresh_database
 
 # `python -m spectask.cli collect` and friends in the tests serve this repo's application
@@ -81,3 +82,13 @@ def any_url(request: pytest.FixtureRequest) -> Iterator[str]:
             memory.forget(hub.url)
     else:
         yield request.getfixturevalue("amqp_url")
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[InProcessWorkers]:
+    """In-process workers a test starts; every one is stopped when the test ends."""
+    started = InProcessWorkers()
+    try:
+        yield started
+    finally:
+        await started.stop_all()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -49,15 +49,6 @@ class Poison:
     error: Sequence[str]  # fragments of x-spectask-error, in any order
     body: bytes = b'{"values": [1, 2]}'
     properties: dict[str, Any] = field(default_factory=dict)
-
-
-@pytest.fixture
-async def workers() -> AsyncIterator[InProcessWorkers]:
-    started = InProcessWorkers()
-    try:
-        yield started
-    finally:
-        await started.stop_all()
 
 
 def total(payload: Numbers, context: TaskContext) -> dict[str, Any]:

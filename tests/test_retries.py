@@ -216,15 +216,6 @@ async def broker(any_url: str) -> AsyncIterator[Broker]:
         yield connected
 
 
-@pytest.fixture
-async def workers() -> AsyncIterator[InProcessWorkers]:
-    started = InProcessWorkers()
-    try:
-        yield started
-    finally:
-        await started.stop_all()
-
-
 async def submit(broker: Broker, names: RetryNames, payload: Numbers) -> str:
     await broker.declare(names.topology)
     publisher = TaskPublisher(await broker.publisher(), names.topology)

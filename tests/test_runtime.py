@@ -47,15 +47,6 @@ async def slow_total(payload: Numbers, context: TaskContext) -> dict[str, Any]:
     return {"sum": sum(payload.values)}
 
 
-@pytest.fixture
-async def workers() -> AsyncIterator[InProcessWorkers]:
-    started = InProcessWorkers()
-    try:
-        yield started
-    finally:
-        await started.stop_all()
-
-
 async def test_unroutable_publish_is_an_error(broker: Broker) -> None:
     names = make_names()
     await broker.declare(names.topology)
