@@ -123,10 +123,18 @@ class Publisher:
                 slots.release()
 
         tasks: list[asyncio.Task[None]] = []
-        for message in messages:
-            await slots.acquire()
-            tasks.append(asyncio.create_task(one(message)))
-        await asyncio.gather(*tasks)
+        try:
+            for message in messages:
+                await slots.acquire()
+                tasks.append(asyncio.create_task(one(message)))
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # Interrupted (Ctrl-C, a cancelled caller): stop the publishes still in flight and
+            # collect every outcome, so none ends as "Task exception was never retrieved".
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         if failures:
             first = failures[0]
             raise PublishError(
