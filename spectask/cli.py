@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import inspect
 import logging
@@ -13,7 +12,7 @@ from types import ModuleType
 
 from pydantic import ValidationError
 
-from spectask import __version__
+from spectask import __version__, eventloop
 from spectask.app import APP_VARIABLE
 from spectask.errors import SpectaskError
 from spectask.logs import configure_logging
@@ -95,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = module.run(args)
         if inspect.iscoroutine(result):
-            result = asyncio.run(result)
+            result = eventloop.run(result)
         return int(result)
     except SpectaskError as exc:
         print(f"error: {exc}", file=sys.stderr)

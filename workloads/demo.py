@@ -32,6 +32,7 @@ from pathlib import Path
 from generated import models
 from generated.producer import ProducerClient
 from generated.topology import TOPOLOGY
+from spectask import eventloop
 from spectask.commands.summary import percentile
 from spectask.commands.waiting import render_final
 from spectask.errors import RpcTimeoutError, SpectaskError
@@ -289,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
             )
         submitted = Submitted(backlog=backlog, urgent=urgent, poison=poison)
         if "report_generation.email" in args.types or "report_generation" in args.types:
-            retried = asyncio.run(_wait_for_a_retry(time.monotonic() + RETRY_WAIT_SECONDS))
+            retried = eventloop.run(_wait_for_a_retry(time.monotonic() + RETRY_WAIT_SECONDS))
             print(
                 "demo: "
                 + ("an e-mail attempt failed and waits for retry; " if retried else "")
@@ -303,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         try:
-            outcome = asyncio.run(_wait_until_final(submitted.all, args.timeout))
+            outcome = eventloop.run(_wait_until_final(submitted.all, args.timeout))
         except RpcTimeoutError as exc:
             code = collector.poll()
             why = "it is running" if code is None else f"it exited {code}"
