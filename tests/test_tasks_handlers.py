@@ -63,7 +63,7 @@ def call(name: str, body: dict[str, Any], settings: TaskSettings, task_id: str =
 
 @pytest.fixture
 def settings(tmp_path: Path) -> TaskSettings:
-    return TaskSettings(output_dir=tmp_path, max_image_pixels=1_000_000)
+    return TaskSettings(output_dir=tmp_path, image_input_root=tmp_path, max_image_pixels=1_000_000)
 
 
 @pytest.fixture
@@ -91,6 +91,34 @@ def test_image_handlers(settings: TaskSettings, png_base64: str, tmp_path: Path)
     )
     with Image.open(gray["path"]) as written:
         assert written.mode == "L"
+
+
+def test_image_paths_are_confined_to_the_input_root(
+    settings: TaskSettings, png_base64: str, tmp_path: Path
+) -> None:
+    (tmp_path / "in.png").write_bytes(base64.b64decode(png_base64))
+    relative = call("image_convert", {"image": {"path": "in.png"}, "format": "GIF"}, settings)
+    assert relative["path"] == str(tmp_path / "images" / "task-1.gif")
+    for path in ["/etc/passwd", "/proc/self/environ", "/etc/hostname"]:
+        with pytest.raises(PermanentTaskError, match="not inside the worker's image input dir"):
+            call("image_resize", {"image": {"path": path}, "width": 5, "height": 5}, settings)
+    with pytest.raises(PermanentTaskError, match=r"must not contain '\.\.'"):
+        body = {"image": {"path": "../../../../etc/hostname"}, "filter": "blur"}
+        call("image_filter", body, settings)
+
+
+def test_the_default_input_root_is_in_under_the_working_directory() -> None:
+    assert TaskSettings().image_input_root == Path("in")
+
+
+def test_settings_byte_limit_applies_to_files_and_inline_images(
+    png_base64: str, tmp_path: Path
+) -> None:
+    (tmp_path / "in.png").write_bytes(base64.b64decode(png_base64))
+    small = TaskSettings(output_dir=tmp_path, image_input_root=tmp_path, max_image_bytes=100)
+    for source in ({"path": "in.png"}, {"data_base64": png_base64}):
+        with pytest.raises(PermanentTaskError, match=r"more than the limit of 100 bytes"):
+            call("image_convert", {"image": source, "format": "PNG"}, small)
 
 
 def test_image_source_must_be_exactly_one(settings: TaskSettings) -> None:

@@ -48,8 +48,8 @@ STOP_SECONDS = 30.0
 URGENT = 5
 RETRY_WAIT_SECONDS = 60.0
 POISON_REASON = "permanent"
-# A base64 string that decodes to bytes which are not an image: a permanent failure.
-POISON = {"image": {"data_base64": "bm90IGFuIGltYWdlIGF0IGFsbA=="}, "format": "PNG"}
+# A path outside the workers' image input directory: refused unread, a permanent failure.
+POISON = {"image": {"path": "/etc/passwd"}, "format": "PNG"}
 
 View = models.TaskStatusView
 

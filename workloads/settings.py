@@ -9,13 +9,25 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class TaskSettings(BaseSettings):
-    """Where handlers write their outputs, how large an image may be, how to send e-mail."""
+    """Where handlers read and write files, how large an image may be, how to send e-mail."""
 
     model_config = SettingsConfigDict(env_prefix="SPECTASK_", extra="ignore", frozen=True)
 
     output_dir: Path = Field(
         default=Path("./out"),
         description="Root of the outputs: images/, reports/ and charts/ are created below it.",
+    )
+    image_input_root: Path = Field(
+        default=Path("./in"),
+        description=(
+            "The only directory image tasks may read files from: a task's `path` is taken "
+            "relative to it and refused if it leads outside (by '..' or a symbolic link)."
+        ),
+    )
+    max_image_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="Image files and decoded inline images larger than this are refused unread.",
     )
     max_image_pixels: int = Field(
         default=50_000_000,
