@@ -174,9 +174,36 @@ def test_email_handler_connection_refused_is_transient(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = TaskSettings(output_dir=tmp_path, smtp_host="127.0.0.1", smtp_port=port)
+    settings = TaskSettings(
+        output_dir=tmp_path,
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        mail_allowed_domains="example.org",  # a string, as the environment gives it
+    )
     with pytest.raises(ConnectionRefusedError):
         call("report_email", {"title": "T", "series": [1], "to": ["a@example.org"]}, settings)
+
+
+def test_email_handler_sends_nowhere_by_default(tmp_path: Path) -> None:
+    """No allow-list configured: every recipient is refused before anything is rendered."""
+    settings = TaskSettings(output_dir=tmp_path)
+    with pytest.raises(PermanentTaskError) as raised:
+        call("report_email", {"title": "T", "series": [1], "to": ["a@example.org"]}, settings)
+    assert str(raised.value) == (
+        "1 of 1 recipients refused, nothing was sent: 'a@example.org': the domain "
+        "'example.org' is not allowed (no domain is allowed yet: set "
+        "SPECTASK_MAIL_ALLOWED_DOMAINS=example.org,...)"
+    )
+    assert not (tmp_path / "reports").exists()
+
+
+def test_email_schema_refuses_lists_in_one_address_and_too_many_recipients() -> None:
+    for to in (["x,evil@attacker.test"], ["a@example.org\r\nBcc: e@example.org"]):
+        with pytest.raises(ValueError, match="String should match pattern"):
+            models.ReportEmail.model_validate({"title": "T", "series": [1], "to": to})
+    many = [f"u{i}@example.org" for i in range(101)]
+    with pytest.raises(ValueError, match="at most 20 items"):
+        models.ReportEmail.model_validate({"title": "T", "series": [1], "to": many})
 
 
 def test_unsafe_task_id_is_permanent(settings: TaskSettings) -> None:

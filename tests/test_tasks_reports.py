@@ -22,9 +22,11 @@ from pypdf import PdfReader
 
 from workloads import mail, reports
 from workloads.errors import PermanentTaskError
+from workloads.recipients import RecipientPolicy
 
 pytestmark = pytest.mark.timeout(60)
 
+POLICY = RecipientPolicy(frozenset({"example.org"}))
 SERIES = [3.0, 5.0, 4.0, 6.0, 8.0, 7.0, 9.0, 12.0, 10.0, 30.0, 11.0, 13.0]
 
 
@@ -206,6 +208,7 @@ def test_report_is_emailed_with_the_pdf_attached(
         out_dir=tmp_path,
         name="e1",
         smtp=smtp,
+        policy=POLICY,
     )
     assert result.recipients == ["ann@example.org", "bob@example.org"]
     assert result.subject == "Weekly report"
@@ -243,6 +246,7 @@ def test_subject_comes_from_the_payload_and_cannot_inject_headers(
         out_dir=tmp_path,
         name="e2",
         smtp=smtp,
+        policy=POLICY,
     )
     assert result.subject == "Hello Bcc: eve@example.org"
     _, recipients, message = handler.messages[0]
@@ -265,6 +269,7 @@ def test_every_recipient_refused_is_permanent(
             out_dir=tmp_path,
             name="e3",
             smtp=smtp,
+            policy=POLICY,
         )
     assert handler.messages == []
 
@@ -282,6 +287,7 @@ def test_some_recipients_refused_is_permanent_after_sending(
             out_dir=tmp_path,
             name="e4",
             smtp=smtp,
+            policy=POLICY,
         )
     assert [recipients for _, recipients, _ in handler.messages] == [["ann@example.org"]]
 
@@ -293,7 +299,13 @@ def test_temporary_refusal_is_transient(
     handler.refuse["busy@example.org"] = "450 4.2.1 Mailbox busy, try later"
     with pytest.raises(smtplib.SMTPRecipientsRefused) as raised:
         mail.email_report(
-            title="T", series=[1.0], to=["busy@example.org"], out_dir=tmp_path, name="e5", smtp=smtp
+            title="T",
+            series=[1.0],
+            to=["busy@example.org"],
+            out_dir=tmp_path,
+            name="e5",
+            smtp=smtp,
+            policy=POLICY,
         )
     assert not isinstance(raised.value, PermanentTaskError)
 
@@ -302,7 +314,13 @@ def test_connection_refused_is_transient(tmp_path: Path) -> None:
     smtp = mail.SmtpSettings(host="127.0.0.1", port=free_port(), timeout=5)
     with pytest.raises(ConnectionRefusedError):
         mail.email_report(
-            title="T", series=[1.0], to=["ann@example.org"], out_dir=tmp_path, name="e6", smtp=smtp
+            title="T",
+            series=[1.0],
+            to=["ann@example.org"],
+            out_dir=tmp_path,
+            name="e6",
+            smtp=smtp,
+            policy=POLICY,
         )
 
 

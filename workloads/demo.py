@@ -252,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
         "SPECTASK_PREFETCH": os.environ.get("SPECTASK_PREFETCH", "2"),
         "SPECTASK_SMTP_HOST": "127.0.0.1",
         "SPECTASK_SMTP_PORT": str(smtp_port),
+        "SPECTASK_MAIL_ALLOWED_DOMAINS": "example.test",  # the samples' recipients
     }
     print(f"demo: batch {batch}: collector + {len(WORKERS)} workers, {total} tasks", flush=True)
     # A long-lived collector: it stores results, task copies, events and dead letters, and

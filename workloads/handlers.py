@@ -176,12 +176,8 @@ def report_email(
         subject=payload.subject,
         out_dir=_out_dir(cfg, "reports"),
         name=safe_name(context.task_id),
-        smtp=mail.SmtpSettings(
-            host=cfg.smtp_host,
-            port=cfg.smtp_port,
-            sender=cfg.smtp_from,
-            timeout=cfg.smtp_timeout,
-        ),
+        smtp=cfg.smtp_settings(),
+        policy=cfg.recipient_policy(),
         progress=context.progress,
     )
 
