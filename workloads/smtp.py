@@ -107,6 +107,8 @@ def _secure_and_log_in(
             f"the SMTP server {settings.where} offers no login (AUTH), but SPECTASK_SMTP_USER "
             "is set: unset it, or use the server's submission port"
         ) from exc
+    except smtplib.SMTPServerDisconnected:
+        raise  # the connection dropped: transient, like any other dropped connection
     except smtplib.SMTPException as exc:  # no mechanism both sides know
         raise PermanentTaskError(
             f"the SMTP server {settings.where} cannot log in {settings.username!r}: {exc}"
