@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -268,3 +269,13 @@ def test_report_handlers_report_their_stages_and_stop_when_cancelled(
     with pytest.raises(TaskCancelledError):
         handlers.report_pdf(payload, cancelled, settings)
     assert not (tmp_path / "reports" / "cancelled.pdf").exists(), "stopped before writing"
+
+
+def test_every_setting_a_message_names_exists() -> None:
+    """Error messages name SPECTASK_* variables to fix: each must be a real setting."""
+    named: set[str] = set()
+    for module in ("images", "inputs", "mail", "recipients", "smtp"):
+        source = (Path(handlers.__file__).parent / f"{module}.py").read_text()
+        named |= set(re.findall(r"SPECTASK_([A-Z_]+[A-Z])", source))
+    assert {"IMAGE_INPUT_ROOT", "MAX_IMAGE_BYTES", "MAIL_ALLOWED_DOMAINS"} <= named
+    assert {name.lower() for name in named} <= set(TaskSettings.model_fields)
