@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from workloads.recipients import DEFAULT_MAX_RECIPIENTS, RecipientPolicy, normalize_domain
@@ -83,10 +83,12 @@ class TaskSettings(BaseSettings):
             return frozenset(normalize_domain(str(domain)) for domain in value)
         return value
 
-    @model_validator(mode="after")
-    def _smtp_is_consistent(self) -> TaskSettings:
-        self.smtp_settings()  # a login without TLS is refused here, when the worker starts
-        return self
+    @field_validator("smtp_user")
+    @classmethod
+    def _login_needs_tls(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # SmtpSettings holds the rule; checked here so a worker refuses to start, naming it.
+        SmtpSettings(tls=info.data.get("smtp_tls", SmtpTls.NONE), username=value)
+        return value
 
     def smtp_settings(self) -> SmtpSettings:
         """The SMTP connection settings e-mail tasks use."""
