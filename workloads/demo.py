@@ -49,8 +49,8 @@ STOP_SECONDS = 30.0
 URGENT = 5
 RETRY_WAIT_SECONDS = 60.0
 POISON_REASON = "permanent"
-# A base64 string that decodes to bytes which are not an image: a permanent failure.
-POISON = {"image": {"data_base64": "bm90IGFuIGltYWdlIGF0IGFsbA=="}, "format": "PNG"}
+# A path outside the workers' image input directory: refused unread, a permanent failure.
+POISON = {"image": {"path": "/etc/passwd"}, "format": "PNG"}
 
 View = models.TaskStatusView
 
@@ -253,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
         "SPECTASK_PREFETCH": os.environ.get("SPECTASK_PREFETCH", "2"),
         "SPECTASK_SMTP_HOST": "127.0.0.1",
         "SPECTASK_SMTP_PORT": str(smtp_port),
+        "SPECTASK_MAIL_ALLOWED_DOMAINS": "example.test",  # the samples' recipients
     }
     print(f"demo: batch {batch}: collector + {len(WORKERS)} workers, {total} tasks", flush=True)
     # A long-lived collector: it stores results, task copies, events and dead letters, and
