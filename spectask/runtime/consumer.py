@@ -46,6 +46,7 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.context import NO_SIGNALS, Signals, TaskContext
 from spectask.runtime.headers import attempt_of
 from spectask.runtime.publisher import OutgoingMessage, Publisher
+from spectask.runtime.shutdown import CLOSE_STEP_SECONDS, within
 from spectask.runtime.topology import ReceiveRoute
 from spectask.runtime.transport import IncomingMessage, Queue
 
@@ -177,10 +178,10 @@ class DeliveryLoop:
                 await self._wait(stop, burst)
             finally:
                 await self._shutdown(consumers)
-                await channel.close()
+                await within(channel.close(), "closing the channel")
         finally:
             for resource in reversed(started):
-                await resource.close()
+                await within(resource.close(), f"closing {type(resource).__name__}")
         return self.stats
 
     def _deliver_to(self, role: Role) -> Callable[[IncomingMessage], Awaitable[None]]:
@@ -213,20 +214,28 @@ class DeliveryLoop:
         return not self._in_flight
 
     async def _shutdown(self, consumers: list[tuple[Queue, str]]) -> None:
-        """Stop taking work, let in-flight deliveries finish by the deadline, requeue the rest."""
-        for queue, tag in consumers:
-            try:
-                await queue.cancel(tag)
-            except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
-                log.warning("could not cancel consumer on %s: %s", queue.name, exc)
+        """Stop taking work, let in-flight deliveries finish by the deadline, requeue the rest.
+
+        Every step is bounded (`spectask.runtime.shutdown`): with the broker gone, cancelling
+        a consumer waits for a reconnect that may never come.
+        """
+        deadline = time.monotonic() + self._config.shutdown_timeout
+        if consumers:
+            await within(
+                asyncio.gather(*(queue.cancel(tag) for queue, tag in consumers)),
+                "cancelling the consumers",
+                min(CLOSE_STEP_SECONDS, self._config.shutdown_timeout),
+            )
         if not self._in_flight:
             return
-        _, pending = await asyncio.wait(set(self._in_flight), timeout=self._config.shutdown_timeout)
+        _, pending = await asyncio.wait(
+            set(self._in_flight), timeout=max(0.0, deadline - time.monotonic())
+        )
         if pending:
             log.warning("%d tasks still running at shutdown; requeueing them", len(pending))
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await within(asyncio.gather(*pending, return_exceptions=True), "requeueing them")
 
     async def _on_message(
         self, message: IncomingMessage, role: Role, salvage: Salvage | None = None
