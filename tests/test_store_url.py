@@ -129,7 +129,7 @@ async def test_a_store_says_at_open_which_file_it_uses(
     from spectask.store import open_store
 
     monkeypatch.chdir(tmp_path)
-    with caplog.at_level(logging.INFO, logger="spectask.store"):
+    with caplog.at_level(logging.INFO, logger="spectask.store.factory"):
         store = await open_store("sqlite:///.spectask/tasks.db")
         await store.close()
     assert f"task store: SQLite {tmp_path / '.spectask' / 'tasks.db'}" in caplog.text

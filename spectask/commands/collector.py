@@ -29,7 +29,7 @@ from spectask.runtime.context import TaskContext
 from spectask.signals import stop_on_signals
 from spectask.store import open_store
 
-log = logging.getLogger("spectask.collector")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

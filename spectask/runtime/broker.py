@@ -44,7 +44,7 @@ QUORUM_SINCE = (3, 8)
 QUORUM_PRIORITIES_SINCE = (4, 0)
 Version = tuple[int, ...]
 
-log = logging.getLogger("spectask.broker")
+log = logging.getLogger(__name__)
 
 
 def redact_url(url: str) -> str:

@@ -59,6 +59,11 @@ class RuntimeConfig(BaseSettings):
         description="How long a starting worker may take to read the cancellation stream "
         "before it takes tasks (it then starts anyway, with a warning).",
     )
+    log_tasks: bool = Field(
+        default=True,
+        description="One INFO line per task a worker finishes (id, type, attempt, duration, "
+        "outcome); retries and failures are logged either way.",
+    )
     isolation: Literal["process", "thread"] = Field(
         default="process",
         description="Where sync handlers run: a pool of processes (a time limit stops the "

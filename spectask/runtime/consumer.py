@@ -50,7 +50,7 @@ from spectask.runtime.shutdown import CLOSE_STEP_SECONDS, within
 from spectask.runtime.topology import ReceiveRoute
 from spectask.runtime.transport import IncomingMessage, Queue
 
-log = logging.getLogger("spectask.worker")
+log = logging.getLogger(__name__)
 
 IDLE_CHECK_SECONDS = 0.2
 BURST_IDLE_SECONDS = 0.3
@@ -148,8 +148,10 @@ class DeliveryLoop:
         stats: WorkerStats,
         backoff: Backoff,
         resources: Sequence[Resource] = (),
+        name: str | None = None,
     ) -> None:
         self._broker = broker
+        self._name = name or f"worker {worker_id}"  # how its log lines name the process
         self._config = broker.config
         self._worker_id = worker_id
         self._roles = roles
@@ -174,7 +176,7 @@ class DeliveryLoop:
                     queue = await channel.get_queue(name, ensure=True)
                     tag = await queue.consume(self._deliver_to(self._roles[name]), no_ack=False)
                     consumers.append((queue, tag))
-                log.info("worker %s consuming %s", self._worker_id, ", ".join(sorted(self._roles)))
+                log.info("%s consuming %s", self._name, ", ".join(sorted(self._roles)))
                 await self._wait(stop, burst)
             finally:
                 await self._shutdown(consumers)

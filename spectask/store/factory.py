@@ -19,7 +19,7 @@ from spectask.store.url import (
     store_url_from_env,
 )
 
-log = logging.getLogger("spectask.store")
+log = logging.getLogger(__name__)
 
 
 async def open_store(url: str | None = None) -> TaskStore:
