@@ -16,7 +16,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,12 +26,11 @@ import pytest
 from spectask.devbroker import LocalNode
 from spectask.runtime.shutdown import CLOSE_GRACE_SECONDS
 from tests.brokers import require_rabbitmq_installed, throwaway_node
+from tests.process_support import WAIT, Command
 from tests.slow_app import MARKER_VARIABLE
 
-ROOT = Path(__file__).resolve().parents[1]
 SHUTDOWN_TIMEOUT = 2.0
 BOUND = SHUTDOWN_TIMEOUT + CLOSE_GRACE_SECONDS + 1.0
-WAIT = 60.0
 LOST = "lost the connection to RabbitMQ"
 RECONNECTED = re.compile(r"reconnected to RabbitMQ at \S+ after (\d+\.\d)s")
 pytestmark = pytest.mark.timeout(300)
@@ -51,59 +49,20 @@ def up(node: LocalNode) -> LocalNode:
     return node
 
 
-class Command:
-    """`python -m spectask.cli ARGS` as a child process, its stdout and stderr in one file."""
-
-    def __init__(self, tmp_path: Path, name: str, *args: str, **env: str) -> None:
-        self.log_path = tmp_path / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "spectask.cli", *args],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "PYTHONUNBUFFERED": "1",
-                "SPECTASK_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT),
-                "STORE_URL": f"sqlite:///{tmp_path / 'tasks.db'}",
-                **env,
-            },
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, text: str | re.Pattern[str], timeout: float = WAIT) -> str:
-        """Wait until the output contains `text` (a string or a pattern); the output."""
-        deadline = time.monotonic() + timeout
-        while True:
-            out = self.output()
-            found = bool(text.search(out)) if isinstance(text, re.Pattern) else text in out
-            if found:
-                return out
-            assert self.process.poll() is None, f"exited early ({self.process.returncode}):\n{out}"
-            assert time.monotonic() < deadline, f"no {text!r} within {timeout}s:\n{out}"
-            time.sleep(0.05)
-
-    def signal_and_time(self, signum: int = signal.SIGTERM) -> tuple[int, float]:
-        """Send `signum`; the exit code and the seconds it took (killed past WAIT)."""
-        started = time.monotonic()
-        self.process.send_signal(signum)
-        try:
-            code = self.process.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            pytest.fail(f"still running {WAIT:g}s after {signum}:\n{self.output()}")
-        self._log.close()
-        return code, time.monotonic() - started
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self._log.close()
+def started(tmp_path: Path, name: str, *args: str, **env: str) -> Command:
+    """A command with this module's shutdown timeout and a store of the test's own."""
+    return Command(
+        tmp_path,
+        name,
+        *args,
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "SPECTASK_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT),
+            "STORE_URL": f"sqlite:///{tmp_path / 'tasks.db'}",
+            **env,
+        },
+    )
 
 
 @pytest.fixture
@@ -124,8 +83,8 @@ def test_sigterm_stops_a_worker_and_a_collector_while_the_broker_is_down(
 ) -> None:
     """The 63.8 s (and 14 min under `timeout 40`) of issue 9 item 9: cancelling the consumers
     over a reconnecting connection waited forever."""
-    worker = Command(tmp_path, "worker", "worker", "w1", AMQP_URL=up.url)
-    collector = Command(tmp_path, "collector", "collect", AMQP_URL=up.url)
+    worker = started(tmp_path, "worker", "worker", "w1", AMQP_URL=up.url)
+    collector = started(tmp_path, "collector", "collect", AMQP_URL=up.url)
     commands += [worker, collector]
     worker.wait_for("consuming")
     collector.wait_for("consuming")
@@ -146,7 +105,7 @@ def test_a_lost_broker_is_one_line_and_its_return_another(
     up: LocalNode, tmp_path: Path, commands: list[Command]
 ) -> None:
     """Before: raw aiormq tracebacks, three lines every 5 s while down, nothing once back."""
-    worker = Command(tmp_path, "worker", "worker", "w1", AMQP_URL=up.url)
+    worker = started(tmp_path, "worker", "worker", "w1", AMQP_URL=up.url)
     commands.append(worker)
     worker.wait_for("consuming")
     up.stop()
@@ -203,7 +162,7 @@ def test_sigterm_while_never_connected(
     """A broker that accepts but never answers held the process for SPECTASK_CONNECT_TIMEOUT."""
     listener = SilentListener()
     try:
-        command = Command(
+        command = started(
             tmp_path,
             args[0],
             *args,
@@ -233,10 +192,10 @@ def test_sigterm_stops_a_worker_stuck_in_a_handler_with_the_broker_down(
         MARKER_VARIABLE: str(marker),
         "SPECTASK_APP": "tests.slow_app:app",
     }
-    worker = Command(tmp_path, "worker", "worker", "w1", "--types", "data_analysis", **env)
+    worker = started(tmp_path, "worker", "worker", "w1", "--types", "data_analysis", **env)
     commands.append(worker)
     worker.wait_for("consuming")
-    produce = Command(
+    produce = started(
         tmp_path,
         "produce",
         "produce",
@@ -287,7 +246,7 @@ def test_short_lived_commands_stop_within_the_timeout_while_the_broker_is_down(
     commands: list[Command],
 ) -> None:
     """No collector answers, the broker goes away mid-wait: a signal still ends the command."""
-    command = Command(tmp_path, args[0], *args, AMQP_URL=up.url, SPECTASK_CONNECT_TIMEOUT="120")
+    command = started(tmp_path, args[0], *args, AMQP_URL=up.url, SPECTASK_CONNECT_TIMEOUT="120")
     commands.append(command)
     if args[0] == "produce":
         command.wait_for("all confirmed by the broker")

@@ -8,16 +8,14 @@ directory, the user's data directory pointed at the test's (XDG_DATA_HOME).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-WAIT = 60.0
+from tests.process_support import ROOT, Command
+
 pytestmark = pytest.mark.timeout(240)
 
 
@@ -44,32 +42,6 @@ def run(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProce
     )
 
 
-class Collector:
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.log_path = cwd / "collector.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "spectask.cli", "collect"],
-            cwd=cwd,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_for(self, text: str) -> str:
-        deadline = time.monotonic() + WAIT
-        while text not in (out := self.log_path.read_text(errors="replace")):
-            assert self.process.poll() is None, out
-            assert time.monotonic() < deadline, out
-            time.sleep(0.05)
-        return out
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=WAIT)
-        self._log.close()
-
-
 def test_collectors_in_different_directories_and_status_agree(
     amqp_url: str, tmp_path: Path
 ) -> None:
@@ -79,7 +51,7 @@ def test_collectors_in_different_directories_and_status_agree(
     second_dir.mkdir()
     expected = tmp_path / "data" / "spectask" / "tasks.db"
 
-    first = Collector(env, first_dir)
+    first = Command(first_dir, "collector", "collect", env=env, cwd=first_dir)
     try:
         out = first.wait_for("consuming")
         assert f"task store: SQLite {expected} " in out, out
@@ -93,9 +65,9 @@ def test_collectors_in_different_directories_and_status_agree(
         assert worked.returncode == 0, worked.stderr
         first.wait_for(f"succeeded {task_id}")
     finally:
-        first.stop()
+        first.signal_and_time()
 
-    second = Collector(env, second_dir)
+    second = Command(second_dir, "collector", "collect", env=env, cwd=second_dir)
     try:
         out = second.wait_for("consuming")
         assert f"task store: SQLite {expected} " in out, out
@@ -103,5 +75,5 @@ def test_collectors_in_different_directories_and_status_agree(
         assert status.returncode == 0, status.stderr
         assert '"state": "SUCCEEDED"' in status.stdout, status.stdout
     finally:
-        second.stop()
+        second.signal_and_time()
     assert not (first_dir / ".spectask").exists() and not (second_dir / ".spectask").exists()

@@ -31,7 +31,10 @@ class RuntimeConfig(BaseSettings):
     heartbeat: int = Field(default=30, ge=0, le=3600, description="AMQP heartbeat (seconds).")
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to reach the broker.")
     shutdown_timeout: float = Field(
-        default=30.0, ge=0, description="Seconds in-flight tasks get to finish on SIGTERM."
+        default=30.0,
+        ge=0,
+        description="Seconds in-flight tasks get to finish on SIGTERM; the process exits "
+        "within this plus spectask.runtime.shutdown.CLOSE_GRACE_SECONDS, broker up or not.",
     )
     max_message_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1, description="Larger task bodies are dead-lettered."
