@@ -46,7 +46,7 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.context import NO_SIGNALS, Signals, TaskContext
 from spectask.runtime.headers import attempt_of
 from spectask.runtime.publisher import OutgoingMessage, Publisher
-from spectask.runtime.shutdown import CLOSE_STEP_SECONDS, within
+from spectask.runtime.shutdown import within
 from spectask.runtime.topology import ReceiveRoute
 from spectask.runtime.transport import IncomingMessage, Queue
 
@@ -226,7 +226,6 @@ class DeliveryLoop:
             await within(
                 asyncio.gather(*(queue.cancel(tag) for queue, tag in consumers)),
                 "cancelling the consumers",
-                min(CLOSE_STEP_SECONDS, self._config.shutdown_timeout),
             )
         if not self._in_flight:
             return
