@@ -46,16 +46,23 @@ NEEDS_APP = frozenset({"worker", "produce", "collect", "dlq", "status", "result"
 SERVICES = frozenset({"worker", "collect"})
 
 
-def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, ModuleType | None]:
-    parser = argparse.ArgumentParser(prog="spectask", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"spectask {__version__}")
+def add_logging_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """-v, --log-level, --log-format: before the command or after it (`main-worker.py w1 -v`).
+
+    The command's copies default to SUPPRESS, so they never undo the ones given before it.
+    """
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="spectask's debug lines (--log-level DEBUG)"
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=False if default is None else default,
+        help="spectask's debug lines (--log-level DEBUG)",
     )
     parser.add_argument(
         "--log-level",
         type=str.upper,
         choices=LEVELS,
+        default=default,
         help="spectask's log level (default: $SPECTASK_LOG_LEVEL, else INFO); third-party "
         "libraries stay quiet",
     )
@@ -63,8 +70,15 @@ def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, ModuleTy
         "--log-format",
         type=str.lower,
         choices=FORMATS,
+        default=default,
         help="text, or json: one JSON object per line (default: $SPECTASK_LOG_FORMAT, else text)",
     )
+
+
+def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, ModuleType | None]:
+    parser = argparse.ArgumentParser(prog="spectask", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"spectask {__version__}")
+    add_logging_options(parser, default=None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("generate", help="write typed clients from spec/ into generated/")
     sub.add_parser("broker", help="find or start a RabbitMQ broker (ensure | status | stop)")
@@ -72,6 +86,7 @@ def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, ModuleTy
     module = None
     for name, (module_name, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text)
+        add_logging_options(command_parser, default=argparse.SUPPRESS)
         if name in NEEDS_APP:
             command_parser.add_argument(
                 "--app",

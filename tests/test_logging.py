@@ -80,9 +80,10 @@ def test_task_outcome_lines_can_be_turned_off(amqp_url: str) -> None:
 
 
 def test_log_level_warning_hides_info(amqp_url: str) -> None:
+    """After the command too: `main-worker.py w1 --log-level warning` puts it there."""
     submit_one(amqp_url)
     done = spectask(
-        "--log-level", "warning", "worker", "w1", "--types", "data_analysis", "--burst",
+        "worker", "w1", "--types", "data_analysis", "--burst", "--log-level", "warning",
         AMQP_URL=amqp_url,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
