@@ -18,7 +18,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,10 +27,10 @@ from spectask.devbroker import LocalNode
 from spectask.runtime.shutdown import CLOSE_GRACE_SECONDS
 from tests.brokers import require_rabbitmq_installed, throwaway_node
 from tests.process_support import WAIT, Command
-from tests.slow_app import MARKER_VARIABLE
+from tests.slow_app import MARKER_VARIABLE, RELEASE_VARIABLE
 
 SHUTDOWN_TIMEOUT = 2.0
-BOUND = SHUTDOWN_TIMEOUT + CLOSE_GRACE_SECONDS + 1.0
+BOUND = SHUTDOWN_TIMEOUT + CLOSE_GRACE_SECONDS + 2.0
 LOST = "lost the connection to RabbitMQ"
 RECONNECTED = re.compile(r"reconnected to RabbitMQ at \S+ after (\d+\.\d)s")
 pytestmark = pytest.mark.timeout(300)
@@ -181,36 +181,43 @@ def test_sigterm_while_never_connected(
     no_library_noise(out)
 
 
-def test_sigterm_stops_a_worker_stuck_in_a_handler_with_the_broker_down(
-    up: LocalNode, tmp_path: Path, commands: list[Command]
-) -> None:
-    """A handler thread that never returns cannot be interrupted: the deadline ends the process."""
+def stuck_worker(
+    node: LocalNode, tmp_path: Path, commands: list[Command], **env: str
+) -> tuple[Command, Path]:
+    """A worker of the slow app in its handler (a thread), and the handler's marker file."""
     marker = tmp_path / "handler-started"
     env = {
-        "AMQP_URL": up.url,
+        "AMQP_URL": node.url,
         "SPECTASK_ISOLATION": "thread",
         MARKER_VARIABLE: str(marker),
         "SPECTASK_APP": "tests.slow_app:app",
+        **env,
     }
     worker = started(tmp_path, "worker", "worker", "w1", "--types", "data_analysis", **env)
     commands.append(worker)
     worker.wait_for("consuming")
     produce = started(
-        tmp_path,
-        "produce",
-        "produce",
-        "--task",
-        "data_analysis.statistics",
-        "--params",
-        '{"values": [1, 2, 3]}',
-        **env,
-    )
+        tmp_path, "produce", "produce", "--task", "data_analysis.statistics",
+        "--params", '{"values": [1, 2, 3]}', **env,
+    )  # fmt: skip
     commands.append(produce)
     assert produce.process.wait(timeout=WAIT) == 0, produce.output()
+    wait_until(marker.exists, worker)
+    return worker, marker
+
+
+def wait_until(condition: Callable[[], bool], command: Command) -> None:
     deadline = time.monotonic() + WAIT
-    while not marker.exists():
-        assert time.monotonic() < deadline, worker.output()
+    while not condition():
+        assert time.monotonic() < deadline, command.output()
         time.sleep(0.05)
+
+
+def test_sigterm_stops_a_worker_stuck_in_a_handler_with_the_broker_down(
+    up: LocalNode, tmp_path: Path, commands: list[Command]
+) -> None:
+    """A handler thread that never returns cannot be interrupted: the deadline ends the process."""
+    worker, _ = stuck_worker(up, tmp_path, commands)
     up.stop()
     worker.wait_for(LOST)
     code, seconds = worker.signal_and_time()
@@ -218,6 +225,26 @@ def test_sigterm_stops_a_worker_stuck_in_a_handler_with_the_broker_down(
     assert seconds < BOUND, f"took {seconds:.1f}s:\n{out}"
     assert code != 0, out  # it did not finish its work: not a clean exit
     assert "worker w1: not stopped" in out and "exiting now" in out, out
+
+
+def test_sigterm_stops_a_worker_publishing_to_a_broker_that_is_gone(
+    up: LocalNode, tmp_path: Path, commands: list[Command]
+) -> None:
+    """The handler returns after the broker went away: its outcome's publish has nowhere to go,
+    and the stop must not wait for a confirm that never comes."""
+    release = tmp_path / "release"
+    worker, _ = stuck_worker(up, tmp_path, commands, **{RELEASE_VARIABLE: str(release)})
+    up.stop()
+    worker.wait_for(LOST)
+    release.write_text("go")
+    returned = tmp_path / "release.returned"
+    wait_until(returned.exists, worker)  # the handler returned: now its outcome is published
+    code, seconds = worker.signal_and_time()
+    out = worker.output()
+    assert seconds < BOUND, f"took {seconds:.1f}s:\n{out}"
+    assert code == 0, out
+    assert "worker w1: " in out.splitlines()[-1], out
+    no_library_noise(out)
 
 
 @pytest.mark.parametrize(
@@ -255,13 +282,21 @@ def test_short_lived_commands_stop_within_the_timeout_while_the_broker_is_down(
         while not _connected(up, "spectask-status"):
             assert time.monotonic() < deadline, command.output()
             time.sleep(0.2)
-    up.stop()
-    code, seconds = command.signal_and_time(signum)
+    # The signal comes as soon as the connection is lost, while the status call in flight
+    # still has seconds to wait (with no collector, `produce --wait` gives up by itself
+    # its 5 s status-call timeout later).
+    stopping = threading.Thread(target=up.stop)
+    stopping.start()
+    try:
+        command.wait_for(LOST)
+        code, seconds = command.signal_and_time(signum)
+    finally:
+        stopping.join()
     out = command.output()
+    no_library_noise(out)
     assert seconds < BOUND, f"took {seconds:.1f}s:\n{out}"
     assert code == 128 + signum, out
     assert f"spectask {args[0]}: {signal.Signals(signum).name}, stopping" in out, out
-    no_library_noise(out)
 
 
 def _connected(node: LocalNode, connection_name: str) -> bool:
