@@ -52,7 +52,7 @@ from spectask.runtime.outcomes import Failure, Outcomes, error_info, summarize
 from spectask.runtime.topology import ReceiveRoute, SendRoute
 from spectask.runtime.transport import IncomingMessage
 
-log = logging.getLogger("spectask.worker")
+log = logging.getLogger(__name__)
 
 JSON = "application/json"
 

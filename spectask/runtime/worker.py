@@ -157,6 +157,7 @@ def _service(
         dead_letter_route=dead_letter_route,
         result_route=result_route,
         event_route=event_route,
+        log_tasks=config.log_tasks,
     )
     by_queue: dict[str, list[ReceiveRoute]] = {}
     for route in routes:
@@ -201,4 +202,5 @@ def _service(
         stats=stats,
         backoff=backoff,
         resources=(attempts,),
+        name=worker_id if isinstance(outcomes, CollectorOutcomes) else f"worker {worker_id}",
     )
