@@ -47,6 +47,13 @@ class RuntimeConfig(BaseSettings):
         description="Send a task's `started` event once it has run this long (0: at once); "
         "shorter tasks go from QUEUED straight to their result, saving a publish each.",
     )
+    heartbeat_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between a worker's WorkerHeartbeats (one publish per worker, "
+        "never per task); watchers count a worker lost after three missed ones.",
+    )
     progress_interval: float = Field(
         default=0.5,
         ge=0,
