@@ -54,6 +54,12 @@ class RuntimeConfig(BaseSettings):
         description="Seconds between a worker's WorkerHeartbeats (one publish per worker, "
         "never per task); watchers count a worker lost after three missed ones.",
     )
+    management_url: str | None = Field(
+        default=None,
+        description="RabbitMQ management HTTP API (http://user:pass@host:15672) for queue "
+        "rates and unacked counts; unset: tried at AMQP_URL's host on port 15672 with its "
+        "credentials, else queue views use passive declarations (ready and consumers only).",
+    )
     progress_interval: float = Field(
         default=0.5,
         ge=0,

@@ -185,15 +185,23 @@ class PostgresTaskStore:
         counts.update({from_storage_code(row["state"]): int(row["n"]) for row in found})
         return counts
 
+    async def counts_by_type(self) -> dict[str, dict[TaskState, int]]:
+        sql = "SELECT message_type, state, COUNT(*) AS n FROM tasks GROUP BY message_type, state"
+        found = await self._fetch(sql, {})
+        return rows.type_counts([(r["message_type"], r["state"], r["n"]) for r in found])
+
     async def list(
         self,
         state: TaskState | None = None,
         message_type: str | None = None,
         limit: int = DEFAULT_LIST_LIMIT,
         offset: int = 0,
+        id_prefix: str | None = None,
     ) -> builtins.list[TaskRecord]:
         rows.check_page(limit, offset)
         clauses = []
+        if id_prefix:
+            clauses.append("task_id >= %(prefix)s AND left(task_id, %(length)s) = %(prefix)s")
         if state is not None:
             clauses.append("state = %(state)s")
         if message_type is not None:
@@ -208,6 +216,8 @@ class PostgresTaskStore:
             "type": message_type,
             "limit": limit,
             "offset": offset,
+            "prefix": id_prefix,
+            "length": len(id_prefix or ""),
         }
         return [rows.from_row(found) for found in await self._fetch(sql, params)]
 

@@ -55,8 +55,17 @@ class TaskStore(Protocol):
         message_type: str | None = None,
         limit: int = DEFAULT_LIST_LIMIT,
         offset: int = 0,
+        id_prefix: str | None = None,
     ) -> builtins.list[TaskRecord]:
-        """Records, most recently updated first (then by task id, descending), filtered."""
+        """Records, most recently updated first (then by task id, descending), filtered.
+
+        `id_prefix` keeps the ids that start with it: a batch (`produce --batch B` names its
+        tasks B-<n>) or the start of an id someone is searching for.
+        """
+        ...
+
+    async def counts_by_type(self) -> dict[str, dict[TaskState, int]]:
+        """How many tasks of each message type are in each state ('' for an unknown type)."""
         ...
 
     async def close(self) -> None:
