@@ -185,6 +185,14 @@ class PostgresTaskStore:
         counts.update({from_storage_code(row["state"]): int(row["n"]) for row in found})
         return counts
 
+    async def changed_since(
+        self, after: datetime, limit: int = DEFAULT_LIST_LIMIT
+    ) -> builtins.list[TaskRecord]:
+        rows.check_page(limit, 0)
+        sql = f"{_SELECT} WHERE updated_at > %(after)s ORDER BY updated_at, task_id LIMIT %(limit)s"
+        found = await self._fetch(sql, {"after": after, "limit": limit})
+        return [rows.from_row(row) for row in found]
+
     async def counts_by_type(self) -> dict[str, dict[TaskState, int]]:
         sql = "SELECT message_type, state, COUNT(*) AS n FROM tasks GROUP BY message_type, state"
         found = await self._fetch(sql, {})

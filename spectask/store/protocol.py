@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Protocol
 
 from spectask.protocol import models
@@ -61,6 +62,16 @@ class TaskStore(Protocol):
 
         `id_prefix` keeps the ids that start with it: a batch (`produce --batch B` names its
         tasks B-<n>) or the start of an id someone is searching for.
+        """
+        ...
+
+    async def changed_since(
+        self, after: datetime, limit: int = DEFAULT_LIST_LIMIT
+    ) -> builtins.list[TaskRecord]:
+        """Records the store changed after `after` (its own clock), oldest change first.
+
+        A follower (the dashboard) passes the last `updated_at` it saw to read each change
+        once, through the updated_at index, instead of scanning the table every second.
         """
         ...
 

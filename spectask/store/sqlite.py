@@ -198,6 +198,13 @@ class SqliteTaskStore:
     async def counts_by_state(self, message_type: str | None = None) -> dict[TaskState, int]:
         return await self._run(self._counts_sync, message_type)
 
+    async def changed_since(
+        self, after: datetime, limit: int = DEFAULT_LIST_LIMIT
+    ) -> builtins.list[TaskRecord]:
+        rows.check_page(limit, 0)
+        sql = f"{_SELECT} WHERE updated_at > ? ORDER BY updated_at, task_id LIMIT ?"
+        return await self._run(self._query, sql, (_encode_time(after), limit))
+
     def _type_counts_sync(self) -> dict[str, dict[TaskState, int]]:
         sql = "SELECT message_type, state, COUNT(*) FROM tasks GROUP BY message_type, state"
         return rows.type_counts(self._connection().execute(sql).fetchall())
