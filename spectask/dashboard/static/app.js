@@ -118,6 +118,7 @@ function lineChart(target, series, lines) {
     if (!points.length) continue;
     svg.append(s("polyline", { points: points.map(([i, v]) => `${x(i)},${y(v)}`).join(" "), fill: "none",
       stroke: line.color, "stroke-width": 1.6, "data-series": line.key }));
+    if (points.length < 3) points.forEach(([i, v]) => svg.append(s("circle", { cx: x(i), cy: y(v), r: 2.5, fill: line.color })));
   }
   lines.forEach((line, i) => svg.append(s("text", { x: width - 120 + i * 50, y: 12, fill: line.color }, line.key)));
   document.getElementById(target).replaceChildren(svg);
@@ -137,6 +138,8 @@ function renderSnapshot(data) {
   if (data.changed && data.changed.length && currentView() === "tasks" && Date.now() - lastListRefresh > 2000) {
     loadTasks();
   }
+  const shown = currentView() === "task" ? currentTaskId() : null;
+  if (shown && (data.changed || []).includes(shown)) loadTask(shown, true);
 }
 
 function connectLive() {
@@ -175,9 +178,13 @@ async function loadTasks() {
 
 function json(value) { return h("pre", {}, JSON.stringify(value, null, 2)); }
 
-async function loadTask(taskId) {
+function currentTaskId() { return decodeURIComponent(location.hash.split("/").slice(1).join("/")); }
+
+async function loadTask(taskId, quietly = false) {
   const target = document.getElementById("task-detail");
-  target.replaceChildren(h("p", { class: "note" }, "loading…"));
+  const note = document.getElementById("task-message");
+  const kept = quietly && note ? note.textContent : "";
+  if (!quietly) target.replaceChildren(h("p", { class: "note" }, "loading…"));
   let task;
   try { task = await api(`/api/tasks/${encodeURIComponent(taskId)}`); } catch (error) {
     target.replaceChildren(h("p", { class: "error" }, error.message));
@@ -188,10 +195,10 @@ async function loadTask(taskId) {
     onclick: async (event) => {
       event.target.disabled = true;
       try { await api(`/api/tasks/${encodeURIComponent(taskId)}/cancel`, { method: "POST" });
-        message.textContent = "cancellation requested"; setTimeout(() => loadTask(taskId), 800);
+        message.textContent = "cancellation requested";
       } catch (error) { message.textContent = error.message; }
     } }, "Cancel task");
-  const message = h("span", { id: "task-message", class: "note" });
+  const message = h("span", { id: "task-message", class: "note" }, kept);
   const fields = [["state", task.state], ["type", task.message_type], ["attempts", task.attempts], ["worker", task.worker_id],
     ["progress", task.progress !== undefined ? `${task.progress}% ${task.progress_message || ""}` : null],
     ["submitted", task.submitted_at], ["started", task.started_at], ["finished", task.finished_at], ["dead reason", task.dead_reason]];
@@ -438,7 +445,7 @@ function showView() {
   const view = currentView();
   document.querySelectorAll(".view").forEach((node) => node.classList.toggle("active", node.id === `view-${view}`));
   if (view === "tasks") loadTasks();
-  if (view === "task") loadTask(decodeURIComponent(location.hash.split("/").slice(1).join("/")));
+  if (view === "task") loadTask(currentTaskId());
   if (view === "dlq") loadDeadLetters();
   if (view === "topology") loadTopology().catch((error) => { document.getElementById("topology-diagram").textContent = error.message; });
   if (view === "submit" && !operations.length) loadOperations().catch((error) => { document.getElementById("submit-result").textContent = error.message; });
