@@ -15,7 +15,7 @@ BROKER := $(PY) -m spectask.devbroker ensure | tail -n 1
 ARGS ?=
 
 .PHONY: help venv install generate protocol broker broker-stop worker1 worker2 worker3 producer \
-        collector dashboard browser test-workqueue test test-fast demo bench lint clean
+        collector dashboard bench-dashboard browser test-workqueue test test-fast demo bench lint clean
 
 help:
 	@echo "make demo            collector + 3 workers + a mixed batch on a real broker, then a summary"
@@ -24,6 +24,7 @@ help:
 	@echo "make broker          find or start a RabbitMQ broker and print its URL"
 	@echo "make worker1|worker2|worker3 / producer / collector   run one process (ARGS=... for options)"
 	@echo "make dashboard       the live dashboard on http://127.0.0.1:8077/ (and /metrics)"
+	@echo "make bench-dashboard the dashboard's API timed on 1,000,000 stored tasks"
 	@echo "make test-fast       the behaviour tests on the in-memory transport only (seconds, no broker)"
 	@echo "make test-workqueue  the work-queue acceptance test"
 	@echo "make bench           throughput and latency, side by side with raw aio-pika"
@@ -68,6 +69,10 @@ collector: $(GENERATED)
 
 dashboard: $(GENERATED)
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) main-dashboard.py $(ARGS)
+
+# the dashboard's API on 1,000,000 generated records in SQLite and PostgreSQL (README: Scale)
+bench-dashboard: $(GENERATED)
+	url=$$($(BROKER)); AMQP_URL=$$url $(PY) bench/dashboard.py $(ARGS)
 
 # Debian's chromium for the dashboard's browser test (tests/test_dashboard_browser.py); as root
 # on Debian it is installed, elsewhere the test says what to install

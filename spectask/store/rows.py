@@ -109,3 +109,11 @@ def type_counts(found: Iterable[Sequence[Any]]) -> dict[str, dict[TaskState, int
         per_state = counts.setdefault(message_type or "", dict.fromkeys(STORED_STATES, 0))
         per_state[from_storage_code(state)] += int(count)
     return counts
+
+
+def prefix_end(prefix: str) -> str:
+    """The least string above every string that starts with `prefix` (code point order)."""
+    last = ord(prefix[-1])
+    if last >= 0x10FFFF:
+        return prefix + "\U0010ffff"  # no successor: every prefixed id stays below it anyway
+    return prefix[:-1] + chr(last + 1)
