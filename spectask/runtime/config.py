@@ -60,6 +60,14 @@ class RuntimeConfig(BaseSettings):
         "rates and unacked counts; unset: tried at AMQP_URL's host on port 15672 with its "
         "credentials, else queue views use passive declarations (ready and consumers only).",
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve this worker's Prometheus /metrics on this port (off when unset; "
+        "127.0.0.1 unless SPECTASK_METRICS_HOST says otherwise).",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of /metrics.")
     progress_interval: float = Field(
         default=0.5,
         ge=0,

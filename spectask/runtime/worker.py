@@ -31,6 +31,7 @@ from spectask.runtime.consumer import Backoff, DeliveryLoop, Resource, Role, Wor
 from spectask.runtime.context import TaskContext
 from spectask.runtime.execution import Handler, HandlerResult, HandlerRunner
 from spectask.runtime.heartbeat import Heartbeat
+from spectask.runtime.metrics import WorkerMetrics
 from spectask.runtime.outcomes import CollectorOutcomes, outcomes_for
 from spectask.runtime.responder import Responder
 from spectask.runtime.tap import TapRole
@@ -209,6 +210,12 @@ def _service(
             in_flight=lambda: loop.in_flight,
         )
         resources.append(heartbeat)
+        if config.metrics_port is not None:
+            resources.append(
+                WorkerMetrics(
+                    config, worker_id=worker_id, stats=stats, in_flight=lambda: loop.in_flight
+                )
+            )
     loop = DeliveryLoop(
         broker,
         worker_id=worker_id,
