@@ -111,9 +111,18 @@ def type_counts(found: Iterable[Sequence[Any]]) -> dict[str, dict[TaskState, int
     return counts
 
 
-def prefix_end(prefix: str) -> str:
-    """The least string above every string that starts with `prefix` (code point order)."""
-    last = ord(prefix[-1])
-    if last >= 0x10FFFF:
-        return prefix + "\U0010ffff"  # no successor: every prefixed id stays below it anyway
-    return prefix[:-1] + chr(last + 1)
+def prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix` (code point order);
+    None when there is none (the prefix is all U+10FFFF). Surrogates are skipped: no stored
+    text holds one (the stores replace them with U+FFFD)."""
+    stripped = prefix.rstrip(MAX_CHAR)
+    if not stripped:
+        return None
+    following = ord(stripped[-1]) + 1
+    if SURROGATES[0] <= following <= SURROGATES[1]:
+        following = SURROGATES[1] + 1
+    return stripped[:-1] + chr(following)
+
+
+MAX_CHAR = "\U0010ffff"
+SURROGATES = (0xD800, 0xDFFF)

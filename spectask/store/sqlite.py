@@ -258,8 +258,12 @@ def _filters(
     if id_prefix:
         # a closed range on the primary key (text compares by code point here) finds the
         # ids at once however old they are; substr is the exact test (LIKE ignores case)
-        clauses.append("task_id >= ? AND task_id < ? AND substr(task_id, 1, ?) = ?")
-        params.extend((id_prefix, rows.prefix_end(id_prefix), len(id_prefix), id_prefix))
+        clauses.append("task_id >= ? AND substr(task_id, 1, ?) = ?")
+        params.extend((id_prefix, len(id_prefix), id_prefix))
+        end = rows.prefix_end(id_prefix)
+        if end is not None:
+            clauses.append("task_id < ?")
+            params.append(end)
     if state is not None:
         clauses.append("state = ?")
         params.append(storage_code(state))
