@@ -209,7 +209,10 @@ class PostgresTaskStore:
         rows.check_page(limit, offset)
         clauses = []
         if id_prefix:
-            clauses.append("task_id >= %(prefix)s AND left(task_id, %(length)s) = %(prefix)s")
+            # byte-wise operators: the tasks_by_id_pattern index, whatever the collation
+            clauses.append("task_id ~>=~ %(prefix)s")
+            if rows.prefix_end(id_prefix) is not None:
+                clauses.append("task_id ~<~ %(end)s")
         if state is not None:
             clauses.append("state = %(state)s")
         if message_type is not None:
@@ -225,7 +228,7 @@ class PostgresTaskStore:
             "limit": limit,
             "offset": offset,
             "prefix": id_prefix,
-            "length": len(id_prefix or ""),
+            "end": rows.prefix_end(id_prefix) if id_prefix else None,
         }
         return [rows.from_row(found) for found in await self._fetch(sql, params)]
 
