@@ -160,6 +160,7 @@ def measure(base: str, task: str, repeat: int) -> dict[str, tuple[float, float]]
             assert status == 200, (path, status)
         times.sort()
         results[call] = (statistics.median(times), times[int(0.95 * (len(times) - 1))])
+        print(f"  ... {call}: p95 {results[call][1]:.1f} ms", flush=True)
     return results
 
 

@@ -17,17 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from spectask.protocol.names import (
-    ORIGIN_EXCHANGE_HEADER,
-    ORIGIN_QUEUE_HEADER,
-    ORIGIN_ROUTING_KEY_HEADER,
-    REASON_HEADER,
-)
 from tests.brokers import in_ci
 from tests.cli_support import spectask
 from tests.dashboard_support import DashboardProcess
 from tests.test_collectors_compete import CollectorProcess
-from tests.test_dashboard_http import STATISTICS, publish_raw_to
+from tests.test_dashboard_http import STATISTICS, publish_dead_letter
 from tests.workqueue_support import WorkerProcess, queue_depth, reset_topology, wait_ready
 
 pytestmark = pytest.mark.timeout(300)
@@ -153,15 +147,7 @@ async def test_the_dashboard_in_chromium(
 
         # replay a dead letter from the page and see it succeed
         good = f"dl-{uuid.uuid4().hex[:8]}"
-        headers = {
-            REASON_HEADER: "exception",
-            ORIGIN_QUEUE_HEADER: "tasks.data_analysis",
-            ORIGIN_EXCHANGE_HEADER: "tasks",
-            ORIGIN_ROUTING_KEY_HEADER: STATISTICS,
-        }
-        properties = {"message_id": good, "type": STATISTICS, "headers": headers}
-        body = json.dumps({"values": [4.0]}).encode()
-        await publish_raw_to(amqp_url, "dead_letter", "dead", [(body, properties)])
+        await publish_dead_letter(amqp_url, good, json.dumps({"values": [4.0]}).encode())
         await page.goto(dashboard.url + "/#dlq")
         await page.click("#dlq-refresh")
         await page.click(f'#dlq-groups tr[data-task="{good}"] .replay-one')

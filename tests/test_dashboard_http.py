@@ -197,26 +197,8 @@ async def test_dead_letters_replay_and_purge_through_the_api(
 ) -> None:
     dashboard = stack
     good = f"dl-{uuid.uuid4().hex[:8]}"
-    headers = {
-        REASON_HEADER: "exception",
-        ORIGIN_QUEUE_HEADER: "tasks.data_analysis",
-        ORIGIN_EXCHANGE_HEADER: "tasks",
-        ORIGIN_ROUTING_KEY_HEADER: STATISTICS,
-    }
-    body = json.dumps({"values": [3.0]}).encode()
-    props = {
-        "message_id": good,
-        "type": STATISTICS,
-        "headers": headers,
-        "content_type": "application/json",
-    }
-    await publish_raw_to(amqp_url, "dead_letter", "dead", [(body, props)])
-    broken = {
-        **props,
-        "message_id": "broken-1",
-        "headers": {**headers, REASON_HEADER: "undecodable"},
-    }
-    await publish_raw_to(amqp_url, "dead_letter", "dead", [(b"\xff not json", broken)])
+    await publish_dead_letter(amqp_url, good, json.dumps({"values": [3.0]}).encode())
+    await publish_dead_letter(amqp_url, "broken-1", b"\xff not json", reason="undecodable")
     status, letters = await asyncio.to_thread(dashboard.get, "/api/dead-letters")
     assert status == 200 and letters["total"] == 2
     assert sorted(letters["by_reason"]) == ["exception", "undecodable"]
@@ -265,3 +247,17 @@ async def publish_raw_to(
         target = await channel.get_exchange(exchange)
         for body, properties in messages:
             await target.publish(aio_pika.Message(body, **properties), routing_key=routing_key)
+
+
+async def publish_dead_letter(
+    url: str, task_id: str, body: bytes, *, reason: str = "exception"
+) -> None:
+    """A dead letter of a data_analysis.statistics task, as a worker would have sent it."""
+    headers = {
+        REASON_HEADER: reason,
+        ORIGIN_QUEUE_HEADER: "tasks.data_analysis",
+        ORIGIN_EXCHANGE_HEADER: "tasks",
+        ORIGIN_ROUTING_KEY_HEADER: STATISTICS,
+    }
+    properties = {"message_id": task_id, "type": STATISTICS, "headers": headers}
+    await publish_raw_to(url, "dead_letter", "dead", [(body, properties)])
