@@ -127,6 +127,7 @@ function lineChart(target, series, lines) {
 function renderSnapshot(data) {
   snapshot = data;
   renderCounts(data.counts || {});
+  document.getElementById("counts-note").textContent = data.counts_every > 1 ? `counted every ${data.counts_every} s (a large store)` : "";
   renderQueues(data.queues || {});
   renderWorkers(data.workers || []);
   lineChart("chart-throughput", data.history || [], [{ key: "per_second", color: "#2457c5" }]);
