@@ -15,7 +15,7 @@ BROKER := $(PY) -m spectask.devbroker ensure | tail -n 1
 ARGS ?=
 
 .PHONY: help venv install generate protocol broker broker-stop worker1 worker2 worker3 producer \
-        collector test-workqueue test test-fast demo bench lint clean
+        collector dashboard bench-dashboard browser test-workqueue test test-fast demo bench lint clean
 
 help:
 	@echo "make demo            collector + 3 workers + a mixed batch on a real broker, then a summary"
@@ -23,6 +23,8 @@ help:
 	@echo "make generate        write typed clients from spec/ into generated/"
 	@echo "make broker          find or start a RabbitMQ broker and print its URL"
 	@echo "make worker1|worker2|worker3 / producer / collector   run one process (ARGS=... for options)"
+	@echo "make dashboard       the live dashboard on http://127.0.0.1:8077/ (and /metrics)"
+	@echo "make bench-dashboard the dashboard's API timed on 1,000,000 stored tasks"
 	@echo "make test-fast       the behaviour tests on the in-memory transport only (seconds, no broker)"
 	@echo "make test-workqueue  the work-queue acceptance test"
 	@echo "make bench           throughput and latency, side by side with raw aio-pika"
@@ -65,6 +67,18 @@ producer: $(GENERATED)
 collector: $(GENERATED)
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) main-collector.py $(ARGS)
 
+dashboard: $(GENERATED)
+	url=$$($(BROKER)); AMQP_URL=$$url $(PY) main-dashboard.py $(ARGS)
+
+# the dashboard's API on 1,000,000 generated records in SQLite and PostgreSQL (README: Scale)
+bench-dashboard: $(GENERATED)
+	url=$$($(BROKER)); AMQP_URL=$$url $(PY) bench/dashboard.py $(ARGS)
+
+# Debian's chromium for the dashboard's browser test (tests/test_dashboard_browser.py); as root
+# on Debian it is installed, elsewhere the test says what to install
+browser:
+	tools/ensure-chromium.sh
+
 demo: $(GENERATED)
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) -m workloads.demo $(ARGS)
 
@@ -74,14 +88,15 @@ bench: $(GENERATED)
 lint: $(GENERATED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy spectask generated workloads bench main-producer.py main-worker.py main-collector.py
+	$(VENV)/bin/mypy spectask generated workloads bench main-producer.py main-worker.py main-collector.py \
+		main-dashboard.py
 
 # The suite starts its own throwaway node when rabbitmq-server is installed; the broker policy
 # runs first so a machine without one gets it installed (or a clear error), never skipped tests.
 test-workqueue: $(GENERATED)
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) -m pytest test_workqueue.py $(ARGS)
 
-test: lint
+test: lint browser
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) -m pytest $(ARGS)
 
 # The in-memory tier: every test marked `memory` (the behaviour tests' in-memory half and the

@@ -37,10 +37,16 @@ COMMANDS = {
     "status": ("spectask.commands.status", "the stored state of tasks (status RPC)"),
     "result": ("spectask.commands.result", "the stored result of one task (status RPC)"),
     "cancel": ("spectask.commands.cancel", "cancel queued, retrying or running tasks"),
+    "queues": ("spectask.commands.queues", "each spec queue's depth, consumers and rates"),
+    "tasks": ("spectask.commands.tasks", "recent tasks from the store, by batch, state, type"),
+    "workers": ("spectask.commands.workers", "workers online (or lost) from their heartbeats"),
+    "dashboard": ("spectask.commands.dashboard", "the live web dashboard (and /metrics)"),
 }
 
 
-NEEDS_APP = frozenset({"worker", "produce", "collect", "dlq", "status", "result", "cancel"})
+NEEDS_APP = frozenset(
+    {"worker", "produce", "collect", "dlq", "status", "result", "cancel", "queues", "dashboard"}
+)
 # services stop on a signal by draining (spectask.signals.stop_on_signals); the other commands
 # are cancelled, within the shutdown timeout (cancel_on_signals)
 SERVICES = frozenset({"worker", "collect"})

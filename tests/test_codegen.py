@@ -515,6 +515,7 @@ def test_topology_holds_the_whole_common_document(real_package: str) -> None:
         "results",
         "rpc",
         "tasks",
+        "workers",
     ]
     assert "tasks.image_processing" in [q.name for q in topology.TOPOLOGY.queues]
     assert topology.Priority.HIGH == 8

@@ -14,22 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_support import spectask
 from tests.workqueue_support import WorkerProcess, reset_topology, submit, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(180)
-
-
-def spectask(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "spectask.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.fixture

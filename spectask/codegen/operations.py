@@ -118,8 +118,11 @@ REPLY_LOCATION = "$message.header#/replyTo"
 RUNTIME = "x-spectask-runtime"
 # Operations the runtime carries out itself (`x-spectask-runtime: <kind>`), by action:
 # `cancellations` (receive): the worker reads the cancellation stream, no handler to register;
-# `status` (send with reply): the task status request; the client also gets `wait()` on it.
-RUNTIME_KINDS = {"cancellations": "receive", "status": "send"}
+# `status` (send with reply): the task status request; the client also gets `wait()` on it;
+# `heartbeat` (send): the worker's periodic WorkerHeartbeat, which may be transient.
+RUNTIME_KINDS = {"cancellations": "receive", "status": "send", "heartbeat": "send"}
+# runtime sends that carry news superseded by the next one, so deliveryMode 1 is allowed
+TRANSIENT_RUNTIME_KINDS = frozenset({"heartbeat"})
 
 
 def _runtime(op: Node, action: str, has_reply: bool, d: Diagnostics) -> tuple[bool, str | None]:
@@ -249,7 +252,8 @@ def parse_operations(
         message = _message(spec, op, channel, d) if channel else None
         replied, reply = _reply(spec, doc, op, channels, d)
         known_runtime, runtime = _runtime(op, action.value, reply is not None, d)
-        transient = op.child("reply") is not None  # a request may be transient
+        # a request may be transient, and so may news the next message supersedes
+        transient = op.child("reply") is not None or runtime in TRANSIENT_RUNTIME_KINDS
         key = _routing_key(spec, op, d, transient=transient) if action.value == "send" else ""
         if channel and channel.dynamic:
             d.error(

@@ -47,6 +47,9 @@ ARGUMENTS = {
         "a stream retention like 7D (Y, M, D, h, m or s)",
         "7D",
     ),
+    "x-stream-max-segment-size-bytes": Rule(
+        lambda v: is_int(v) and v >= 1, "bytes >= 1 (a stream's retention unit)", "1000000"
+    ),
     "x-delivery-limit": Rule(_count, "an integer >= 0", "5"),
     "x-single-active-consumer": Rule(lambda v: isinstance(v, bool), "true or false", "true"),
 }

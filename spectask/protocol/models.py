@@ -102,6 +102,39 @@ class EventKind(StrEnum):
     CANCELLED = "cancelled"
 
 
+TaskType = TypeAliasType("TaskType", Annotated[str, Field(max_length=200)])
+
+
+class WorkerHeartbeat(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    worker_id: Annotated[str, Field(max_length=200, min_length=1)]
+    host: Annotated[str, Field(max_length=255)]
+    pid: Annotated[int, Field(ge=0)]
+    task_types: Annotated[
+        list[TaskType],
+        Field(description="The task types (queues) this worker consumes.", max_length=1000),
+    ]
+    concurrency: Annotated[int, Field(description="Handlers it runs at once.", ge=1)]
+    prefetch: Annotated[int, Field(description="Unacked deliveries per consumer.", ge=1)]
+    in_flight: Annotated[int, Field(description="Deliveries it holds right now.", ge=0)]
+    processed: Annotated[int, Field(description="Attempts it finished since it started.", ge=0)]
+    failed: Annotated[
+        int, Field(description="Tasks that failed for good on it since it started.", ge=0)
+    ]
+    retried: Annotated[int | None, Field(ge=0)] = None
+    interval: Annotated[
+        float,
+        Field(
+            description="Seconds until its next heartbeat; a watcher counts it lost after three.",
+            gt=0.0,
+        ),
+    ]
+    started_at: AwareDatetime
+    at: AwareDatetime
+
+
 TaskId = TypeAliasType("TaskId", Annotated[str, Field(min_length=1)])
 
 

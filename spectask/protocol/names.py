@@ -23,6 +23,7 @@ STATUS_REQUEST_MESSAGE_TYPE: Final = "spectask.status_request"
 STATUS_REPLY_MESSAGE_TYPE: Final = "spectask.status_reply"
 TASK_COPY_MESSAGE_TYPE: Final = "spectask.task.*"
 DEAD_LETTER_COPY_MESSAGE_TYPE: Final = "spectask.dead_letter.*"
+HEARTBEAT_MESSAGE_TYPE: Final = "spectask.heartbeat"
 
 # headers of a task (components.schemas.TaskHeaders)
 ATTEMPT_HEADER: Final = "x-spectask-attempt"

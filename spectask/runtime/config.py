@@ -50,6 +50,27 @@ class RuntimeConfig(BaseSettings):
         description="Send a task's `started` event once it has run this long (0: at once); "
         "shorter tasks go from QUEUED straight to their result, saving a publish each.",
     )
+    heartbeat_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between a worker's WorkerHeartbeats (one publish per worker, "
+        "never per task); watchers count a worker lost after three missed ones.",
+    )
+    management_url: str | None = Field(
+        default=None,
+        description="RabbitMQ management HTTP API (http://user:pass@host:15672) for queue "
+        "rates and unacked counts; unset: tried at AMQP_URL's host on port 15672 with its "
+        "credentials, else queue views use passive declarations (ready and consumers only).",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve this worker's Prometheus /metrics on this port (off when unset; "
+        "127.0.0.1 unless SPECTASK_METRICS_HOST says otherwise).",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of /metrics.")
     progress_interval: float = Field(
         default=0.5,
         ge=0,

@@ -162,6 +162,11 @@ class DeliveryLoop:
         self._publisher: Publisher | None = None
         self.stats = stats
 
+    @property
+    def in_flight(self) -> int:
+        """Deliveries being handled right now (what a heartbeat reports)."""
+        return len(self._in_flight)
+
     async def run(self, *, stop: asyncio.Event, burst: bool = False) -> WorkerStats:
         self._publisher = await self._broker.publisher()
         started: list[Resource] = []

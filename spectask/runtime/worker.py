@@ -23,12 +23,15 @@ from spectask.errors import ConfigError, MissingHandlerError, SpectaskError
 from spectask.protocol.names import (
     DEAD_LETTER_MESSAGE_TYPE,
     EVENT_MESSAGE_TYPE,
+    HEARTBEAT_MESSAGE_TYPE,
     RESULT_MESSAGE_TYPE,
 )
 from spectask.runtime.broker import Broker
-from spectask.runtime.consumer import Backoff, DeliveryLoop, Role, WorkerStats
+from spectask.runtime.consumer import Backoff, DeliveryLoop, Resource, Role, WorkerStats
 from spectask.runtime.context import TaskContext
 from spectask.runtime.execution import Handler, HandlerResult, HandlerRunner
+from spectask.runtime.heartbeat import Heartbeat
+from spectask.runtime.metrics import WorkerMetrics
 from spectask.runtime.outcomes import CollectorOutcomes, outcomes_for
 from spectask.runtime.responder import Responder
 from spectask.runtime.tap import TapRole
@@ -122,6 +125,7 @@ async def run_worker(
         dead_letter_route=dead_letter_route,
         event_route=_send_route(send_routes, EVENT_MESSAGE_TYPE),
         cancel_route=cancel_route,
+        heartbeat_route=_send_route(send_routes, HEARTBEAT_MESSAGE_TYPE),
     )
     return await service.run(stop=stop or asyncio.Event(), burst=burst)
 
@@ -136,6 +140,7 @@ def _service(
     dead_letter_route: SendRoute,
     event_route: SendRoute | None,
     cancel_route: ReceiveRoute | None,
+    heartbeat_route: SendRoute | None = None,
 ) -> DeliveryLoop:
     """The delivery loop over `routes`' queues, each with its role (see the module docstring)."""
     config = broker.config
@@ -195,12 +200,30 @@ def _service(
             else:
                 role.serve(route, handlers[route.operation])
         roles[queue] = role
-    return DeliveryLoop(
+    resources: list[Resource] = [attempts]
+    if heartbeat_route is not None:  # a worker's spec has publishHeartbeat; a collector's not
+        heartbeat = Heartbeat(
+            broker,
+            heartbeat_route,
+            worker_id=worker_id,
+            task_types=[route.task_type for route in routes],
+            stats=stats,
+            in_flight=lambda: loop.in_flight,
+        )
+        resources.append(heartbeat)
+        if config.metrics_port is not None:
+            resources.append(
+                WorkerMetrics(
+                    config, worker_id=worker_id, stats=stats, in_flight=lambda: loop.in_flight
+                )
+            )
+    loop = DeliveryLoop(
         broker,
         worker_id=worker_id,
         roles=roles,
         stats=stats,
         backoff=backoff,
-        resources=(attempts,),
+        resources=resources,
         name=worker_id if isinstance(outcomes, CollectorOutcomes) else f"worker {worker_id}",
     )
+    return loop

@@ -94,12 +94,24 @@ _INDEXES_1 = (
     "CREATE INDEX tasks_by_type ON tasks (message_type, state, updated_at, task_id)",
 )
 
+# --- step 2: id-prefix search (batches, the dashboard's search box) -------------------------
+# PostgreSQL's primary key follows the database's collation, where a prefix is no range;
+# text_pattern_ops compares bytes (code points), so `~>=~ p AND ~<~ next(p)` is exact and
+# indexed. SQLite compares text by code point already: its primary key serves as is.
+_ID_PATTERN_POSTGRES_2 = "CREATE INDEX tasks_by_id_pattern ON tasks (task_id text_pattern_ops)"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
         description="tasks table and its listing indexes",
         sqlite=(_TASKS_SQLITE_1, *_INDEXES_1),
         postgres=(_TASKS_POSTGRES_1, *_INDEXES_1),
+    ),
+    Migration(
+        version=2,
+        description="task id prefix index (PostgreSQL text_pattern_ops)",
+        sqlite=(),
+        postgres=(_ID_PATTERN_POSTGRES_2,),
     ),
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Protocol
 
 from spectask.protocol import models
@@ -55,8 +56,27 @@ class TaskStore(Protocol):
         message_type: str | None = None,
         limit: int = DEFAULT_LIST_LIMIT,
         offset: int = 0,
+        id_prefix: str | None = None,
     ) -> builtins.list[TaskRecord]:
-        """Records, most recently updated first (then by task id, descending), filtered."""
+        """Records, most recently updated first (then by task id, descending), filtered.
+
+        `id_prefix` keeps the ids that start with it: a batch (`produce --batch B` names its
+        tasks B-<n>) or the start of an id someone is searching for.
+        """
+        ...
+
+    async def changed_since(
+        self, after: datetime, limit: int = DEFAULT_LIST_LIMIT
+    ) -> builtins.list[TaskRecord]:
+        """Records the store changed after `after` (its own clock), oldest change first.
+
+        A follower (the dashboard) passes the last `updated_at` it saw to read each change
+        once, through the updated_at index, instead of scanning the table every second.
+        """
+        ...
+
+    async def counts_by_type(self) -> dict[str, dict[TaskState, int]]:
+        """How many tasks of each message type are in each state ('' for an unknown type)."""
         ...
 
     async def close(self) -> None:

@@ -6,13 +6,13 @@ stores (SQLite: ISO 8601 text and JSON text; PostgreSQL: timestamptz and jsonb).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from spectask.store.observations import as_utc
 from spectask.store.records import ErrorDetail, TaskRecord
-from spectask.store.states import from_storage_code, storage_code
+from spectask.store.states import STORED_STATES, TaskState, from_storage_code, storage_code
 
 COLUMNS = (
     "task_id",
@@ -100,3 +100,29 @@ def check_page(limit: int, offset: int) -> None:
 def chunks(ids: list[str], size: int = ID_CHUNK) -> list[list[str]]:
     """Ids in groups small enough for one query each."""
     return [ids[start : start + size] for start in range(0, len(ids), size)]
+
+
+def type_counts(found: Iterable[Sequence[Any]]) -> dict[str, dict[TaskState, int]]:
+    """(message_type, state code, count) rows as {type: {state: n}}, every stored state present."""
+    counts: dict[str, dict[TaskState, int]] = {}
+    for message_type, state, count in found:
+        per_state = counts.setdefault(message_type or "", dict.fromkeys(STORED_STATES, 0))
+        per_state[from_storage_code(state)] += int(count)
+    return counts
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix` (code point order);
+    None when there is none (the prefix is all U+10FFFF). Surrogates are skipped: no stored
+    text holds one (the stores replace them with U+FFFD)."""
+    stripped = prefix.rstrip(MAX_CHAR)
+    if not stripped:
+        return None
+    following = ord(stripped[-1]) + 1
+    if SURROGATES[0] <= following <= SURROGATES[1]:
+        following = SURROGATES[1] + 1
+    return stripped[:-1] + chr(following)
+
+
+MAX_CHAR = "\U0010ffff"
+SURROGATES = (0xD800, 0xDFFF)

@@ -198,15 +198,30 @@ class SqliteTaskStore:
     async def counts_by_state(self, message_type: str | None = None) -> dict[TaskState, int]:
         return await self._run(self._counts_sync, message_type)
 
+    async def changed_since(
+        self, after: datetime, limit: int = DEFAULT_LIST_LIMIT
+    ) -> builtins.list[TaskRecord]:
+        rows.check_page(limit, 0)
+        sql = f"{_SELECT} WHERE updated_at > ? ORDER BY updated_at, task_id LIMIT ?"
+        return await self._run(self._query, sql, (_encode_time(after), limit))
+
+    def _type_counts_sync(self) -> dict[str, dict[TaskState, int]]:
+        sql = "SELECT message_type, state, COUNT(*) FROM tasks GROUP BY message_type, state"
+        return rows.type_counts(self._connection().execute(sql).fetchall())
+
+    async def counts_by_type(self) -> dict[str, dict[TaskState, int]]:
+        return await self._run(self._type_counts_sync)
+
     async def list(
         self,
         state: TaskState | None = None,
         message_type: str | None = None,
         limit: int = DEFAULT_LIST_LIMIT,
         offset: int = 0,
+        id_prefix: str | None = None,
     ) -> builtins.list[TaskRecord]:
         rows.check_page(limit, offset)
-        where, params = _filters(state, message_type)
+        where, params = _filters(state, message_type, id_prefix)
         sql = f"{_SELECT}{where} ORDER BY updated_at DESC, task_id DESC LIMIT ? OFFSET ?"
         return await self._run(self._query, sql, (*params, limit, offset))
 
@@ -235,8 +250,20 @@ class _transaction:
             self._conn.execute("ROLLBACK")
 
 
-def _filters(state: TaskState | None, message_type: str | None) -> tuple[str, tuple[str, ...]]:
-    clauses, params = [], []
+def _filters(
+    state: TaskState | None, message_type: str | None, id_prefix: str | None = None
+) -> tuple[str, tuple[str | int, ...]]:
+    clauses: list[str] = []
+    params: list[str | int] = []
+    if id_prefix:
+        # a closed range on the primary key (text compares by code point here) finds the
+        # ids at once however old they are; substr is the exact test (LIKE ignores case)
+        clauses.append("task_id >= ? AND substr(task_id, 1, ?) = ?")
+        params.extend((id_prefix, len(id_prefix), id_prefix))
+        end = rows.prefix_end(id_prefix)
+        if end is not None:
+            clauses.append("task_id < ?")
+            params.append(end)
     if state is not None:
         clauses.append("state = ?")
         params.append(storage_code(state))
