@@ -177,10 +177,21 @@ def test_poison_storm_among_valid_tasks(node: LocalNode, tmp_path: Path) -> None
     batch = Batch(node, tmp_path, "poison", sqlite_url(tmp_path), TASKS).start()
     poison = storm(POISON, MAX_MESSAGE_BYTES)
     batch.wait_executed(0.05)
-    sender = threading.Thread(target=publish, args=(node.url, poison), kwargs={"pace": 0.2})
+    failed: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            publish(node.url, poison, pace=0.2)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            failed.append(exc)
+
+    sender = threading.Thread(target=send)
     sender.start()
     sender.join(120)
     assert not sender.is_alive(), "the poison publisher hung"
+    if failed:
+        batch.close()
+        raise failed[0]
     with_ids = {p.task_id for p in poison if p.task_id is not None}
     without_ids = sum(1 for p in poison if p.task_id is None)
 

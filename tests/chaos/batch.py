@@ -11,8 +11,9 @@ table row (tests/chaos/table.py):
   app's execution log) — printed, not failed: at-least-once delivery allows them;
 - duplicate results / moved backwards: see tests/chaos/observe.py (StoreWatcher) — failed;
 - recovery s: for each fault, the time until the collector stored the result of a handler run
-  that finished after the fault; the row shows the worst of its faults;
+  that finished after the fault (ResultTail.recovery); the row shows the worst of its faults;
 - drain s: from the first fault until the last confirmed task was stored;
+- slowest exit s: the longest a process took to exit after SIGTERM (every SIGTERM of the row);
 - unsettled: once everything is stopped (SIGTERM; each process must exit 0 within its
   shutdown timeout, its handler processes with it), every queue but the cancellation stream
   must be empty: a delivery left unacked by a consumer is back in its queue by then.
@@ -209,6 +210,7 @@ class Batch:
         unsettled = {name: count for name, count in after_stop.items() if count}
         if unsettled:
             failures.append(f"unsettled after stop: {unsettled}")
+        row.slowest_exit = max((exit.seconds for exit in self.exits), default=None)
         failures.extend(f for exit in self.exits if (f := exit.failure) is not None)
         failures.extend(self.notes)
         return row

@@ -4,7 +4,8 @@
 - `ResultTail`: follows the collector's `--output` file (one line per result it stored, after
   the commit), stamping each line with the time it appeared; this is what *recovery* is
   measured on: fault -> the first result, of a handler run that finished after the fault,
-  committed to the store.
+  committed to the store (or, when every run had finished before the fault, the first
+  result committed after it).
 - `StoreWatcher`: reads every record of the store twice a second through the store's own API
   and remembers, per task, the first final record it saw. A later read that is not final is
   a task that *moved backwards*; a later final read whose outcome (state, the time that
@@ -75,14 +76,29 @@ class ResultTail:
                 now = time.time()
                 *lines, partial = (partial + chunk).split(b"\n")
                 for line in lines:
-                    document = json.loads(line)
-                    finished = datetime.fromisoformat(document["finished_at"]).timestamp()
-                    self.seen.append((now, document["task_id"], finished))
+                    self._add(now, line)
             self._stop.wait(POLL)
 
+    def _add(self, now: float, line: bytes) -> None:
+        """One stored result; a line torn by a collector's kill -9 is skipped (the next
+        collector appends after it, so its own line starts at the last `{`)."""
+        start = line.rfind(b'{"task_id"')
+        try:
+            document = json.loads(line[max(start, 0) :])
+        except ValueError:
+            return
+        finished = datetime.fromisoformat(document["finished_at"]).timestamp()
+        self.seen.append((now, document["task_id"], finished))
+
     def recovery(self, fault_at: float) -> float | None:
-        """Seconds from `fault_at` to the first stored result of a run finished after it."""
-        after = [seen for seen, _, finished in list(self.seen) if finished > fault_at]
+        """Seconds from `fault_at` to the first stored result of a run that finished after it.
+
+        When every run had finished before the fault (a collector killed while it still had
+        a backlog of results to store), to the first result stored after the fault instead.
+        """
+        seen = list(self.seen)
+        after = [at for at, _, finished in seen if finished > fault_at]
+        after = after or [at for at, _, _ in seen if at > fault_at]
         return min(after) - fault_at if after else None
 
     def close(self) -> None:

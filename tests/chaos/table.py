@@ -13,6 +13,7 @@ COLUMNS = (
     "duplicate results",
     "recovery s",
     "drain s",
+    "slowest exit s",
     "verdict",
 )
 
@@ -29,6 +30,7 @@ class Row:
     duplicate_results: int = 0
     recovery: float | None = None  # worst over the row's faults
     drain: float | None = None
+    slowest_exit: float | None = None  # after SIGTERM, of every process of the batch
     failures: list[str] = field(default_factory=list)
 
     def cells(self) -> tuple[str, ...]:
@@ -45,6 +47,7 @@ class Row:
             str(self.duplicate_results),
             seconds(self.recovery),
             seconds(self.drain),
+            seconds(self.slowest_exit),
             verdict if len(verdict) < 160 else verdict[:157] + "...",
         )
 
