@@ -105,24 +105,20 @@ def test_worker_sigstop_then_sigcont(node: LocalNode, tmp_path: Path) -> None:
     judged(batch, "worker SIGSTOP 5 s, SIGCONT")
 
 
-def test_broker_stop_and_start(node: LocalNode, tmp_path: Path) -> None:
-    batch = Batch(node, tmp_path, "brokerstop", sqlite_url(tmp_path), TASKS).start()
+@pytest.mark.parametrize("hard", [False, True], ids=["stop", "kill-9"])
+def test_broker_down_and_back(node: LocalNode, tmp_path: Path, hard: bool) -> None:
+    """Once the batch is on the broker: a clean stop (or a kill -9), then a start."""
+    name, fault = ("brokerkill", "broker kill -9") if hard else ("brokerstop", "broker stop")
+    batch = Batch(node, tmp_path, name, sqlite_url(tmp_path), TASKS).start()
     batch.wait_produced()
     batch.wait_executed(0.4)
-    batch.fault("broker stop")
-    node.stop()
+    batch.fault(fault)
+    if hard:
+        node.kill()
+    else:
+        node.stop()
     node.start()
-    judged(batch, "broker stop/start")
-
-
-def test_broker_kill_9(node: LocalNode, tmp_path: Path) -> None:
-    batch = Batch(node, tmp_path, "brokerkill", sqlite_url(tmp_path), TASKS).start()
-    batch.wait_produced()
-    batch.wait_executed(0.4)
-    batch.fault("broker kill -9")
-    node.kill()
-    node.start()
-    judged(batch, "broker kill -9, restarted")
+    judged(batch, f"{fault}, restarted")
 
 
 def test_connections_cut_by_a_proxy(node: LocalNode, tmp_path: Path) -> None:
