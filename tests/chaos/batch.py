@@ -57,6 +57,15 @@ async def depths(url: str, names: list[str]) -> dict[str, int]:
 
 
 @dataclass
+class Fault:
+    """When a fault was injected, and how much of the result file was stored before it."""
+
+    label: str
+    at: float
+    stored_before: int
+
+
+@dataclass
 class Batch:
     """A live batch of `tasks` statistics tasks; see the module docstring."""
 
@@ -66,7 +75,7 @@ class Batch:
     store_url: str
     tasks: int
     proxy: TcpProxy | None = None  # workers and the collector connect through it when given
-    faults: list[tuple[str, float]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
     exits: list[Exit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -147,15 +156,16 @@ class Batch:
         assert self.producer.process is not None
         return self.producer.process.wait(timeout)
 
-    def fault(self, label: str) -> float:
+    def fault(self, label: str) -> Fault:
         """Mark the moment of a fault (call it right before injecting it)."""
-        at = time.time()
-        self.faults.append((label, at))
-        return at
+        fault = Fault(label, time.time(), self.tail.size())
+        self.faults.append(fault)
+        return fault
 
     def kill9(self, service: Service) -> None:
-        self.fault(f"kill -9 {service.name}")
+        fault = self.fault(f"kill -9 {service.name}")
         left = service.kill9()
+        fault.stored_before = self.tail.size()  # what a killed collector stored is before it
         if left:
             self.notes.append(f"{service.name}'s handler processes {sorted(left)} outlived it")
 
@@ -225,7 +235,7 @@ class Batch:
             time.sleep(0.2)
 
     def _recovery(self) -> float | None:
-        times = [self.tail.recovery(at) for _, at in self.faults]
+        times = [self.tail.recovery(f.at, f.stored_before) for f in self.faults]
         if not times:
             return None
         if None in times:
@@ -236,10 +246,10 @@ class Batch:
         if not self.faults:
             return None
         first_seen: dict[str, float] = {}
-        for seen, task_id, _ in self.tail.seen:
+        for seen, task_id, _, _ in self.tail.seen:
             first_seen.setdefault(task_id, seen)
         stored = [first_seen[task_id] for task_id in confirmed if task_id in first_seen]
-        return max(stored) - self.faults[0][1] if stored else None
+        return max(stored) - self.faults[0].at if stored else None
 
     def close(self) -> None:
         """Whatever happened: no process of this batch outlives it."""

@@ -57,7 +57,8 @@ class ResultTail:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.seen: list[tuple[float, str, float]] = []  # (seen at, task id, finished at)
+        # (seen at, task id, finished at, where the line starts in the file)
+        self.seen: list[tuple[float, str, float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, daemon=True, name="result-tail")
 
@@ -72,14 +73,23 @@ class ResultTail:
             with contextlib.suppress(FileNotFoundError), self.path.open("rb") as file:
                 file.seek(offset)
                 chunk = file.read()
-                offset += len(chunk)
                 now = time.time()
+                start = offset - len(partial)
                 *lines, partial = (partial + chunk).split(b"\n")
+                offset += len(chunk)
                 for line in lines:
-                    self._add(now, line)
+                    self._add(now, line, start)
+                    start += len(line) + 1
             self._stop.wait(POLL)
 
-    def _add(self, now: float, line: bytes) -> None:
+    def size(self) -> int:
+        """Bytes stored so far: a result whose line starts at or beyond was stored after now."""
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _add(self, now: float, line: bytes, offset: int) -> None:
         """One stored result; a line torn by a collector's kill -9 is skipped (the next
         collector appends after it, so its own line starts at the last `{`)."""
         start = line.rfind(b'{"task_id"')
@@ -88,17 +98,17 @@ class ResultTail:
         except ValueError:
             return
         finished = datetime.fromisoformat(document["finished_at"]).timestamp()
-        self.seen.append((now, document["task_id"], finished))
+        self.seen.append((now, document["task_id"], finished, offset + max(start, 0)))
 
-    def recovery(self, fault_at: float) -> float | None:
-        """Seconds from `fault_at` to the first stored result of a run that finished after it.
+    def recovery(self, fault_at: float, stored_before: int) -> float | None:
+        """Seconds from `fault_at` to the first result stored after the fault (its line past
+        `stored_before`, the file's size then) of a run that finished after the fault.
 
         When every run had finished before the fault (a collector killed while it still had
         a backlog of results to store), to the first result stored after the fault instead.
         """
-        seen = list(self.seen)
-        after = [at for at, _, finished in seen if finished > fault_at]
-        after = after or [at for at, _, _ in seen if at > fault_at]
+        later = [(at, finished) for at, _, finished, start in self.seen if start >= stored_before]
+        after = [at for at, finished in later if finished > fault_at] or [at for at, _ in later]
         return min(after) - fault_at if after else None
 
     def close(self) -> None:
