@@ -15,7 +15,7 @@ BROKER := $(PY) -m spectask.devbroker ensure | tail -n 1
 ARGS ?=
 
 .PHONY: help venv install generate protocol broker broker-stop worker1 worker2 worker3 producer \
-        collector dashboard bench-dashboard browser test-workqueue test test-fast demo bench lint clean
+        collector dashboard bench-dashboard browser test-workqueue test test-fast chaos demo bench lint clean
 
 help:
 	@echo "make demo            collector + 3 workers + a mixed batch on a real broker, then a summary"
@@ -27,6 +27,7 @@ help:
 	@echo "make bench-dashboard the dashboard's API timed on 1,000,000 stored tasks"
 	@echo "make test-fast       the behaviour tests on the in-memory transport only (seconds, no broker)"
 	@echo "make test-workqueue  the work-queue acceptance test"
+	@echo "make chaos           faults during live batches (kills, broker crash, cut network, poison): a table"
 	@echo "make bench           throughput and latency, side by side with raw aio-pika"
 	@echo "make lint / clean"
 
@@ -98,6 +99,11 @@ test-workqueue: $(GENERATED)
 
 test: lint browser
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) -m pytest $(ARGS)
+
+# Faults during live batches on a throwaway node (tests/test_chaos.py); `make test` runs it too.
+# CHAOS_TASKS=N sets the batch size (default 2000).
+chaos: $(GENERATED)
+	$(PY) -m pytest tests/test_chaos.py -m chaos $(ARGS)
 
 # The in-memory tier: every test marked `memory` (the behaviour tests' in-memory half and the
 # transport's own tests). No broker is started; `make test` still runs everything on RabbitMQ.

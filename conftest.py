@@ -72,6 +72,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "memory: runs on the in-memory transport (make test-fast runs only these)"
     )
+    config.addinivalue_line(
+        "markers", "chaos: faults during live batches on a throwaway node (make chaos)"
+    )
 
 
 @pytest.fixture(params=[pytest.param("memory", marks=pytest.mark.memory), "rabbitmq"])

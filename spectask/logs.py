@@ -8,6 +8,8 @@ spectask says what happened to the connection in its own words
 never turns the third-party ones on. The format is text for a terminal, or one JSON object per
 line for a log pipeline (`--log-format json`, SPECTASK_LOG_FORMAT), with time, level, logger,
 message and the record's structured fields (a task outcome's id, type, attempt, ...).
+Whatever third-party records still show stay one line each: `OneLine` folds their
+traceback into the line (a broker kill under a producer made aiormq print two chained ones).
 """
 
 from __future__ import annotations
@@ -30,6 +32,25 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
 LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMATS: tuple[LogFormat, ...] = ("text", "json")
+
+
+class OneLine(logging.Filter):
+    """Turns a third-party record's traceback into `message (ExceptionType: text)`, one line.
+
+    A handler filter, since a logger's own filters never see its children's records
+    (`aiormq.connection`); spectask's and the application's records keep their tracebacks.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        third_party = record.name.split(".", 1)[0] in QUIET + SILENT
+        if third_party and record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            text = " ".join(str(error).split())
+            record.msg = f"{record.getMessage()} ({type(error).__name__}: {text})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 class LogSettings(BaseSettings):
@@ -72,6 +93,7 @@ def configure_logging(level: int | str | None = None, log_format: LogFormat | No
     number = level if isinstance(level, int) else logging.getLevelNamesMapping()[level.upper()]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(log_format))
+    handler.addFilter(OneLine())
     root.addHandler(handler)
     # Others' INFO (an application's own handlers) still shows; their DEBUG does not.
     root.setLevel(max(number, logging.INFO))
