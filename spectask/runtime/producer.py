@@ -20,9 +20,24 @@ from spectask.runtime.publisher import OutgoingMessage, Publisher
 from spectask.runtime.topology import SendRoute, Topology
 
 
+BATCH_RUN_CHARS = 12  # 48 random bits per submit: a label reused by many runs still never collides
+
+
 def new_task_id() -> str:
     """A random, URL-safe task id."""
     return uuid.uuid4().hex
+
+
+def batch_task_ids(label: str, count: int) -> list[str]:
+    """Ids `<label>-<run>-<n>` for one submit of `count` tasks under a batch label.
+
+    A task id is unique for all time (the store keeps one record per id), while a batch label
+    is a name people reuse (`--batch b1` twice). So the label is only a readable prefix
+    (collectors still select `<label>-`): `<run>` is random per submit, so a reused label
+    starts a new batch instead of re-using the ids of the old one.
+    """
+    run = uuid.uuid4().hex[:BATCH_RUN_CHARS]
+    return [f"{label}-{run}-{index:06d}" for index in range(count)]
 
 
 class TaskPublisher:
