@@ -19,7 +19,6 @@ from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.publisher import OutgoingMessage, Publisher
 from spectask.runtime.topology import SendRoute, Topology
 
-
 BATCH_RUN_CHARS = 12  # 48 random bits per submit: a label reused by many runs still never collides
 
 
