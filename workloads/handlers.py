@@ -178,6 +178,7 @@ def report_email(
             timeout=cfg.smtp_timeout,
         ),
         progress=context.progress,
+        idempotency_key=context.idempotency_key,
     )
 
 

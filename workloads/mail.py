@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from workloads.analysis import describe
 from workloads.errors import PermanentTaskError
+from workloads.output import safe_name
 from workloads.reports import Progress, build_pdf, no_progress, write_pdf
 
 
@@ -141,6 +142,7 @@ def email_report(
     name: str,
     smtp: SmtpSettings,
     progress: Progress | None = None,
+    idempotency_key: str | None = None,
 ) -> EmailOutput:
     """Build the PDF report, write it to `out_dir/<name>.pdf` and e-mail it to `to`."""
     recipients = list(dict.fromkeys(address.strip() for address in to))
@@ -155,7 +157,10 @@ def email_report(
     stats = describe(values)
     subject_line = _one_line(subject) if subject and subject.strip() else _one_line(title)
     domain = smtp.sender.rpartition("@")[2] or "localhost"
-    message_id = make_msgid(idstring=name, domain=domain)
+    # the task's idempotency key as Message-ID: a repeat spectask could not prevent is the same
+    # message to the receiver (spectask.runtime.context.TaskContext.idempotency_key)
+    key = idempotency_key and safe_name(idempotency_key)
+    message_id = f"<{key}@{domain}>" if key else make_msgid(idstring=name, domain=domain)
     body = (
         f"{title}\n\n"
         f"{stats.count} values: mean {stats.mean:.6g}, median {stats.median:.6g}, "

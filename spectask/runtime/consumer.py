@@ -65,7 +65,8 @@ class WorkerStats:
 
     `processed` counts attempts; `retried` the failed ones that went to a retry tier, `failed`
     the tasks that failed for good (each of those is also in `dead_lettered`); `cancelled`
-    the ones skipped or stopped because they were cancelled.
+    the ones skipped or stopped because they were cancelled; `skipped_repeats` the redelivered
+    side-effecting tasks acked without running because the store had their outcome already.
     """
 
     processed: int = 0
@@ -75,6 +76,7 @@ class WorkerStats:
     retried: int = 0
     dead_lettered: int = 0
     requeued: int = 0
+    skipped_repeats: int = 0
     by_type: Counter[str] = field(default_factory=Counter)
 
 
