@@ -18,8 +18,8 @@ import aio_pika
 import pytest
 
 from generated import models
-from generated.worker import RECEIVE_ROUTES, SEND_ROUTES
 from generated.topology import TOPOLOGY
+from generated.worker import RECEIVE_ROUTES, SEND_ROUTES
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats
