@@ -71,6 +71,7 @@ def submitted_observation(context: TaskContext, *, now: datetime) -> Observation
         attempt=max(1, context.attempt),
         message_type=context.message_type or None,
         submitted_at=submitted_at,
+        digest=context.digest or None,
     )
 
 
@@ -82,6 +83,9 @@ def dead_observation(context: TaskContext, *, now: datetime) -> Observation | No
         headers = models.DeadLetterHeaders.model_validate(dict(context.headers))
     except ValidationError as exc:
         log.warning("dead letter %s has unreadable headers: %s", context.task_id, exc)
+        return None
+    if headers.x_spectask_reason is models.DeadLetterReason.DUPLICATE_ID:
+        # not about the task stored under this id: another one that reused it
         return None
     return observation_from_dead_letter(
         headers, task_id=context.task_id, message_type=context.message_type, received_at=now

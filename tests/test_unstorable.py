@@ -44,8 +44,9 @@ from spectask.protocol import names
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats
-from spectask.runtime.outcomes import UNSTORABLE_ERROR
+from spectask.runtime.outcomes import DUPLICATE_ID_ERROR, UNSTORABLE_ERROR
 from spectask.store import (
+    DuplicateTaskIdError,
     ErrorDetail,
     EventKind,
     Observation,
@@ -314,6 +315,7 @@ def observation(task_id: str = "t1", **fields: Any) -> Observation:
 
 async def test_the_runtime_names_the_store_error_it_dead_letters() -> None:
     assert StoreDataError.__name__ == UNSTORABLE_ERROR
+    assert DuplicateTaskIdError.__name__ == DUPLICATE_ID_ERROR
     assert issubclass(StoreDataError, PermanentTaskError)
     assert not issubclass(StoreUnavailableError, PermanentTaskError)
 

@@ -44,6 +44,7 @@ from spectask.errors import PublishError
 from spectask.protocol.names import SUBMITTED_AT_HEADER
 from spectask.runtime.broker import Broker
 from spectask.runtime.context import NO_SIGNALS, Signals, TaskContext
+from spectask.runtime.digest import task_digest
 from spectask.runtime.headers import attempt_of
 from spectask.runtime.publisher import OutgoingMessage, Publisher
 from spectask.runtime.topology import ReceiveRoute
@@ -367,6 +368,7 @@ def delivery_context(
         submitted_at=submitted_at(headers, message.timestamp),
         priority=message.priority or 0,
         headers=headers,
+        digest=task_digest(message.type or message_type, message.body),
         signals=signals,
     )
 

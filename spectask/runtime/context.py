@@ -62,6 +62,8 @@ class TaskContext:
     submitted_at: datetime | None
     priority: int
     headers: Mapping[str, Any] = field(default_factory=dict)
+    # which task this is (spectask.runtime.digest): the result carries it to the collector
+    digest: str = ""
     signals: Signals = field(default=NO_SIGNALS, compare=False, repr=False)
 
     @property

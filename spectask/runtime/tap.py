@@ -23,7 +23,7 @@ import logging
 from spectask.errors import PermanentTaskError
 from spectask.runtime.consumer import Backoff, NextHops, RequeueLater, WorkerStats, delivery_context
 from spectask.runtime.execution import Handler, HandlerRunner
-from spectask.runtime.outcomes import UNSTORABLE_ERROR, CollectorOutcomes
+from spectask.runtime.outcomes import STORE_REFUSALS, CollectorOutcomes
 from spectask.runtime.topology import ReceiveRoute
 from spectask.runtime.transport import IncomingMessage
 
@@ -62,9 +62,10 @@ class TapRole:
         try:
             await self._runner.run(self._handler, payload, context, route.policy.time_limit)
         except PermanentTaskError as exc:
-            if type(exc).__name__ == UNSTORABLE_ERROR and self._outcomes is not None:
+            refused = STORE_REFUSALS.get(type(exc).__name__)
+            if refused is not None and self._outcomes is not None:
                 self._backoff.failures = 0
-                return self._outcomes.unstorable(message, route.queue, str(exc))
+                return self._outcomes.unstorable(message, route.queue, str(exc), refused)
             log.warning("dropping %s from %s: %s", message.message_id, route.queue, exc)
             return ()
         except Exception as exc:

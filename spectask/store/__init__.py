@@ -9,6 +9,7 @@ Celery's PENDING, which cannot tell "queued" from "never heard of".
 from __future__ import annotations
 
 from spectask.store.errors import (
+    DuplicateTaskIdError,
     StoreConfigError,
     StoreDataError,
     StoreSchemaError,
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_STORE_URL",
     "STORE_URL_ENV",
     "TERMINAL_STATES",
+    "DuplicateTaskIdError",
     "ErrorDetail",
     "EventKind",
     "Observation",

@@ -94,12 +94,21 @@ _INDEXES_1 = (
     "CREATE INDEX tasks_by_type ON tasks (message_type, state, updated_at, task_id)",
 )
 
+# --- step 2 (released): which task holds each id, so a reused id is told apart ----------
+_DIGEST_2 = "ALTER TABLE tasks ADD COLUMN task_digest TEXT"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
         description="tasks table and its listing indexes",
         sqlite=(_TASKS_SQLITE_1, *_INDEXES_1),
         postgres=(_TASKS_POSTGRES_1, *_INDEXES_1),
+    ),
+    Migration(
+        version=2,
+        description="tasks.task_digest: which task holds the id (duplicate_id)",
+        sqlite=(_DIGEST_2,),
+        postgres=(_DIGEST_2,),
     ),
 )
 

@@ -1,0 +1,167 @@
+"""Issue 9 item 4 / issue 12 item 5: a task id reused by a DIFFERENT task is refused visibly.
+
+Before: the second task ran, its result was dropped by the store (first outcome kept) and its
+worker_id switched in, without a word. Now the collector compares which task each message is
+about (`spectask.runtime.digest`: message type + body) with the task it stored under the id:
+the second task's copy and its result become dead letters with reason `duplicate_id` (shown
+by `spectask dlq`), the first task's record is untouched. The same task again (same type and
+body: a resubmit, a redelivery) is the ordinary at-least-once case: no dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aio_pika import connect
+
+from generated import models
+from generated.topology import TOPOLOGY
+from generated.worker import RECEIVE_ROUTES, SEND_ROUTES
+from spectask.protocol import names
+from spectask.runtime.broker import Broker
+from spectask.runtime.config import RuntimeConfig
+from spectask.runtime.digest import task_digest
+from spectask.runtime.worker import run_worker
+from spectask.store import DuplicateTaskIdError, EventKind, Observation, TaskStore, open_store
+from tests.status_support import collector, producer_client, wait_states
+from workloads.app import build_worker
+
+pytestmark = pytest.mark.timeout(120)
+AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+DATA = [route for route in RECEIVE_ROUTES if route.task_type == "data_analysis"]
+
+
+def observed(task_id: str, body: bytes, kind: EventKind = EventKind.SUBMITTED) -> Observation:
+    message_type = "data_analysis.statistics"
+    return Observation(
+        task_id=task_id,
+        kind=kind,
+        at=AT,
+        message_type=message_type,
+        digest=task_digest(message_type, body),
+    )
+
+
+async def test_the_store_refuses_another_task_under_a_used_id(store_url: str) -> None:
+    store: TaskStore = await open_store(store_url)
+    try:
+        first = await store.apply(observed("t1", b'{"values":[1]}'))
+        again = await store.apply(observed("t1", b'{"values":[1]}', EventKind.STARTED))
+        assert again.task_digest == first.task_digest is not None
+        with pytest.raises(DuplicateTaskIdError, match="already belongs to another task"):
+            await store.apply(observed("t1", b'{"values":[2]}', EventKind.SUCCEEDED))
+        stored = await store.get("t1")
+        assert stored is not None and stored.state.value == "STARTED"
+    finally:
+        await store.close()
+
+
+async def duplicate_dead_letters(url: str, task_id: str, expected: int) -> list[Any]:
+    """Wait for `expected` dead letters of `task_id` with reason duplicate_id (acking them)."""
+    connection = await connect(url)
+    found: list[Any] = []
+    deadline = time.monotonic() + 30
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue("dead_letter")
+        while len(found) < expected:
+            message = await queue.get(fail=False)
+            if message is None:
+                assert time.monotonic() < deadline, f"{len(found)} of {expected} dead letters"
+                await asyncio.sleep(0.05)
+                continue
+            await message.ack()
+            headers = message.headers or {}
+            if message.message_id == task_id and headers.get(names.REASON_HEADER) == "duplicate_id":
+                found.append(message)
+    return found
+
+
+async def test_a_reused_id_is_a_duplicate_id_dead_letter_and_keeps_the_first_task(
+    amqp_url: str, tmp_path: Any
+) -> None:
+    task_id = f"dup-{uuid.uuid4().hex[:10]}"
+    async with collector(amqp_url, f"sqlite:///{tmp_path / 'tasks.db'}"):
+        broker = await Broker.connect(RuntimeConfig(amqp_url=amqp_url), name="test-dup")
+        async with broker:
+            client = await producer_client(broker)
+            channel = await broker.connection.channel()
+            await (await channel.get_queue("dead_letter", ensure=False)).purge()
+            stop = asyncio.Event()
+            worker = asyncio.create_task(
+                run_worker(
+                    broker,
+                    topology=TOPOLOGY,
+                    routes=DATA,
+                    handlers=build_worker().handlers,
+                    send_routes=SEND_ROUTES,
+                    worker_id="w-first",
+                    stop=stop,
+                )
+            )
+            try:
+                payload = models.DataStatistics(values=[1.0, 2.0, 3.0])
+                await client.submit_data_statistics(payload, task_id=task_id)
+                await wait_states(client, {task_id: "SUCCEEDED"})
+                # the same task again: an ordinary repeat, no dead letter, same record
+                await client.submit_data_statistics(payload, task_id=task_id)
+                other = models.DataStatistics(values=[10.0, 20.0])
+                await client.submit_data_statistics(other, task_id=task_id)
+                dead = await duplicate_dead_letters(amqp_url, task_id, expected=2)
+            finally:
+                stop.set()
+                stats = await worker
+    types = sorted(message.type for message in dead)
+    assert types == ["data_analysis.statistics", names.RESULT_MESSAGE_TYPE]
+    by_type = {message.type: message for message in dead}
+    assert json.loads(by_type["data_analysis.statistics"].body) == {"values": [10.0, 20.0]}
+    result = models.TaskResult.model_validate_json(by_type[names.RESULT_MESSAGE_TYPE].body)
+    assert result.result is not None and result.result["mean"] == 15.0  # kept, not dropped
+    assert stats.processed == 3
+
+
+async def test_the_first_tasks_record_is_untouched(amqp_url: str, tmp_path: Any) -> None:
+    """Same as above, read back from the store: the first task's result and type stay."""
+    task_id = f"dup-{uuid.uuid4().hex[:10]}"
+    store_url = f"sqlite:///{tmp_path / 'tasks.db'}"
+    async with collector(amqp_url, store_url):
+        broker = await Broker.connect(RuntimeConfig(amqp_url=amqp_url), name="test-dup")
+        async with broker:
+            client = await producer_client(broker)
+            stop = asyncio.Event()
+            worker = asyncio.create_task(
+                run_worker(
+                    broker,
+                    topology=TOPOLOGY,
+                    routes=DATA,
+                    handlers=build_worker().handlers,
+                    send_routes=SEND_ROUTES,
+                    worker_id="w-first",
+                    stop=stop,
+                )
+            )
+            try:
+                await client.submit_data_statistics(
+                    models.DataStatistics(values=[1.0, 2.0, 3.0]), task_id=task_id
+                )
+                await wait_states(client, {task_id: "SUCCEEDED"})
+                await client.submit_data_detect_patterns(
+                    models.DataDetectPatterns(values=[1.0, 2.0, 3.0, 4.0]), task_id=task_id
+                )
+                await duplicate_dead_letters(amqp_url, task_id, expected=2)
+            finally:
+                stop.set()
+                await worker
+    store = await open_store(store_url)
+    try:
+        record = await store.get(task_id)
+    finally:
+        await store.close()
+    assert record is not None and record.message_type == "data_analysis.statistics"
+    assert record.result is not None and record.result["mean"] == 2.0
