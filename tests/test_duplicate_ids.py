@@ -12,24 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
 
 import pytest
-from aio_pika import connect
 
 from generated import models
-from generated.topology import TOPOLOGY
-from generated.worker import RECEIVE_ROUTES, SEND_ROUTES
+from generated.worker import RECEIVE_ROUTES
 from spectask.protocol import names
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.digest import task_digest
-from spectask.runtime.worker import run_worker
 from spectask.store import DuplicateTaskIdError, EventKind, Observation, TaskStore, open_store
-from tests.status_support import collector, producer_client, wait_states
+from tests.runtime_support import dead_letters_with
+from tests.status_support import app_worker, collector, producer_client, wait_states
 from workloads.app import build_worker
 
 pytestmark = pytest.mark.timeout(120)
@@ -62,48 +60,21 @@ async def test_the_store_refuses_another_task_under_a_used_id(store_url: str) ->
         await store.close()
 
 
-async def duplicate_dead_letters(url: str, task_id: str, expected: int) -> list[Any]:
-    """Wait for `expected` dead letters of `task_id` with reason duplicate_id (acking them)."""
-    connection = await connect(url)
-    found: list[Any] = []
-    deadline = time.monotonic() + 30
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue("dead_letter")
-        while len(found) < expected:
-            message = await queue.get(fail=False)
-            if message is None:
-                assert time.monotonic() < deadline, f"{len(found)} of {expected} dead letters"
-                await asyncio.sleep(0.05)
-                continue
-            await message.ack()
-            headers = message.headers or {}
-            if message.message_id == task_id and headers.get(names.REASON_HEADER) == "duplicate_id":
-                found.append(message)
-    return found
-
-
 async def test_a_reused_id_is_a_duplicate_id_dead_letter_and_keeps_the_first_task(
-    amqp_url: str, tmp_path: Any
+    amqp_url: str, tmp_path: Path
 ) -> None:
     task_id = f"dup-{uuid.uuid4().hex[:10]}"
-    async with collector(amqp_url, f"sqlite:///{tmp_path / 'tasks.db'}"):
+    store_url = f"sqlite:///{tmp_path / 'tasks.db'}"
+    async with collector(amqp_url, store_url):
         broker = await Broker.connect(RuntimeConfig(amqp_url=amqp_url), name="test-dup")
         async with broker:
             client = await producer_client(broker)
             channel = await broker.connection.channel()
             await (await channel.get_queue("dead_letter", ensure=False)).purge()
             stop = asyncio.Event()
+            handlers = build_worker().handlers
             worker = asyncio.create_task(
-                run_worker(
-                    broker,
-                    topology=TOPOLOGY,
-                    routes=DATA,
-                    handlers=build_worker().handlers,
-                    send_routes=SEND_ROUTES,
-                    worker_id="w-first",
-                    stop=stop,
-                )
+                app_worker(broker, DATA, handlers, worker_id="w-dup", stop=stop)
             )
             try:
                 payload = models.DataStatistics(values=[1.0, 2.0, 3.0])
@@ -111,53 +82,34 @@ async def test_a_reused_id_is_a_duplicate_id_dead_letter_and_keeps_the_first_tas
                 await wait_states(client, {task_id: "SUCCEEDED"})
                 # the same task again: an ordinary repeat, no dead letter, same record
                 await client.submit_data_statistics(payload, task_id=task_id)
+                # other tasks under the same id: another body, then another type
                 other = models.DataStatistics(values=[10.0, 20.0])
                 await client.submit_data_statistics(other, task_id=task_id)
-                dead = await duplicate_dead_letters(amqp_url, task_id, expected=2)
+                patterns = models.DataDetectPatterns(values=[1.0, 2.0, 3.0, 4.0])
+                await client.submit_data_detect_patterns(patterns, task_id=task_id)
+                dead = await dead_letters_with(amqp_url, "duplicate_id", 4, task_id=task_id)
             finally:
                 stop.set()
                 stats = await worker
-    types = sorted(message.type for message in dead)
-    assert types == ["data_analysis.statistics", names.RESULT_MESSAGE_TYPE]
-    by_type = {message.type: message for message in dead}
-    assert json.loads(by_type["data_analysis.statistics"].body) == {"values": [10.0, 20.0]}
-    result = models.TaskResult.model_validate_json(by_type[names.RESULT_MESSAGE_TYPE].body)
-    assert result.result is not None and result.result["mean"] == 15.0  # kept, not dropped
-    assert stats.processed == 3
-
-
-async def test_the_first_tasks_record_is_untouched(amqp_url: str, tmp_path: Any) -> None:
-    """Same as above, read back from the store: the first task's result and type stay."""
-    task_id = f"dup-{uuid.uuid4().hex[:10]}"
-    store_url = f"sqlite:///{tmp_path / 'tasks.db'}"
-    async with collector(amqp_url, store_url):
-        broker = await Broker.connect(RuntimeConfig(amqp_url=amqp_url), name="test-dup")
-        async with broker:
-            client = await producer_client(broker)
-            stop = asyncio.Event()
-            worker = asyncio.create_task(
-                run_worker(
-                    broker,
-                    topology=TOPOLOGY,
-                    routes=DATA,
-                    handlers=build_worker().handlers,
-                    send_routes=SEND_ROUTES,
-                    worker_id="w-first",
-                    stop=stop,
-                )
-            )
-            try:
-                await client.submit_data_statistics(
-                    models.DataStatistics(values=[1.0, 2.0, 3.0]), task_id=task_id
-                )
-                await wait_states(client, {task_id: "SUCCEEDED"})
-                await client.submit_data_detect_patterns(
-                    models.DataDetectPatterns(values=[1.0, 2.0, 3.0, 4.0]), task_id=task_id
-                )
-                await duplicate_dead_letters(amqp_url, task_id, expected=2)
-            finally:
-                stop.set()
-                await worker
+    assert stats.processed == 4  # every one ran: a worker cannot know
+    types = Counter(message.type for message in dead)
+    assert types == {
+        "data_analysis.statistics": 1,
+        "data_analysis.detect_patterns": 1,
+        names.RESULT_MESSAGE_TYPE: 2,
+    }
+    copy = next(m for m in dead if m.type == "data_analysis.statistics")
+    assert json.loads(copy.body) == {"values": [10.0, 20.0]}
+    results = [
+        models.TaskResult.model_validate_json(m.body)
+        for m in dead
+        if m.type == names.RESULT_MESSAGE_TYPE
+    ]
+    # the second tasks' results are kept in the dead letters, not dropped
+    assert sorted(r.message_type for r in results) == [
+        "data_analysis.detect_patterns",
+        "data_analysis.statistics",
+    ]
     store = await open_store(store_url)
     try:
         record = await store.get(task_id)
@@ -165,3 +117,4 @@ async def test_the_first_tasks_record_is_untouched(amqp_url: str, tmp_path: Any)
         await store.close()
     assert record is not None and record.message_type == "data_analysis.statistics"
     assert record.result is not None and record.result["mean"] == 2.0
+    assert record.worker_id == "w-dup" and record.attempts == 1

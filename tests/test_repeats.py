@@ -19,13 +19,12 @@ import pytest
 
 from generated import models
 from generated.topology import TOPOLOGY
-from generated.worker import RECEIVE_ROUTES, SEND_ROUTES
+from generated.worker import RECEIVE_ROUTES
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats
 from spectask.runtime.topology import ReceiveRoute
-from spectask.runtime.worker import run_worker
-from tests.status_support import collector, producer_client, wait_states
+from tests.status_support import app_worker, collector, producer_client, wait_states
 from workloads.app import build_worker
 from workloads.mailsink import MailSink, free_port
 from workloads.settings import TaskSettings
@@ -55,16 +54,7 @@ async def run_burst(
     broker: Broker, routes: Sequence[ReceiveRoute], settings: TaskSettings
 ) -> WorkerStats:
     """A real worker over the report queue until it is empty."""
-    app = build_worker(settings)
-    return await run_worker(
-        broker,
-        topology=TOPOLOGY,
-        routes=routes,
-        handlers=app.handlers,
-        send_routes=SEND_ROUTES,
-        worker_id="w-repeats",
-        burst=True,
-    )
+    return await app_worker(broker, routes, build_worker(settings).handlers, worker_id="w-rep")
 
 
 async def redeliver(broker: Broker, message: aio_pika.abc.AbstractMessage) -> None:
@@ -141,17 +131,9 @@ async def test_a_redelivered_email_waits_while_no_collector_can_say(
         task_id = f"repeat-wait-{free_port()}"
         await redeliver(broker, email_task(task_id))
         stop = asyncio.Event()
-        app = build_worker(settings)
+        handlers = build_worker(settings).handlers
         worker = asyncio.create_task(
-            run_worker(
-                broker,
-                topology=TOPOLOGY,
-                routes=REPORTS,
-                handlers=app.handlers,
-                send_routes=SEND_ROUTES,
-                worker_id="w-wait",
-                stop=stop,
-            )
+            app_worker(broker, REPORTS, handlers, worker_id="w-wait", stop=stop)
         )
         try:
             requeued = asyncio.create_task(wait_for_log("spectask.worker", "cannot be asked"))

@@ -60,7 +60,7 @@ from spectask.store import (
 )
 from spectask.store.postgres import PostgresTaskStore
 from spectask.store.sqlite import SqliteTaskStore
-from tests.runtime_support import POLL_SECONDS, connect, depth
+from tests.runtime_support import POLL_SECONDS, connect, dead_letters_with, depth
 from tests.status_support import (
     collector_consuming,
     producer_client,
@@ -159,24 +159,7 @@ def result_document(task_id: str, *, attempt: int = 1, error: str | None = None)
 
 async def unstorable_dead_letters(url: str, expected: int) -> list[Any]:
     """Wait for `expected` dead letters with reason `unstorable` in `dead_letter`, acking them."""
-    connection = await connect(url, robust=False)
-    found: list[Any] = []
-    deadline = time.monotonic() + WAIT_SECONDS
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue("dead_letter")
-        while len(found) < expected:
-            message = await queue.get(fail=False)
-            if message is None:
-                assert time.monotonic() < deadline, (
-                    f"{len(found)} of {expected} unstorable dead letters in {WAIT_SECONDS}s"
-                )
-                await asyncio.sleep(POLL_SECONDS)
-                continue
-            await message.ack()
-            if (message.headers or {}).get(names.REASON_HEADER) == "unstorable":
-                found.append(message)
-    return found
+    return await dead_letters_with(url, "unstorable", expected, timeout=WAIT_SECONDS)
 
 
 async def remaining_dead_letters(url: str) -> list[Any]:
