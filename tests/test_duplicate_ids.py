@@ -21,6 +21,7 @@ import pytest
 
 from generated import models
 from generated.worker import RECEIVE_ROUTES
+from spectask.errors import TaskValidationError
 from spectask.protocol import names
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
@@ -118,3 +119,13 @@ async def test_a_reused_id_is_a_duplicate_id_dead_letter_and_keeps_the_first_tas
     assert record is not None and record.message_type == "data_analysis.statistics"
     assert record.result is not None and record.result["mean"] == 2.0
     assert record.worker_id == "w-dup" and record.attempts == 1
+
+
+@pytest.mark.parametrize("task_id", ["", "a\0b", "x" * 256, "é" * 128])
+async def test_a_task_id_the_protocol_does_not_allow_is_refused(any_url: str, task_id: str) -> None:
+    broker = await Broker.connect(RuntimeConfig(amqp_url=any_url), name="test-dup-ids")
+    async with broker:
+        client = await producer_client(broker)
+        payload = models.DataStatistics(values=[1.0])
+        with pytest.raises(TaskValidationError, match="1 to 255 bytes of UTF-8 with no NUL"):
+            await client.submit_data_statistics(payload, task_id=task_id)

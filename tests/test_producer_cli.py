@@ -161,3 +161,15 @@ async def test_a_reused_batch_label_never_reuses_a_task_id(amqp_url: str, tmp_pa
     assert len(set(first)) == len(set(second)) == 3
     assert not set(first) & set(second)
     assert all(task_id.startswith("b1-") for task_id in first + second)
+
+
+async def test_a_batch_label_that_makes_ids_too_long_is_refused(amqp_url: str) -> None:
+    """A task id is an AMQP shortstr: a label that makes ids over 255 bytes is one clear line."""
+    await reset_topology(amqp_url)
+    done = produce(
+        amqp_url, "--count", "2", "--types", "data_analysis.statistics", "--batch", "b" * 250
+    )
+    assert done.returncode == 1
+    assert "is not allowed: a task id is 1 to 255 bytes" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert await queue_depth(amqp_url, "tasks.data_analysis") == 0
