@@ -1,7 +1,8 @@
 """Issue 9 item 11: a redelivered side-effecting task is not run again once the store has its
 outcome (`sideEffects` policy, spectask.runtime.repeats), and it waits while nobody can say.
 
-A redelivery is made the way RabbitMQ makes one: the task is taken and given back unacked
+The first test runs on both transports (the in-memory one models redelivery too). A
+redelivery is made the way RabbitMQ makes one: the task is taken and given back unacked
 (`nack(requeue=True)` sets `redelivered`, as a closed channel or a restarted broker does). The
 e-mail goes to a real SMTP server (the mailsink), through the application's real handler.
 """
@@ -89,12 +90,12 @@ def email_task(task_id: str) -> aio_pika.Message:
 
 @pytest.mark.parametrize("policy", ["sideEffects", "none"])
 async def test_a_redelivered_email_is_not_sent_again_once_stored(
-    amqp_url: str, tmp_path: Path, sink: MailSink, policy: str
+    any_url: str, tmp_path: Path, sink: MailSink, policy: str
 ) -> None:
     settings = TaskSettings(output_dir=tmp_path / "out", smtp_host="127.0.0.1", smtp_port=sink.port)
     routes = REPORTS if policy == "sideEffects" else without_policy(REPORTS)
-    async with collector(amqp_url, f"sqlite:///{tmp_path / 'tasks.db'}"):
-        broker = await Broker.connect(RuntimeConfig(amqp_url=amqp_url), name="test-repeats")
+    async with collector(any_url, f"sqlite:///{tmp_path / 'tasks.db'}"):
+        broker = await Broker.connect(RuntimeConfig(any_url=any_url), name="test-repeats")
         async with broker:
             client = await producer_client(broker)
             channel = await broker.connection.channel()
