@@ -95,7 +95,7 @@ async def test_a_redelivered_email_is_not_sent_again_once_stored(
     settings = TaskSettings(output_dir=tmp_path / "out", smtp_host="127.0.0.1", smtp_port=sink.port)
     routes = REPORTS if policy == "sideEffects" else without_policy(REPORTS)
     async with collector(any_url, f"sqlite:///{tmp_path / 'tasks.db'}"):
-        broker = await Broker.connect(RuntimeConfig(any_url=any_url), name="test-repeats")
+        broker = await Broker.connect(RuntimeConfig(amqp_url=any_url), name="test-repeats")
         async with broker:
             client = await producer_client(broker)
             channel = await broker.connection.channel()
