@@ -9,7 +9,10 @@ attempt out of range, a task id with a NUL, ...) is not retried: the runtime dea
 with reason `unstorable` and acks it, so the messages behind it keep flowing (a dead-letter
 copy is acked without a second dead letter; see `CollectorOutcomes.unstorable`). Text the
 store cannot hold but that changes nothing (a NUL character) is replaced, not refused
-(`spectask.store.storable`).
+(`spectask.store.storable`). A task copy or result whose task id already belongs to a
+different task (`DuplicateTaskIdError`: another message type or body, by
+`spectask.runtime.digest`) is dead-lettered the same way, with reason `duplicate_id`; the
+dead-letter copies of those are not applied to the record of the task that has the id.
 """
 
 from __future__ import annotations

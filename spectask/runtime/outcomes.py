@@ -19,8 +19,9 @@ picking the class (`outcomes_for`), not checked per task:
   down? — so the delivery waits in its queue (RequeueLater) rather than being lost in a dead
   letter nobody reads as a failure. A failure that is about the message, not the store (the
   store raised StoreDataError: a value it cannot hold), is a dead letter of its own with
-  reason `unstorable` (`CollectorOutcomes.unstorable`), so one poison message never stalls
-  the queue behind it.
+  reason `unstorable` (`CollectorOutcomes.unstorable`), or `duplicate_id` when the store
+  says the task id belongs to a different task (DuplicateTaskIdError), so one poison message
+  never stalls the queue behind it and a reused id never merges two tasks.
 Events (`retrying`, `cancelled`) go out only when the service has an event route; that too is
 bound once (`_event`).
 """

@@ -8,7 +8,8 @@ A tap never dead-letters what came from the dead-letter exchange (its queue may 
 it: the collector's copy of every dead letter). Its handler's failures end so:
 - the store cannot hold what the message says (`spectask.store.StoreDataError`, a value out
   of range, ...): with the collector's outcomes, a task copy goes to a dead letter of its own
-  with reason `unstorable` and a dead-letter copy is acked without storing (its original is
+  with reason `unstorable` (`duplicate_id` for a task id that belongs to a different task)
+  and a dead-letter copy is acked without storing (its original is
   in the dead-letter queue already; `CollectorOutcomes.unstorable` says why this cannot loop);
   either way the delivery is acked and the queue keeps flowing;
 - any other PermanentTaskError drops the message (logged);
