@@ -8,6 +8,7 @@ RabbitMQ. The in-memory run is an addition, never a replacement: `make test` run
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from tests.store_support import fresh_database
 
 # `python -m spectask.cli collect` and friends in the tests serve this repo's application
 os.environ.setdefault(APP_VARIABLE, "workloads.app:app")
+# A command started without STORE_URL uses the default store in the user's data directory:
+# the suite's own, never the user's (spectask.store.url.default_store_path).
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="spectask-test-data-")
 
 
 @pytest.fixture(scope="session")

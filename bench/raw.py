@@ -31,6 +31,7 @@ from aio_pika.abc import (
 from bench.procs import Control
 from bench.topology import BenchTopology, bench_topology
 from bench.workload import MESSAGE_TYPE, PAYLOAD, summarize
+from spectask import eventloop  # only to run on the same event loop as the spectask side
 
 SIDE = "raw"
 WINDOW = 256
@@ -221,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--drain-seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_worker(args))
+        return eventloop.run(_worker(args))
     return 1
 
 

@@ -60,7 +60,8 @@ def _row(label: str, values: dict[str, Any]) -> str:
 
 
 def render(numbers: Sequence[PhaseNumbers], summary: dict[str, Any]) -> str:
-    lines = ["", "per repetition (in the order run):", HEADER]
+    loop = summary["environment"]["event_loop"]
+    lines = ["", f"event loop (both sides): {loop}", "per repetition (in the order run):", HEADER]
     for n in numbers:
         lines.append(_row(f"{n.side} #{n.repetition + 1}", dataclasses.asdict(n)))
     lines += ["", f"median of {summary['config']['repeats']}:", HEADER]

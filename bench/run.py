@@ -43,6 +43,7 @@ from bench import report
 from bench.measure import BenchError, PhaseNumbers
 from bench.session import SIDES, Repetition, Settings, measure_side
 from bench.topology import bench_topology, delete
+from spectask import eventloop
 from spectask.errors import SpectaskError
 from spectask.runtime.broker import Broker, redact_url
 from spectask.runtime.config import RuntimeConfig
@@ -172,6 +173,7 @@ def _summary(
             "aio_pika": version("aio-pika"),
             "machine": platform.machine(),
             "cpus": os.cpu_count(),
+            "event_loop": eventloop.loop_name(),
         },
         "message_bytes": {
             "task": {side: len(results[side][0].task_body) for side in SIDES},
@@ -188,7 +190,7 @@ def _summary(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        return asyncio.run(bench(args))
+        return eventloop.run(bench(args))
     except (BenchError, SpectaskError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1

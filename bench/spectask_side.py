@@ -22,6 +22,7 @@ from typing import Any
 from bench.procs import Control
 from bench.topology import BenchTopology, bench_topology
 from bench.workload import PAYLOAD, summarize
+from spectask import eventloop
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
@@ -161,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--drain-seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_worker(args))
+        return eventloop.run(_worker(args))
     return 1
 
 

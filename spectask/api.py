@@ -25,10 +25,13 @@ def _application(app: Application | str) -> Application:
     return load_app(app) if isinstance(app, str) else app
 
 
+def _config(url: str | None) -> RuntimeConfig:
+    return RuntimeConfig(amqp_url=url) if url else RuntimeConfig()
+
+
 async def connect(url: str | None = None, *, name: str = "spectask") -> Broker:
     """A robust connection to RabbitMQ (`AMQP_URL` unless `url` is given); use `async with`."""
-    config = RuntimeConfig(amqp_url=url) if url else RuntimeConfig()
-    return await Broker.connect(config, name=name)
+    return await Broker.connect(_config(url), name=name)
 
 
 async def producer(broker: Broker, app: Application | str) -> Any:
@@ -55,8 +58,12 @@ async def run_worker(
     if application.worker is None:
         raise ConfigError("the application has no worker; build it with Application(worker=...)")
     stop = stop or asyncio.Event()
-    stop_on_signals(stop, f"worker {worker_id}")
-    async with await connect(url, name=f"spectask-worker-{worker_id}") as broker:
+    config = _config(url)
+    who = f"worker {worker_id}"
+    stop_on_signals(stop, who, timeout=config.shutdown_timeout)
+    async with await Broker.connect(
+        config, name=f"spectask-worker-{worker_id}", stop=stop
+    ) as broker:
         stats: WorkerStats = await application.worker.run(
             broker, worker_id=worker_id, task_types=task_types, stop=stop, burst=burst
         )
@@ -78,9 +85,11 @@ async def run_collector(
     add_store_handlers(collector, store)
     collector.collect_result(store_result(store))
     stop = stop or asyncio.Event()
-    stop_on_signals(stop, f"collector {os.getpid()}")
+    config = _config(url)
+    who = f"collector {os.getpid()}"
+    stop_on_signals(stop, who, timeout=config.shutdown_timeout)
     try:
-        async with await connect(url, name="spectask-collector") as broker:
+        async with await Broker.connect(config, name="spectask-collector", stop=stop) as broker:
             await collector.run(broker, worker_id=f"collector-{os.getpid()}", stop=stop)
     finally:
         await store.close()

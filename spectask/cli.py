@@ -6,17 +6,19 @@ import argparse
 import asyncio
 import importlib
 import inspect
-import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from types import ModuleType
+from typing import Any
 
 from pydantic import ValidationError
 
-from spectask import __version__
+from spectask import __version__, eventloop
 from spectask.app import APP_VARIABLE
-from spectask.errors import SpectaskError
-from spectask.logs import configure_logging
+from spectask.errors import SpectaskError, StoppedBeforeConnectingError
+from spectask.logs import FORMATS, LEVELS, configure_logging
+from spectask.runtime.config import RuntimeConfig
+from spectask.signals import cancel_on_signals
 
 # Commands with their own argument parsing: `spectask generate --help`, `spectask broker ensure`.
 PASSTHROUGH = {
@@ -39,12 +41,44 @@ COMMANDS = {
 
 
 NEEDS_APP = frozenset({"worker", "produce", "collect", "dlq", "status", "result", "cancel"})
+# services stop on a signal by draining (spectask.signals.stop_on_signals); the other commands
+# are cancelled, within the shutdown timeout (cancel_on_signals)
+SERVICES = frozenset({"worker", "collect"})
+
+
+def add_logging_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """-v, --log-level, --log-format: before the command or after it (`main-worker.py w1 -v`).
+
+    The command's copies default to SUPPRESS, so they never undo the ones given before it.
+    """
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=False if default is None else default,
+        help="spectask's debug lines (--log-level DEBUG)",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LEVELS,
+        default=default,
+        help="spectask's log level (default: $SPECTASK_LOG_LEVEL, else INFO); third-party "
+        "libraries stay quiet",
+    )
+    parser.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=FORMATS,
+        default=default,
+        help="text, or json: one JSON object per line (default: $SPECTASK_LOG_FORMAT, else text)",
+    )
 
 
 def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, ModuleType | None]:
     parser = argparse.ArgumentParser(prog="spectask", description=__doc__)
     parser.add_argument("--version", action="version", version=f"spectask {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_logging_options(parser, default=None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("generate", help="write typed clients from spec/ into generated/")
     sub.add_parser("broker", help="find or start a RabbitMQ broker (ensure | status | stop)")
@@ -52,6 +86,7 @@ def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, ModuleTy
     module = None
     for name, (module_name, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text)
+        add_logging_options(command_parser, default=argparse.SUPPRESS)
         if name in NEEDS_APP:
             command_parser.add_argument(
                 "--app",
@@ -66,7 +101,7 @@ def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, ModuleTy
 
 # settings read from SPECTASK_* (and AMQP_URL / STORE_URL) variables: a bad value is the
 # user's to fix, so it is one line naming the variable, not a traceback
-SETTINGS = frozenset({"RuntimeConfig", "TaskSettings"})
+SETTINGS = frozenset({"RuntimeConfig", "TaskSettings", "LogSettings"})
 
 
 def settings_problems(exc: ValidationError) -> list[str]:
@@ -83,6 +118,20 @@ def settings_problems(exc: ValidationError) -> list[str]:
     return problems
 
 
+async def _cancelled_on_signals(command: Coroutine[Any, Any, int], who: str) -> int:
+    """Run a short-lived command so that SIGTERM/SIGINT cancel it within the shutdown timeout;
+    its exit code is then 128 + the signal's number, as for a process the signal ended."""
+    timeout = RuntimeConfig().shutdown_timeout
+    task = asyncio.ensure_future(command)
+    signalled = cancel_on_signals(task, who, timeout=timeout)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not signalled:
+            raise
+        return 128 + signalled[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in PASSTHROUGH:
@@ -90,13 +139,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return passthrough
     parser, module = build_parser(argv)
     args = parser.parse_args(argv)
-    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     assert module is not None
     try:
+        configure_logging("DEBUG" if args.verbose else args.log_level, args.log_format)
+        eventloop.loop_name()  # a bad SPECTASK_EVENT_LOOP is refused before any coroutine exists
         result = module.run(args)
         if inspect.iscoroutine(result):
-            result = asyncio.run(result)
+            if args.command not in SERVICES:
+                result = _cancelled_on_signals(result, f"spectask {args.command}")
+            result = eventloop.run(result)
         return int(result)
+    except StoppedBeforeConnectingError as exc:
+        print(str(exc), file=sys.stderr)
+        return 0
     except SpectaskError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -29,7 +29,7 @@ from spectask.store import TaskRecord, TaskStore
 from spectask.store.observations import EventKind, Observation, observation_from_dead_letter
 from spectask.store.storable import storable_id
 
-log = logging.getLogger("spectask.collector")
+log = logging.getLogger(__name__)
 
 
 def status_view(task_id: str, record: TaskRecord | None) -> models.TaskStatusView:

@@ -70,3 +70,10 @@ class TaskCancelledError(SpectaskError):
 
 class RpcTimeoutError(SpectaskError):
     """A request/reply call got no reply within its timeout."""
+
+
+class StoppedBeforeConnectingError(SpectaskError):
+    """SIGTERM/SIGINT arrived while the process was still connecting: it stops, as asked.
+
+    Not a failure of the user's: the command line prints it as a plain line and exits 0.
+    """

@@ -53,3 +53,4 @@ def test_demo_runs_every_path_and_exits_zero(amqp_url: str, tmp_path: Path) -> N
     assert "e-mails received by the local SMTP server: 2 (2 with a PDF)" in summary
     assert "dead-lettered: 1" in summary and re.search(r"-poison-[0-9a-f]+-000000 ", summary)
     assert ": permanent: " in summary
+    assert "image '/etc/passwd' is not inside the worker's image input directory" in summary

@@ -19,6 +19,7 @@ from tests.brokers import (
     require_rabbitmq_installed,
     unique_name,
 )
+from tests.test_user_errors import with_url
 
 REPO = Path(__file__).resolve().parents[1]
 IO_TIMEOUT = 15.0
@@ -117,6 +118,24 @@ def test_ensure_prints_reachable_amqp_url_last(amqp_url: str) -> None:
     result = run_cli("ensure", amqp_url=amqp_url, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == amqp_url
+
+
+def test_ensure_logs_in_and_refuses_a_wrong_password(amqp_url: str) -> None:
+    """The probe only shook hands: `make broker` printed a URL every command then failed on."""
+    result = run_cli("ensure", amqp_url=with_url(amqp_url, password="wrong-pw"), timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "refused the login of user 'guest': wrong user name or password" in errors[0]
+    assert "wrong-pw" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ensure_refuses_a_missing_virtual_host(amqp_url: str) -> None:
+    result = run_cli("ensure", amqp_url=with_url(amqp_url, vhost="no-such-vhost"), timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "virtual host 'no-such-vhost'" in result.stderr, result.stderr
+    assert "rabbitmqctl add_vhost no-such-vhost" in result.stderr, result.stderr
 
 
 def test_ensure_fails_for_unreachable_amqp_url() -> None:

@@ -92,7 +92,12 @@ def email_task(task_id: str) -> aio_pika.Message:
 async def test_a_redelivered_email_is_not_sent_again_once_stored(
     any_url: str, tmp_path: Path, sink: MailSink, policy: str
 ) -> None:
-    settings = TaskSettings(output_dir=tmp_path / "out", smtp_host="127.0.0.1", smtp_port=sink.port)
+    settings = TaskSettings(
+        output_dir=tmp_path / "out",
+        smtp_host="127.0.0.1",
+        smtp_port=sink.port,
+        mail_allowed_domains="example.test",
+    )
     routes = REPORTS if policy == "sideEffects" else without_policy(REPORTS)
     async with collector(any_url, f"sqlite:///{tmp_path / 'tasks.db'}"):
         broker = await Broker.connect(RuntimeConfig(amqp_url=any_url), name="test-repeats")
@@ -122,7 +127,12 @@ async def test_a_redelivered_email_waits_while_no_collector_can_say(
 ) -> None:
     """Nobody answers the status RPC: the e-mail is not sent blind, it goes back to its queue;
     once a collector answers (the store has no outcome for it) it runs, once."""
-    settings = TaskSettings(output_dir=tmp_path / "out", smtp_host="127.0.0.1", smtp_port=sink.port)
+    settings = TaskSettings(
+        output_dir=tmp_path / "out",
+        smtp_host="127.0.0.1",
+        smtp_port=sink.port,
+        mail_allowed_domains="example.test",
+    )
     broker = await Broker.connect(RuntimeConfig(amqp_url=amqp_url), name="test-repeats")
     async with broker:
         await broker.declare(TOPOLOGY)

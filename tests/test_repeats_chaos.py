@@ -116,6 +116,7 @@ async def test_broker_kill_repeats_pdfs_but_no_email(node: LocalNode, tmp_path: 
         "STORE_URL": store_url,
         "SPECTASK_SMTP_HOST": "127.0.0.1",
         "SPECTASK_SMTP_PORT": str(sink.port),
+        "SPECTASK_MAIL_ALLOWED_DOMAINS": "example.test",
         "SPECTASK_OUTPUT_DIR": str(tmp_path / "out"),
     }
     emails, pdfs = await submit(node.url)

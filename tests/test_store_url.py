@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from spectask.errors import ConfigError, SpectaskError
 from spectask.store import (
-    DEFAULT_STORE_URL,
+    EventKind,
+    Observation,
     StoreConfigError,
     StoreUnavailableError,
     TaskState,
+    default_store_path,
+    default_store_url,
     open_store,
 )
 from spectask.store.url import PostgresTarget, SqliteTarget, parse_store_url, redact
 from tests.store_support import database_url, require_postgres
+
+
+def submitted(task_id: str) -> Observation:
+    return Observation(task_id=task_id, kind=EventKind.SUBMITTED, at=datetime.now(UTC), attempt=1)
 
 
 @pytest.mark.parametrize(
@@ -65,16 +73,28 @@ def test_passwords_never_reach_messages() -> None:
     assert "secret" not in str(caught.value)
 
 
-async def test_the_default_is_a_sqlite_file_under_dot_spectask(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_the_default_is_one_sqlite_file_whatever_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.chdir(tmp_path)
+    """Collectors started in different directories used different files (issue 9 item 14)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.delenv("STORE_URL", raising=False)
-    store = await open_store()
-    await store.close()
-    assert DEFAULT_STORE_URL == "sqlite:///.spectask/tasks.db"
-    with sqlite3.connect(tmp_path / ".spectask" / "tasks.db") as conn:
+    expected = tmp_path / "data" / "spectask" / "tasks.db"
+    assert default_store_path() == expected
+    assert default_store_url() == f"sqlite:///{expected}"
+    for directory in ("one", "two"):
+        (tmp_path / directory).mkdir()
+        monkeypatch.chdir(tmp_path / directory)
+        with caplog.at_level(logging.INFO, logger="spectask.store.factory"):
+            store = await open_store()
+            await store.apply(submitted(f"t-{directory}"))
+            await store.close()
+    assert caplog.text.count(f"task store: SQLite {expected} ") == 2
+    assert not (tmp_path / "one" / ".spectask").exists()
+    with sqlite3.connect(expected) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        rows = conn.execute("SELECT task_id FROM tasks ORDER BY task_id").fetchall()
+    assert rows == [("t-one",), ("t-two",)]
 
 
 async def test_store_url_from_the_environment(
@@ -129,7 +149,7 @@ async def test_a_store_says_at_open_which_file_it_uses(
     from spectask.store import open_store
 
     monkeypatch.chdir(tmp_path)
-    with caplog.at_level(logging.INFO, logger="spectask.store"):
+    with caplog.at_level(logging.INFO, logger="spectask.store.factory"):
         store = await open_store("sqlite:///.spectask/tasks.db")
         await store.close()
     assert f"task store: SQLite {tmp_path / '.spectask' / 'tasks.db'}" in caplog.text

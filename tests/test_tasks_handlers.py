@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ def call(name: str, body: dict[str, Any], settings: TaskSettings, task_id: str =
 
 @pytest.fixture
 def settings(tmp_path: Path) -> TaskSettings:
-    return TaskSettings(output_dir=tmp_path, max_image_pixels=1_000_000)
+    return TaskSettings(output_dir=tmp_path, image_input_root=tmp_path, max_image_pixels=1_000_000)
 
 
 @pytest.fixture
@@ -91,6 +92,34 @@ def test_image_handlers(settings: TaskSettings, png_base64: str, tmp_path: Path)
     )
     with Image.open(gray["path"]) as written:
         assert written.mode == "L"
+
+
+def test_image_paths_are_confined_to_the_input_root(
+    settings: TaskSettings, png_base64: str, tmp_path: Path
+) -> None:
+    (tmp_path / "in.png").write_bytes(base64.b64decode(png_base64))
+    relative = call("image_convert", {"image": {"path": "in.png"}, "format": "GIF"}, settings)
+    assert relative["path"] == str(tmp_path / "images" / "task-1.gif")
+    for path in ["/etc/passwd", "/proc/self/environ", "/etc/hostname"]:
+        with pytest.raises(PermanentTaskError, match="not inside the worker's image input dir"):
+            call("image_resize", {"image": {"path": path}, "width": 5, "height": 5}, settings)
+    with pytest.raises(PermanentTaskError, match=r"must not contain '\.\.'"):
+        body = {"image": {"path": "../../../../etc/hostname"}, "filter": "blur"}
+        call("image_filter", body, settings)
+
+
+def test_the_default_input_root_is_in_under_the_working_directory() -> None:
+    assert TaskSettings().image_input_root == Path("in")
+
+
+def test_settings_byte_limit_applies_to_files_and_inline_images(
+    png_base64: str, tmp_path: Path
+) -> None:
+    (tmp_path / "in.png").write_bytes(base64.b64decode(png_base64))
+    small = TaskSettings(output_dir=tmp_path, image_input_root=tmp_path, max_image_bytes=100)
+    for source in ({"path": "in.png"}, {"data_base64": png_base64}):
+        with pytest.raises(PermanentTaskError, match=r"more than the limit of 100 bytes"):
+            call("image_convert", {"image": source, "format": "PNG"}, small)
 
 
 def test_image_source_must_be_exactly_one(settings: TaskSettings) -> None:
@@ -146,9 +175,36 @@ def test_email_handler_connection_refused_is_transient(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = TaskSettings(output_dir=tmp_path, smtp_host="127.0.0.1", smtp_port=port)
+    settings = TaskSettings(
+        output_dir=tmp_path,
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        mail_allowed_domains="example.org",  # a string, as the environment gives it
+    )
     with pytest.raises(ConnectionRefusedError):
         call("report_email", {"title": "T", "series": [1], "to": ["a@example.org"]}, settings)
+
+
+def test_email_handler_sends_nowhere_by_default(tmp_path: Path) -> None:
+    """No allow-list configured: every recipient is refused before anything is rendered."""
+    settings = TaskSettings(output_dir=tmp_path)
+    with pytest.raises(PermanentTaskError) as raised:
+        call("report_email", {"title": "T", "series": [1], "to": ["a@example.org"]}, settings)
+    assert str(raised.value) == (
+        "1 of 1 recipients refused, nothing was sent: 'a@example.org': the domain "
+        "'example.org' is not allowed (no domain is allowed yet: set "
+        "SPECTASK_MAIL_ALLOWED_DOMAINS=example.org,...)"
+    )
+    assert not (tmp_path / "reports").exists()
+
+
+def test_email_schema_refuses_lists_in_one_address_and_too_many_recipients() -> None:
+    for to in (["x,evil@attacker.test"], ["a@example.org\r\nBcc: e@example.org"]):
+        with pytest.raises(ValueError, match="String should match pattern"):
+            models.ReportEmail.model_validate({"title": "T", "series": [1], "to": to})
+    many = [f"u{i}@example.org" for i in range(101)]
+    with pytest.raises(ValueError, match="at most 20 items"):
+        models.ReportEmail.model_validate({"title": "T", "series": [1], "to": many})
 
 
 def test_unsafe_task_id_is_permanent(settings: TaskSettings) -> None:
@@ -213,3 +269,13 @@ def test_report_handlers_report_their_stages_and_stop_when_cancelled(
     with pytest.raises(TaskCancelledError):
         handlers.report_pdf(payload, cancelled, settings)
     assert not (tmp_path / "reports" / "cancelled.pdf").exists(), "stopped before writing"
+
+
+def test_every_setting_a_message_names_exists() -> None:
+    """Error messages name SPECTASK_* variables to fix: each must be a real setting."""
+    named: set[str] = set()
+    for module in ("images", "inputs", "mail", "recipients", "smtp"):
+        source = (Path(handlers.__file__).parent / f"{module}.py").read_text()
+        named |= set(re.findall(r"SPECTASK_([A-Z_]+[A-Z])", source))
+    assert {"IMAGE_INPUT_ROOT", "MAX_IMAGE_BYTES", "MAIL_ALLOWED_DOMAINS"} <= named
+    assert {name.lower() for name in named} <= set(TaskSettings.model_fields)

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import io
 import math
 import smtplib
-import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from PIL import Image
 from pypdf import PdfReader
 
+from tests.mail_support import POLICY, Inbox, send_report, serving
 from workloads import mail, reports
 from workloads.errors import PermanentTaskError
+from workloads.mailsink import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -149,50 +144,16 @@ def test_pdf_of_bad_series_is_permanent(tmp_path: Path) -> None:
 # --- e-mail ------------------------------------------------------------------------------
 
 
-@dataclass
-class Inbox:
-    """An aiosmtpd handler that keeps what it receives and refuses chosen recipients."""
-
-    refuse: dict[str, str] = field(default_factory=dict)
-    messages: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
-    ) -> str:
-        if address in self.refuse:
-            return self.refuse[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
-        return "250 Message accepted"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def inbox() -> Iterator[tuple[Inbox, mail.SmtpSettings]]:
     handler = Inbox()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=10)
-    controller.start()
-    try:
+    with serving(handler) as port:
         yield (
             handler,
             mail.SmtpSettings(
                 host="127.0.0.1", port=port, sender="reports@example.org", timeout=10
             ),
         )
-    finally:
-        controller.stop()
 
 
 def test_report_is_emailed_with_the_pdf_attached(
@@ -206,12 +167,14 @@ def test_report_is_emailed_with_the_pdf_attached(
         out_dir=tmp_path,
         name="e1",
         smtp=smtp,
+        policy=POLICY,
     )
     assert result.recipients == ["ann@example.org", "bob@example.org"]
     assert result.subject == "Weekly report"
     assert result.path == str(tmp_path / "e1.pdf")
 
     assert len(handler.messages) == 1
+    assert handler.encrypted == [False], "plain SMTP unless configured"
     sender, recipients, message = handler.messages[0]
     assert sender == "reports@example.org"
     assert recipients == ["ann@example.org", "bob@example.org"]
@@ -243,6 +206,7 @@ def test_subject_comes_from_the_payload_and_cannot_inject_headers(
         out_dir=tmp_path,
         name="e2",
         smtp=smtp,
+        policy=POLICY,
     )
     assert result.subject == "Hello Bcc: eve@example.org"
     _, recipients, message = handler.messages[0]
@@ -258,14 +222,7 @@ def test_every_recipient_refused_is_permanent(
     with pytest.raises(
         PermanentTaskError, match=r"refused every recipient: nobody@example.org: 550"
     ):
-        mail.email_report(
-            title="T",
-            series=[1.0],
-            to=["nobody@example.org"],
-            out_dir=tmp_path,
-            name="e3",
-            smtp=smtp,
-        )
+        send_report(smtp, tmp_path, ["nobody@example.org"], "e3")
     assert handler.messages == []
 
 
@@ -275,14 +232,7 @@ def test_some_recipients_refused_is_permanent_after_sending(
     handler, smtp = inbox
     handler.refuse["nobody@example.org"] = "550 5.1.1 No such user"
     with pytest.raises(PermanentTaskError, match=r"refused 1 of 2 recipients .*not retried"):
-        mail.email_report(
-            title="T",
-            series=[1.0],
-            to=["ann@example.org", "nobody@example.org"],
-            out_dir=tmp_path,
-            name="e4",
-            smtp=smtp,
-        )
+        send_report(smtp, tmp_path, ["ann@example.org", "nobody@example.org"], "e4")
     assert [recipients for _, recipients, _ in handler.messages] == [["ann@example.org"]]
 
 
@@ -292,18 +242,14 @@ def test_temporary_refusal_is_transient(
     handler, smtp = inbox
     handler.refuse["busy@example.org"] = "450 4.2.1 Mailbox busy, try later"
     with pytest.raises(smtplib.SMTPRecipientsRefused) as raised:
-        mail.email_report(
-            title="T", series=[1.0], to=["busy@example.org"], out_dir=tmp_path, name="e5", smtp=smtp
-        )
+        send_report(smtp, tmp_path, ["busy@example.org"], "e5")
     assert not isinstance(raised.value, PermanentTaskError)
 
 
 def test_connection_refused_is_transient(tmp_path: Path) -> None:
     smtp = mail.SmtpSettings(host="127.0.0.1", port=free_port(), timeout=5)
     with pytest.raises(ConnectionRefusedError):
-        mail.email_report(
-            title="T", series=[1.0], to=["ann@example.org"], out_dir=tmp_path, name="e6", smtp=smtp
-        )
+        send_report(smtp, tmp_path, ["ann@example.org"], "e6")
 
 
 def test_attachment_name_is_a_safe_file_name() -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from generated import models
 from generated.producer import ProducerClient
 from generated.topology import TOPOLOGY
+from spectask import eventloop
 from spectask.commands.summary import percentile
 from spectask.commands.waiting import render_final
 from spectask.errors import RpcTimeoutError, SpectaskError
@@ -48,8 +49,8 @@ STOP_SECONDS = 30.0
 URGENT = 5
 RETRY_WAIT_SECONDS = 60.0
 POISON_REASON = "permanent"
-# A base64 string that decodes to bytes which are not an image: a permanent failure.
-POISON = {"image": {"data_base64": "bm90IGFuIGltYWdlIGF0IGFsbA=="}, "format": "PNG"}
+# A path outside the workers' image input directory: refused unread, a permanent failure.
+POISON = {"image": {"path": "/etc/passwd"}, "format": "PNG"}
 
 View = models.TaskStatusView
 
@@ -252,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
         "SPECTASK_PREFETCH": os.environ.get("SPECTASK_PREFETCH", "2"),
         "SPECTASK_SMTP_HOST": "127.0.0.1",
         "SPECTASK_SMTP_PORT": str(smtp_port),
+        "SPECTASK_MAIL_ALLOWED_DOMAINS": "example.test",  # the samples' recipients
     }
     print(f"demo: batch {batch}: collector + {len(WORKERS)} workers, {total} tasks", flush=True)
     # A long-lived collector: it stores results, task copies, events and dead letters, and
@@ -289,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
             )
         submitted = Submitted(backlog=backlog, urgent=urgent, poison=poison)
         if "report_generation.email" in args.types or "report_generation" in args.types:
-            retried = asyncio.run(_wait_for_a_retry(time.monotonic() + RETRY_WAIT_SECONDS))
+            retried = eventloop.run(_wait_for_a_retry(time.monotonic() + RETRY_WAIT_SECONDS))
             print(
                 "demo: "
                 + ("an e-mail attempt failed and waits for retry; " if retried else "")
@@ -303,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         try:
-            outcome = asyncio.run(_wait_until_final(submitted.all, args.timeout))
+            outcome = eventloop.run(_wait_until_final(submitted.all, args.timeout))
         except RpcTimeoutError as exc:
             code = collector.poll()
             why = "it is running" if code is None else f"it exited {code}"

@@ -54,8 +54,13 @@ def _out_dir(settings: TaskSettings, kind: str) -> Path:
     return settings.output_dir / kind
 
 
-def _source(image: models.ImageSource) -> bytes | Path:
-    return images.image_source(image.path, image.data_base64)
+def _source(image: models.ImageSource, settings: TaskSettings) -> images.Source:
+    return images.image_source(
+        image.path,
+        image.data_base64,
+        input_root=settings.image_input_root,
+        max_bytes=settings.max_image_bytes,
+    )
 
 
 def image_resize(
@@ -63,7 +68,7 @@ def image_resize(
 ) -> images.ImageOutput:
     cfg = _settings(settings)
     return images.resize_image(
-        _source(payload.image),
+        _source(payload.image, cfg),
         width=payload.width,
         height=payload.height,
         keep_aspect=bool(_or(payload.keep_aspect, True)),
@@ -79,7 +84,7 @@ def image_convert(
 ) -> images.ImageOutput:
     cfg = _settings(settings)
     return images.convert_image(
-        _source(payload.image),
+        _source(payload.image, cfg),
         output_format=str(_plain(payload.format)),
         quality=int(_or(payload.quality, images.DEFAULT_QUALITY)),
         out_dir=_out_dir(cfg, "images"),
@@ -93,7 +98,7 @@ def image_filter(
 ) -> images.ImageOutput:
     cfg = _settings(settings)
     return images.filter_image(
-        _source(payload.image),
+        _source(payload.image, cfg),
         filter_name=str(_plain(payload.filter)),
         radius=float(_or(payload.radius, 2.0)),
         out_dir=_out_dir(cfg, "images"),
@@ -171,12 +176,8 @@ def report_email(
         subject=payload.subject,
         out_dir=_out_dir(cfg, "reports"),
         name=safe_name(context.task_id),
-        smtp=mail.SmtpSettings(
-            host=cfg.smtp_host,
-            port=cfg.smtp_port,
-            sender=cfg.smtp_from,
-            timeout=cfg.smtp_timeout,
-        ),
+        smtp=cfg.smtp_settings(),
+        policy=cfg.recipient_policy(),
         progress=context.progress,
         idempotency_key=context.idempotency_key,
     )

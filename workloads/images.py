@@ -1,24 +1,30 @@
 """Image processing with Pillow: load safely, resize, convert, filter, save atomically.
 
-An image comes from a file on the worker or from inline bytes (see `image_source`). Loading
-reads the header first and refuses images with more pixels than allowed before anything is
-decoded; an image that cannot be read (not an image, truncated, unsupported) is a
-`PermanentTaskError`, since retrying cannot repair the bytes.
+An image comes from a file below the worker's image input directory (`workloads.inputs`) or
+from inline bytes (see `image_source`); both are capped in bytes before they are read or
+decoded. Loading reads the header first and refuses images with more pixels than allowed
+before anything is decoded. An image that cannot be read (not an image, truncated,
+unsupported, too large) or that needs more memory than the worker has is a
+`PermanentTaskError`: retrying cannot repair the bytes, and the same image needs the same
+memory next time.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError, features
 from pydantic import BaseModel, ConfigDict
 
 from workloads.errors import PermanentTaskError
+from workloads.inputs import ImageFile, too_large
 from workloads.output import write_atomic
 
 FORMATS: Final = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
@@ -74,21 +80,34 @@ class SourceImage:
     format: str
 
 
-def image_source(path: str | None, data_base64: str | None) -> bytes | Path:
-    """The image a task names: a path on the worker or decoded inline bytes (exactly one)."""
+Source: TypeAlias = bytes | ImageFile
+"""Inline bytes (already capped) or a file to read below the input directory."""
+
+
+def image_source(
+    path: str | None, data_base64: str | None, *, input_root: Path, max_bytes: int
+) -> Source:
+    """The image a task names: a file below `input_root` or inline base64 (exactly one).
+
+    Either is refused beyond `max_bytes`: a file when it is opened, base64 before decoding.
+    """
     if (path is None) == (data_base64 is None):
         given = "neither" if path is None else "both"
         raise PermanentTaskError(
             f"the image source must give exactly one of 'path' and 'data_base64', got {given}"
         )
     if path is not None:
-        return Path(path)
+        return ImageFile(path=path, root=input_root, max_bytes=max_bytes)
     assert data_base64 is not None
-    return decode_base64(data_base64)
+    return decode_base64(data_base64, max_bytes=max_bytes)
 
 
-def decode_base64(data: str) -> bytes:
-    """Bytes of base64 text (standard or URL-safe alphabet, whitespace and a data: URL allowed)."""
+def decode_base64(data: str, *, max_bytes: int) -> bytes:
+    """Bytes of base64 text (standard or URL-safe alphabet, whitespace and a data: URL allowed).
+
+    The decoded size follows from the text's length, so text that would decode to more than
+    `max_bytes` is refused before anything is decoded.
+    """
     text = data.strip()
     if text.startswith("data:"):
         header, comma, text = text.partition(",")
@@ -96,6 +115,9 @@ def decode_base64(data: str) -> bytes:
             raise PermanentTaskError("image data_base64 is a data: URL that is not base64-encoded")
     compact = "".join(text.split())
     compact += "=" * (-len(compact) % 4)
+    decoded_size = len(compact) // 4 * 3 - (len(compact) - len(compact.rstrip("=")))
+    if decoded_size > max_bytes:
+        raise too_large("inline image", max_bytes, decoded_size)
     altchars = b"-_" if ("-" in compact or "_" in compact) else None
     try:
         raw = base64.b64decode(compact, altchars=altchars, validate=True)
@@ -106,29 +128,35 @@ def decode_base64(data: str) -> bytes:
     return raw
 
 
-def read_source(source: bytes | Path) -> bytes:
-    """The encoded image bytes; a missing or unreadable file is a permanent failure."""
-    if isinstance(source, bytes):
-        return source
+def read_source(source: Source) -> bytes:
+    """The encoded image bytes (a file's read confined and capped by `ImageFile.read`)."""
+    return source if isinstance(source, bytes) else source.read()
+
+
+def _describe(source: Source) -> str:
+    return "inline image" if isinstance(source, bytes) else source.label
+
+
+def _out_of_memory(label: str) -> PermanentTaskError:
+    return PermanentTaskError(
+        f"{label} needs more memory than this worker has; lower SPECTASK_MAX_IMAGE_PIXELS "
+        "or give the worker more memory"
+    )
+
+
+@contextlib.contextmanager
+def memory_is_permanent(label: str) -> Iterator[None]:
+    """A MemoryError inside is a permanent failure: the same image needs the same memory again.
+
+    Left alone it would count as transient and be retried, three times the same allocation.
+    """
     try:
-        return source.read_bytes()
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        raise PermanentTaskError(
-            f"image path {str(source)!r} does not exist on the worker"
-        ) from exc
-    except IsADirectoryError as exc:
-        raise PermanentTaskError(f"image path {str(source)!r} is a directory") from exc
-    except PermissionError as exc:
-        raise PermanentTaskError(
-            f"image path {str(source)!r} is not readable by the worker: {exc.strerror}"
-        ) from exc
+        yield
+    except MemoryError:
+        raise _out_of_memory(label) from None
 
 
-def _describe(source: bytes | Path) -> str:
-    return f"image {str(source)!r}" if isinstance(source, Path) else "inline image"
-
-
-def load_image(source: bytes | Path, *, max_pixels: int) -> SourceImage:
+def load_image(source: Source, *, max_pixels: int) -> SourceImage:
     """Decode an image, refusing it before decoding if it has more than `max_pixels` pixels.
 
     EXIF orientation is applied, so the result is upright. Pillow's own decompression-bomb
@@ -145,7 +173,7 @@ def load_image(source: bytes | Path, *, max_pixels: int) -> SourceImage:
             f"{label} ({len(data)} bytes) is not a {', '.join(FORMATS)} image Pillow can read"
         ) from exc
     except MemoryError:
-        raise
+        raise _out_of_memory(label) from None
     except Exception as exc:
         raise PermanentTaskError(f"{label} cannot be opened as an image: {exc}") from exc
 
@@ -164,7 +192,7 @@ def load_image(source: bytes | Path, *, max_pixels: int) -> SourceImage:
         orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
         upright = image if orientation == 1 else ImageOps.exif_transpose(image)
     except MemoryError:
-        raise
+        raise _out_of_memory(f"{label} ({stored_format} {width}x{height})") from None
     except Exception as exc:
         raise PermanentTaskError(
             f"{label} ({stored_format} {width}x{height}) is corrupt or truncated: {exc}"
@@ -313,7 +341,7 @@ def apply_filter(image: Image.Image, name: str, radius: float = 2.0) -> Image.Im
 
 
 def resize_image(
-    source: bytes | Path,
+    source: Source,
     *,
     width: int,
     height: int,
@@ -325,14 +353,17 @@ def resize_image(
     max_pixels: int,
 ) -> ImageOutput:
     """Resize an image and write it as `output_format` (default: the source's format)."""
-    loaded = load_image(source, max_pixels=max_pixels)
-    fmt = normalize_format(output_format or loaded.format)
-    resized = resize(loaded.image, width, height, keep_aspect=keep_aspect, max_pixels=max_pixels)
-    return save_image(resized, fmt=fmt, out_dir=out_dir, name=name, quality=quality)
+    with memory_is_permanent(_describe(source)):
+        loaded = load_image(source, max_pixels=max_pixels)
+        fmt = normalize_format(output_format or loaded.format)
+        resized = resize(
+            loaded.image, width, height, keep_aspect=keep_aspect, max_pixels=max_pixels
+        )
+        return save_image(resized, fmt=fmt, out_dir=out_dir, name=name, quality=quality)
 
 
 def convert_image(
-    source: bytes | Path,
+    source: Source,
     *,
     output_format: str,
     quality: int = DEFAULT_QUALITY,
@@ -342,12 +373,13 @@ def convert_image(
 ) -> ImageOutput:
     """Re-encode an image as `output_format` (`quality` applies to JPEG and WEBP)."""
     fmt = normalize_format(output_format)
-    loaded = load_image(source, max_pixels=max_pixels)
-    return save_image(loaded.image, fmt=fmt, out_dir=out_dir, name=name, quality=quality)
+    with memory_is_permanent(_describe(source)):
+        loaded = load_image(source, max_pixels=max_pixels)
+        return save_image(loaded.image, fmt=fmt, out_dir=out_dir, name=name, quality=quality)
 
 
 def filter_image(
-    source: bytes | Path,
+    source: Source,
     *,
     filter_name: str,
     radius: float = 2.0,
@@ -358,7 +390,8 @@ def filter_image(
     max_pixels: int,
 ) -> ImageOutput:
     """Apply a filter and write the result as `output_format` (default: the source's format)."""
-    loaded = load_image(source, max_pixels=max_pixels)
-    fmt = normalize_format(output_format or loaded.format)
-    filtered = apply_filter(loaded.image, filter_name, radius)
-    return save_image(filtered, fmt=fmt, out_dir=out_dir, name=name, quality=quality)
+    with memory_is_permanent(_describe(source)):
+        loaded = load_image(source, max_pixels=max_pixels)
+        fmt = normalize_format(output_format or loaded.format)
+        filtered = apply_filter(loaded.image, filter_name, radius)
+        return save_image(filtered, fmt=fmt, out_dir=out_dir, name=name, quality=quality)

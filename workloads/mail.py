@@ -1,8 +1,11 @@
 """E-mail: send a PDF report as an attachment over SMTP (`smtplib`).
 
-Failures are split the SMTP way: a refused connection, a timeout, a dropped connection or a
-4xx (temporary) reply propagate unchanged and count as transient; a 5xx (permanent) refusal
-of the sender, a recipient or the message raises `PermanentTaskError`.
+The recipients are checked first (`workloads.recipients`: valid addresses, allowed domains, a
+capped count), so nothing is rendered or sent for a task that may not send. The connection
+(TLS, login) is `workloads.smtp`'s. Failures are split the SMTP way: a refused connection, a
+timeout, a dropped connection or a 4xx (temporary) reply propagate unchanged and count as
+transient; a 5xx (permanent) refusal of the sender, a recipient or the message raises
+`PermanentTaskError`.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import re
 import smtplib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -20,17 +22,9 @@ from pydantic import BaseModel, ConfigDict
 from workloads.analysis import describe
 from workloads.errors import PermanentTaskError
 from workloads.output import safe_name
+from workloads.recipients import RecipientPolicy, check_recipients
 from workloads.reports import Progress, build_pdf, no_progress, write_pdf
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpSettings:
-    """Where and as whom to send."""
-
-    host: str = "localhost"
-    port: int = 25
-    sender: str = "spectask@localhost"
-    timeout: float = 30.0
+from workloads.smtp import SmtpSettings, connection, reply_text
 
 
 class EmailOutput(BaseModel):
@@ -79,13 +73,9 @@ def build_message(
     return message
 
 
-def _text(reply: bytes | str) -> str:
-    return (reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply).strip()
-
-
 def _replies(refused: Mapping[str, tuple[int, bytes]]) -> str:
     return "; ".join(
-        f"{address}: {code} {_text(reply)}" for address, (code, reply) in refused.items()
+        f"{address}: {code} {reply_text(reply)}" for address, (code, reply) in refused.items()
     )
 
 
@@ -101,7 +91,7 @@ def send(message: EmailMessage, *, smtp: SmtpSettings, recipients: Sequence[str]
     message, so that is permanent too: a retry would send them a second copy.
     """
     try:
-        with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout) as client:
+        with connection(smtp) as client:
             refused = client.send_message(message, from_addr=smtp.sender, to_addrs=recipients)
     except smtplib.SMTPRecipientsRefused as exc:
         codes = exc.recipients
@@ -115,13 +105,13 @@ def send(message: EmailMessage, *, smtp: SmtpSettings, recipients: Sequence[str]
             raise
         raise PermanentTaskError(
             f"the SMTP server refused the sender {exc.sender!r} (SPECTASK_SMTP_FROM): "
-            f"{exc.smtp_code} {_text(exc.smtp_error)}"
+            f"{exc.smtp_code} {reply_text(exc.smtp_error)}"
         ) from exc
     except smtplib.SMTPDataError as exc:
         if _temporary(exc.smtp_code):
             raise
         raise PermanentTaskError(
-            f"the SMTP server refused the message: {exc.smtp_code} {_text(exc.smtp_error)}"
+            f"the SMTP server refused the message: {exc.smtp_code} {reply_text(exc.smtp_error)}"
         ) from exc
     except smtplib.SMTPNotSupportedError as exc:
         raise PermanentTaskError(f"the SMTP server cannot take this message: {exc}") from exc
@@ -141,13 +131,15 @@ def email_report(
     out_dir: Path,
     name: str,
     smtp: SmtpSettings,
+    policy: RecipientPolicy,
     progress: Progress | None = None,
     idempotency_key: str | None = None,
 ) -> EmailOutput:
-    """Build the PDF report, write it to `out_dir/<name>.pdf` and e-mail it to `to`."""
-    recipients = list(dict.fromkeys(address.strip() for address in to))
-    if not recipients or not all(recipients):
-        raise PermanentTaskError("the report has no recipients (or an empty address)")
+    """Build the PDF report, write it to `out_dir/<name>.pdf` and e-mail it to `to`.
+
+    `to` is checked against `policy` before anything else happens.
+    """
+    recipients = check_recipients(to, policy)
     values = list(series)
     report = progress or no_progress
     report(0.0, "rendering the report")

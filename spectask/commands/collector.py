@@ -29,7 +29,7 @@ from spectask.runtime.context import TaskContext
 from spectask.signals import stop_on_signals
 from spectask.store import open_store
 
-log = logging.getLogger("spectask.collector")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +64,9 @@ async def run(args: argparse.Namespace) -> int:
     summary = ResultSummary()
     batch_summary = ResultSummary()
     stop = asyncio.Event()
-    stop_on_signals(stop, f"collector {os.getpid()}")
+    config = RuntimeConfig()
+    who = f"collector {os.getpid()}"
+    stop_on_signals(stop, who, timeout=config.shutdown_timeout)
     prefix = f"{args.batch}-" if args.batch else ""
     sink: IO[str] | None = args.output.open("a") if args.output else None
 
@@ -92,10 +94,10 @@ async def run(args: argparse.Namespace) -> int:
             stop.set()
 
     app.collect_result(on_result)
-    broker = await Broker.connect(RuntimeConfig(), name="spectask-collector")
     worker_id = f"collector-{os.getpid()}"
     timed_out = False
     try:
+        broker = await Broker.connect(config, name="spectask-collector", stop=stop)
         async with broker:
             runner = asyncio.create_task(app.run(broker, worker_id=worker_id, stop=stop))
             try:

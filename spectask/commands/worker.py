@@ -46,8 +46,9 @@ async def run(args: argparse.Namespace) -> int:
     routes = application.module("worker").RECEIVE_ROUTES
     select_routes(routes, task_types)  # a typo in --types fails before connecting
     stop = asyncio.Event()
-    stop_on_signals(stop, f"worker {args.worker_id}")
-    broker = await Broker.connect(config, name=f"spectask-worker-{args.worker_id}")
+    who = f"worker {args.worker_id}"
+    stop_on_signals(stop, who, timeout=config.shutdown_timeout)
+    broker = await Broker.connect(config, name=f"spectask-worker-{args.worker_id}", stop=stop)
     async with broker:
         stats = await app.run(
             broker, worker_id=args.worker_id, task_types=task_types, stop=stop, burst=args.burst

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import shutil
@@ -15,11 +16,16 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import aio_pika
+
 from spectask.devbroker.node import LocalNode, NodeError, find_rabbitmq_script
 from spectask.devbroker.probe import amqp_port_ready, amqp_url_reachable, wait_amqp_ready
+from spectask.errors import BrokerUnavailableError, ConfigError
+from spectask.runtime import connect_errors
 from spectask.runtime.broker import redact_url
 
 DEFAULT_LOCAL_PORT = 5673
+LOGIN_TIMEOUT = 10.0
 LOCAL_PORT_ENV = "SPECTASK_LOCAL_BROKER_PORT"
 COMPOSE_FILE = "docker-compose.yml"
 COMPOSE_TEXT = """\
@@ -129,6 +135,9 @@ def ensure(base: Path, local_port: int, *, local_only: bool = False, timeout: fl
         url = os.environ.get("AMQP_URL", "").strip()
         if url:
             if amqp_url_reachable(url):
+                refused = login_error(url)
+                if refused is not None:
+                    raise NodeError(str(refused))
                 _say(f"using AMQP_URL ({redact_url(url)})")
                 return url
             raise NodeError(
@@ -164,6 +173,29 @@ def ensure(base: Path, local_port: int, *, local_only: bool = False, timeout: fl
             raise NodeError("apt-get install rabbitmq-server failed (see the output above)")
         return _ensure_local(base, local_port, timeout)
     raise NodeError(_install_hint())
+
+
+def login_error(url: str) -> BrokerUnavailableError | None:
+    """Log in as `url` says, as every spectask process will: the error it would meet, if any.
+
+    Answering the AMQP handshake is not enough: a wrong password or a missing virtual host
+    passed the probe, `make broker` printed the URL, and every command then failed with it.
+    The message is the runtime's own (`spectask.runtime.connect_errors`).
+    """
+    shown = redact_url(url)
+
+    async def attempt() -> None:
+        connection = await aio_pika.connect(url, timeout=LOGIN_TIMEOUT)
+        await connection.close()
+
+    try:
+        connect_errors.check_url(url, shown)
+        asyncio.run(attempt())
+    except ConfigError as exc:
+        return BrokerUnavailableError(str(exc))
+    except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+        return connect_errors.explain(exc, url, shown)
+    return None
 
 
 def _local_port() -> int:

@@ -17,11 +17,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 
-from spectask.errors import ConfigError
+from spectask.errors import ConfigError, StoppedBeforeConnectingError
 from spectask.runtime import connect_errors
 from spectask.runtime.config import RuntimeConfig
+from spectask.runtime.connection_watch import watch_connection
 from spectask.runtime.publisher import Publisher
 from spectask.runtime.rpc import RpcClient
+from spectask.runtime.shutdown import within
 from spectask.runtime.topology import ArgumentValue, QueueSpec, Topology
 from spectask.runtime.transport import (
     PRECONDITION_FAILED,
@@ -42,7 +44,7 @@ QUORUM_SINCE = (3, 8)
 QUORUM_PRIORITIES_SINCE = (4, 0)
 Version = tuple[int, ...]
 
-log = logging.getLogger("spectask.broker")
+log = logging.getLogger(__name__)
 
 
 def redact_url(url: str) -> str:
@@ -65,23 +67,46 @@ class Broker:
 
     @classmethod
     async def connect(
-        cls, config: RuntimeConfig | None = None, *, name: str = "spectask"
+        cls,
+        config: RuntimeConfig | None = None,
+        *,
+        name: str = "spectask",
+        stop: asyncio.Event | None = None,
     ) -> Broker:
         """Connect, or raise `BrokerUnavailableError` saying where we tried and what to do.
 
         `AMQP_URL=memory://NAME` selects the in-memory broker NAME (`spectask.runtime.memory`).
+        `stop` set while connecting (SIGTERM) ends the attempt at once with
+        `StoppedBeforeConnectingError`: a connect to a host that never answers would otherwise
+        hold the process for SPECTASK_CONNECT_TIMEOUT after it was told to stop.
         """
         config = config or RuntimeConfig()
         shown = redact_url(config.amqp_url)
         if not is_memory_url(config.amqp_url):
             connect_errors.check_url(config.amqp_url, shown)
-        try:
-            connection = await asyncio.wait_for(
+        connecting = asyncio.ensure_future(
+            asyncio.wait_for(
                 connect(config.amqp_url, heartbeat=config.heartbeat, name=name),
                 timeout=config.connect_timeout,
             )
+        )
+        if stop is not None:
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                await within(asyncio.gather(connecting, return_exceptions=True), "connecting")
+                raise StoppedBeforeConnectingError(
+                    f"stopped before it connected to RabbitMQ at {shown}"
+                )
+        try:
+            connection = await connecting
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
             raise connect_errors.explain(exc, config.amqp_url, shown) from exc
+        watch_connection(connection, shown)
         return cls(connection, config)
 
     @classmethod
@@ -180,9 +205,10 @@ class Broker:
             await channel.close()
 
     async def close(self) -> None:
+        """Close the connection; bounded, since over a lost connection closing can wait forever."""
         if self._rpc is not None:
-            await self._rpc.close()
-        await self.connection.close()
+            await within(self._rpc.close(), "closing the status client")
+        await within(self.connection.close(), "closing the connection")
 
     async def __aenter__(self) -> Broker:
         return self

@@ -31,7 +31,7 @@ from spectask.runtime.publisher import OutgoingMessage
 from spectask.runtime.topology import ReceiveRoute
 from spectask.runtime.transport import Channel, IncomingMessage
 
-log = logging.getLogger("spectask.worker")
+log = logging.getLogger(__name__)
 
 STREAM_PREFETCH = 500
 

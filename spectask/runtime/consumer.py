@@ -47,10 +47,11 @@ from spectask.runtime.context import NO_SIGNALS, Signals, TaskContext
 from spectask.runtime.digest import task_digest
 from spectask.runtime.headers import attempt_of
 from spectask.runtime.publisher import OutgoingMessage, Publisher
+from spectask.runtime.shutdown import within
 from spectask.runtime.topology import ReceiveRoute
 from spectask.runtime.transport import IncomingMessage, Queue
 
-log = logging.getLogger("spectask.worker")
+log = logging.getLogger(__name__)
 
 IDLE_CHECK_SECONDS = 0.2
 BURST_IDLE_SECONDS = 0.3
@@ -150,8 +151,10 @@ class DeliveryLoop:
         stats: WorkerStats,
         backoff: Backoff,
         resources: Sequence[Resource] = (),
+        name: str | None = None,
     ) -> None:
         self._broker = broker
+        self._name = name or f"worker {worker_id}"  # how its log lines name the process
         self._config = broker.config
         self._worker_id = worker_id
         self._roles = roles
@@ -176,14 +179,14 @@ class DeliveryLoop:
                     queue = await channel.get_queue(name, ensure=True)
                     tag = await queue.consume(self._deliver_to(self._roles[name]), no_ack=False)
                     consumers.append((queue, tag))
-                log.info("worker %s consuming %s", self._worker_id, ", ".join(sorted(self._roles)))
+                log.info("%s consuming %s", self._name, ", ".join(sorted(self._roles)))
                 await self._wait(stop, burst)
             finally:
                 await self._shutdown(consumers)
-                await channel.close()
+                await within(channel.close(), "closing the channel")
         finally:
             for resource in reversed(started):
-                await resource.close()
+                await within(resource.close(), f"closing {type(resource).__name__}")
         return self.stats
 
     def _deliver_to(self, role: Role) -> Callable[[IncomingMessage], Awaitable[None]]:
@@ -216,20 +219,27 @@ class DeliveryLoop:
         return not self._in_flight
 
     async def _shutdown(self, consumers: list[tuple[Queue, str]]) -> None:
-        """Stop taking work, let in-flight deliveries finish by the deadline, requeue the rest."""
-        for queue, tag in consumers:
-            try:
-                await queue.cancel(tag)
-            except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
-                log.warning("could not cancel consumer on %s: %s", queue.name, exc)
+        """Stop taking work, let in-flight deliveries finish by the deadline, requeue the rest.
+
+        Every step is bounded (`spectask.runtime.shutdown`): with the broker gone, cancelling
+        a consumer waits for a reconnect that may never come.
+        """
+        deadline = time.monotonic() + self._config.shutdown_timeout
+        if consumers:
+            await within(
+                asyncio.gather(*(queue.cancel(tag) for queue, tag in consumers)),
+                "cancelling the consumers",
+            )
         if not self._in_flight:
             return
-        _, pending = await asyncio.wait(set(self._in_flight), timeout=self._config.shutdown_timeout)
+        _, pending = await asyncio.wait(
+            set(self._in_flight), timeout=max(0.0, deadline - time.monotonic())
+        )
         if pending:
             log.warning("%d tasks still running at shutdown; requeueing them", len(pending))
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await within(asyncio.gather(*pending, return_exceptions=True), "requeueing them")
 
     async def _on_message(
         self, message: IncomingMessage, role: Role, salvage: Salvage | None = None

@@ -25,7 +25,7 @@ from spectask.runtime.context import TaskContext
 from spectask.runtime.topology import SendRoute
 from spectask.runtime.transport import Channel, Connection, Exchange
 
-log = logging.getLogger("spectask.worker")
+log = logging.getLogger(__name__)
 
 
 def event_document(

@@ -41,7 +41,7 @@ __all__ = [
     "to_json_object",
 ]
 
-log = logging.getLogger("spectask.worker")
+log = logging.getLogger(__name__)
 
 HandlerResult = BaseModel | Mapping[str, Any] | None
 Handler = Callable[[Any, TaskContext], Awaitable[HandlerResult] | HandlerResult]

@@ -47,7 +47,7 @@ from spectask.errors import TaskCancelledError
 from spectask.runtime.context import NO_SIGNALS, TaskContext, check_percent
 from spectask.runtime.control import TaskSignals, Throttle
 
-log = logging.getLogger("spectask.worker")
+log = logging.getLogger(__name__)
 
 SyncHandler = Callable[[Any, Any], object]
 Finish = Callable[[object], object]

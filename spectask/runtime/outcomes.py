@@ -49,7 +49,7 @@ from spectask.runtime.retry import choose_tier, failure_headers
 from spectask.runtime.topology import ReceiveRoute, RetryTier, SendRoute
 from spectask.runtime.transport import IncomingMessage
 
-log = logging.getLogger("spectask.worker")
+log = logging.getLogger(__name__)
 
 TRACEBACK_FRAMES = 8
 # The type name of `spectask.store.StoreDataError` in a failure's error info (the runtime does
@@ -142,6 +142,7 @@ class Outcomes(ABC):
                     attempt,
                     tier.delay_ms / 1000,
                     summary,
+                    extra=outcome_fields(context, started_at, datetime.now(UTC), "retrying"),
                 )
                 retrying = self._event(context, "retrying", summary)
                 return (self._retry(message, tier, attempt + 1, summary), *retrying)
@@ -153,6 +154,7 @@ class Outcomes(ABC):
             route.message_type,
             attempt,
             summary,
+            extra=outcome_fields(context, started_at, datetime.now(UTC), "failed"),
         )
         dead = self.dead(
             message,
@@ -235,6 +237,7 @@ class WorkerOutcomes(Outcomes):
         dead_letter_route: SendRoute,
         event_route: SendRoute | None,
         result_route: SendRoute,
+        log_tasks: bool = True,
     ) -> None:
         super().__init__(
             worker_id=worker_id,
@@ -243,6 +246,7 @@ class WorkerOutcomes(Outcomes):
             event_route=event_route,
         )
         self._result_route = result_route
+        self._log_tasks = log_tasks
 
     def succeeded(
         self, context: TaskContext, started_at: datetime, result: dict[str, Any] | None
@@ -276,15 +280,30 @@ class WorkerOutcomes(Outcomes):
         dead_reason: DeadReason | None = None,
     ) -> OutgoingMessage:
         route = self._result_route
+        finished_at = datetime.now(UTC)
+        outcome = status or ("failed" if error else "succeeded")
+        # A failure has its WARNING line already (`failed`); the rest one INFO line each,
+        # formatted only if it is shown (SPECTASK_LOG_TASKS, the log level).
+        if self._log_tasks and outcome != "failed" and log.isEnabledFor(logging.INFO):
+            fields = outcome_fields(context, started_at, finished_at, outcome)
+            log.info(
+                "task %s (%s) attempt %d %s in %.0f ms",
+                context.task_id,
+                context.message_type,
+                context.attempt,
+                outcome,
+                fields["duration_ms"],
+                extra=fields,
+            )
         document: dict[str, Any] = {
             "task_id": context.task_id,
             "message_type": context.message_type,
-            "status": status or ("failed" if error else "succeeded"),
+            "status": outcome,
             "worker_id": self._worker_id,
             "attempt": context.attempt,
             "submitted_at": context.submitted_at,
             "started_at": started_at,
-            "finished_at": datetime.now(UTC),
+            "finished_at": finished_at,
             "result": result,
             "error": error,
         }
@@ -376,6 +395,7 @@ def outcomes_for(
     dead_letter_route: SendRoute,
     result_route: SendRoute | None,
     event_route: SendRoute | None,
+    log_tasks: bool = True,
 ) -> Outcomes:
     """The outcomes of a service with these send routes (decided once, at start)."""
     if result_route is None:
@@ -391,7 +411,22 @@ def outcomes_for(
         dead_letter_route=dead_letter_route,
         event_route=event_route,
         result_route=result_route,
+        log_tasks=log_tasks,
     )
+
+
+def outcome_fields(
+    context: TaskContext, started_at: datetime | None, finished_at: datetime, outcome: str
+) -> dict[str, Any]:
+    """A task outcome's structured log fields (what `--log-format json` shows as keys)."""
+    duration = (finished_at - started_at).total_seconds() * 1000 if started_at else 0.0
+    return {
+        "task_id": context.task_id,
+        "task_type": context.message_type,
+        "attempt": context.attempt,
+        "duration_ms": round(duration, 1),
+        "outcome": outcome,
+    }
 
 
 def _no_event(context: TaskContext, event: str, message: str) -> NextHops:

@@ -24,7 +24,7 @@ from spectask.runtime.publisher import OutgoingMessage
 from spectask.runtime.topology import ReceiveRoute, ReplySpec
 from spectask.runtime.transport import IncomingMessage
 
-log = logging.getLogger("spectask.worker")
+log = logging.getLogger(__name__)
 
 
 class Responder:

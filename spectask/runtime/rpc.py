@@ -28,7 +28,7 @@ from spectask.errors import PublishError, RpcTimeoutError, SpectaskError, TaskVa
 from spectask.runtime.topology import RpcRoute
 from spectask.runtime.transport import Channel, Connection, IncomingMessage
 
-log = logging.getLogger("spectask.rpc")
+log = logging.getLogger(__name__)
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 DEFAULT_TIMEOUT = 5.0

@@ -28,7 +28,7 @@ from spectask.runtime.outcomes import STORE_REFUSALS, CollectorOutcomes
 from spectask.runtime.topology import ReceiveRoute
 from spectask.runtime.transport import IncomingMessage
 
-log = logging.getLogger("spectask.worker")
+log = logging.getLogger(__name__)
 
 
 class TapRole:

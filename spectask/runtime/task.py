@@ -53,7 +53,7 @@ from spectask.runtime.repeats import RepeatCheck
 from spectask.runtime.topology import ReceiveRoute, SendRoute
 from spectask.runtime.transport import IncomingMessage
 
-log = logging.getLogger("spectask.worker")
+log = logging.getLogger(__name__)
 
 JSON = "application/json"
 

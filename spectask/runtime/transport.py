@@ -22,12 +22,17 @@ few places that tell one failure from another catch the pairs below (`UNROUTABLE
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
 import aio_pika
 import aiormq
+from aio_pika.connection import make_url
+
+from spectask.runtime.shutdown import CLOSE_STEP_SECONDS
 
 Message = aio_pika.Message
 DeliveryMode = aio_pika.DeliveryMode
@@ -221,13 +226,10 @@ async def connect(
         return connect_memory(url)
     properties: dict[str, Any] = {"connection_name": name}
     if robust:
-        kwargs: dict[str, Any] = {"client_properties": properties}
+        kwargs: dict[str, Any] = {}
         if heartbeat is not None:
             kwargs["heartbeat"] = heartbeat
-        robust_connection: aio_pika.abc.AbstractRobustConnection = await aio_pika.connect_robust(
-            url, **kwargs
-        )
-        return robust_connection
+        return await _connect_robust(url, properties, kwargs)
     plain: aio_pika.abc.AbstractConnection = await aio_pika.connect(
         url, client_properties=properties
     )
@@ -242,3 +244,21 @@ def server_properties(connection: Connection) -> Mapping[str, object]:
             properties: Mapping[str, object] = transport.connection.server_properties or {}
             return properties
     return {}
+
+
+async def _connect_robust(
+    url: str, properties: dict[str, Any], kwargs: dict[str, Any]
+) -> aio_pika.abc.AbstractRobustConnection:
+    """`aio_pika.connect_robust`, except that a first connect that fails or is cancelled (a
+    timeout, SIGTERM) closes the connection object: its reconnect task otherwise swallows the
+    cancel and keeps trying, and the process cannot exit."""
+    connection = aio_pika.RobustConnection(
+        make_url(url, **kwargs), client_properties=properties, **kwargs
+    )
+    try:
+        await connection.connect()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(connection.close(), timeout=CLOSE_STEP_SECONDS)
+        raise
+    return connection

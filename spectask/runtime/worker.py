@@ -158,6 +158,7 @@ def _service(
         dead_letter_route=dead_letter_route,
         result_route=result_route,
         event_route=event_route,
+        log_tasks=config.log_tasks,
     )
     # only a service with a side-effecting task type asks the store about redeliveries
     repeats = RepeatCheck(broker.rpc()) if any(r.policy.side_effects for r in routes) else None
@@ -205,4 +206,5 @@ def _service(
         stats=stats,
         backoff=backoff,
         resources=(attempts,),
+        name=worker_id if isinstance(outcomes, CollectorOutcomes) else f"worker {worker_id}",
     )

@@ -26,10 +26,9 @@ from spectask.store.observations import (
 from spectask.store.protocol import TaskStore
 from spectask.store.records import ErrorDetail, TaskRecord
 from spectask.store.states import TERMINAL_STATES, TaskState, advance, state_of
-from spectask.store.url import DEFAULT_STORE_URL, STORE_URL_ENV
+from spectask.store.url import STORE_URL_ENV, default_store_path, default_store_url
 
 __all__ = [
-    "DEFAULT_STORE_URL",
     "STORE_URL_ENV",
     "TERMINAL_STATES",
     "DuplicateTaskIdError",
@@ -44,6 +43,8 @@ __all__ = [
     "TaskState",
     "TaskStore",
     "advance",
+    "default_store_path",
+    "default_store_url",
     "observation_from_dead_letter",
     "observation_from_event",
     "observation_from_result",

@@ -19,7 +19,7 @@ from spectask.store.url import (
     store_url_from_env,
 )
 
-log = logging.getLogger("spectask.store")
+log = logging.getLogger(__name__)
 
 
 async def open_store(url: str | None = None) -> TaskStore:
@@ -35,8 +35,8 @@ async def open_store(url: str | None = None) -> TaskStore:
 
         log.info("task store: PostgreSQL %s", redact(target.url))
         return await PostgresTaskStore.open(target.url)
-    # Said at start, with the absolute path: collectors started in different directories
-    # would otherwise use different files without a word (a relative path is per directory).
+    # Said at start, with the absolute path: a STORE_URL with a relative path is per directory,
+    # and collectors started in different directories would use different files without a word.
     log.info("task store: SQLite %s (STORE_URL to change it)", _absolute(target.path))
     return await SqliteTaskStore.open(target.path)
 

@@ -1,7 +1,14 @@
-"""Which database a store URL names: `sqlite:///path` or `postgresql://...`.
+"""Which database a store URL names: `sqlite:///path` or `postgresql://...`, and the default.
 
 Parsed once, up front, so a typo in STORE_URL fails at start-up with the accepted forms
 instead of somewhere inside a driver.
+
+The default is a SQLite file in the user's data directory (platformdirs:
+`~/.local/share/spectask/tasks.db` on Linux, honouring XDG_DATA_HOME), the same whatever the
+working directory: a default relative to it gave collectors started in different directories
+different files, and `status` then alternated between SUCCEEDED and UNKNOWN for one task.
+Not the project's root either: spectask is a library, and `spectask collect` runs wherever it
+is started, with no project marker to look for.
 """
 
 from __future__ import annotations
@@ -11,17 +18,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import platformdirs
+
 from spectask.store.errors import StoreConfigError
 
 STORE_URL_ENV = "STORE_URL"
-DEFAULT_STORE_URL = "sqlite:///.spectask/tasks.db"
+APP_DIR_NAME = "spectask"
+DEFAULT_FILE_NAME = "tasks.db"
 MEMORY = ":memory:"
 
 SUPPORTED = (
     "supported store URLs: sqlite:///relative/path.db, sqlite:////absolute/path.db, "
     f"sqlite:///{MEMORY} (tests), postgresql://user:password@host:5432/dbname "
-    f"(postgres:// too); the default is {DEFAULT_STORE_URL}"
+    "(postgres:// too); the default is a SQLite file in your data directory"
 )
+
+
+def default_store_path() -> Path:
+    """The default SQLite file: absolute, in the user's data directory (see the module doc)."""
+    return platformdirs.user_data_path(APP_DIR_NAME, appauthor=False) / DEFAULT_FILE_NAME
+
+
+def default_store_url() -> str:
+    return f"sqlite:///{default_store_path()}"
 
 
 @dataclass(frozen=True)
@@ -43,7 +62,7 @@ StoreTarget = SqliteTarget | PostgresTarget
 
 def store_url_from_env() -> str:
     """STORE_URL if set and not blank, else the default SQLite file."""
-    return os.environ.get(STORE_URL_ENV, "").strip() or DEFAULT_STORE_URL
+    return os.environ.get(STORE_URL_ENV, "").strip() or default_store_url()
 
 
 def redact(url: str) -> str:

@@ -36,7 +36,7 @@ from spectask.runtime.transport import (
     TransportError,
 )
 
-log = logging.getLogger("spectask.memory")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

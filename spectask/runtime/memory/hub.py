@@ -23,7 +23,7 @@ from spectask.runtime.transport import MEMORY_SCHEME, NotFoundError, Preconditio
 if TYPE_CHECKING:
     pass
 
-log = logging.getLogger("spectask.memory")
+log = logging.getLogger(__name__)
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 PREDECLARED = (("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"))
