@@ -147,7 +147,7 @@ async def test_a_redelivered_email_waits_while_no_collector_can_say(
             app_worker(broker, REPORTS, handlers, worker_id="w-wait", stop=stop)
         )
         try:
-            requeued = asyncio.create_task(wait_for_log("spectask.worker", "cannot be asked"))
+            requeued = asyncio.create_task(wait_for_log("spectask", "cannot be asked"))
             await asyncio.wait_for(requeued, timeout=30)
             assert sink.messages == [], "the e-mail ran although its store could not be asked"
             async with collector(amqp_url, f"sqlite:///{tmp_path / 'tasks.db'}") as (store, _):

@@ -20,8 +20,6 @@ it might send it twice, which the policy exists to prevent.
 
 from __future__ import annotations
 
-import logging
-
 from spectask.errors import PublishError, RpcTimeoutError
 from spectask.protocol import models
 from spectask.protocol.names import (
@@ -34,8 +32,6 @@ from spectask.protocol.names import (
 from spectask.runtime.consumer import RequeueLater
 from spectask.runtime.rpc import RpcClient, RpcError
 from spectask.runtime.topology import ReplySpec, RpcRoute
-
-log = logging.getLogger("spectask.worker")
 
 CHECK_TIMEOUT = 5.0
 
