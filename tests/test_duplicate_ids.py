@@ -129,3 +129,24 @@ async def test_a_task_id_the_protocol_does_not_allow_is_refused(any_url: str, ta
         payload = models.DataStatistics(values=[1.0])
         with pytest.raises(TaskValidationError, match="1 to 255 bytes of UTF-8 with no NUL"):
             await client.submit_data_statistics(payload, task_id=task_id)
+
+
+async def test_an_event_of_another_task_under_a_used_id_is_refused(store_url: str) -> None:
+    """Events say which task they are about too: a duplicate's `retrying` or `started` does
+    not move the first task's record (nor switch its worker)."""
+    store: TaskStore = await open_store(store_url)
+    try:
+        await store.apply(observed("t2", b'{"values":[1]}'))
+        event = models.TaskEvent(
+            task_id="t2",
+            event=models.EventKind.STARTED,
+            at=AT,
+            worker_id="w-other",
+            task_digest=task_digest("data_analysis.statistics", b'{"values":[2]}'),
+        )
+        with pytest.raises(DuplicateTaskIdError):
+            await store.apply_event(event)
+        stored = await store.get("t2")
+        assert stored is not None and stored.worker_id is None
+    finally:
+        await store.close()

@@ -230,3 +230,10 @@ class TaskEvent(BaseModel):
     attempt: Annotated[int | None, Field(ge=1)] = None
     progress: Annotated[float | None, Field(ge=0.0, le=100.0)] = None
     message: str | None = None
+    task_digest: Annotated[
+        str | None,
+        Field(
+            description="Which task the event is about (as TaskResult.task_digest): an event of a different task under a used id is a duplicate_id dead letter.",
+            pattern="^[0-9a-f]{32}$",
+        ),
+    ] = None

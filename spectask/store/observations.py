@@ -94,6 +94,7 @@ def observation_from_event(event: models.TaskEvent) -> Observation:
         dead_reason=event.message if kind is EventKind.DEAD else None,
         submitted_at=event.at if kind is EventKind.SUBMITTED else None,
         started_at=event.at if kind is EventKind.STARTED else None,
+        digest=event.task_digest,
     )
 
 
