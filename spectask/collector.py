@@ -9,7 +9,10 @@ attempt out of range, a task id with a NUL, ...) is not retried: the runtime dea
 with reason `unstorable` and acks it, so the messages behind it keep flowing (a dead-letter
 copy is acked without a second dead letter; see `CollectorOutcomes.unstorable`). Text the
 store cannot hold but that changes nothing (a NUL character) is replaced, not refused
-(`spectask.store.storable`).
+(`spectask.store.storable`). A task copy or result whose task id already belongs to a
+different task (`DuplicateTaskIdError`: another message type or body, by
+`spectask.runtime.digest`) is dead-lettered the same way, with reason `duplicate_id`; the
+dead-letter copies of those are not applied to the record of the task that has the id.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ def submitted_observation(context: TaskContext, *, now: datetime) -> Observation
         attempt=max(1, context.attempt),
         message_type=context.message_type or None,
         submitted_at=submitted_at,
+        digest=context.digest or None,
     )
 
 
@@ -82,6 +86,9 @@ def dead_observation(context: TaskContext, *, now: datetime) -> Observation | No
         headers = models.DeadLetterHeaders.model_validate(dict(context.headers))
     except ValidationError as exc:
         log.warning("dead letter %s has unreadable headers: %s", context.task_id, exc)
+        return None
+    if headers.x_spectask_reason is models.DeadLetterReason.DUPLICATE_ID:
+        # not about the task stored under this id: another one that reused it
         return None
     return observation_from_dead_letter(
         headers, task_id=context.task_id, message_type=context.message_type, received_at=now

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import aio_pika
 from pydantic import BaseModel, ConfigDict, Field
 
+from spectask.protocol.names import REASON_HEADER
 from spectask.runtime import memory
 from spectask.runtime.broker import Broker
 from spectask.runtime.consumer import WorkerStats
@@ -322,3 +323,29 @@ async def fast_forward(url: str, idle: float = POLL_SECONDS) -> AsyncIterator[No
         skipper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await skipper
+
+
+async def dead_letters_with(
+    url: str, reason: str, expected: int, *, task_id: str | None = None, timeout: float = 40.0
+) -> list[Any]:
+    """Wait for `expected` dead letters with `reason` (of `task_id`, if given), acking every
+    dead letter read on the way."""
+    connection = await connect(url, robust=False)
+    found: list[Any] = []
+    deadline = time.monotonic() + timeout
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue("dead_letter")
+        while len(found) < expected:
+            message = await queue.get(fail=False)
+            if message is None:
+                assert time.monotonic() < deadline, (
+                    f"{len(found)} of {expected} {reason} dead letters in {timeout}s"
+                )
+                await asyncio.sleep(POLL_SECONDS)
+                continue
+            await message.ack()
+            mine = task_id is None or message.message_id == task_id
+            if mine and (message.headers or {}).get(REASON_HEADER) == reason:
+                found.append(message)
+    return found

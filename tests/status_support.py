@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -15,13 +15,38 @@ from generated import models
 from generated.collector import RECEIVE_ROUTES as COLLECTOR_ROUTES, CollectorApp
 from generated.producer import ProducerClient
 from generated.topology import TOPOLOGY
+from generated.worker import SEND_ROUTES as WORKER_SEND_ROUTES
 from spectask.collector import add_store_handlers
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats
 from spectask.runtime.context import TaskContext
+from spectask.runtime.execution import Handler
+from spectask.runtime.topology import ReceiveRoute
+from spectask.runtime.worker import run_worker
 from spectask.store import TaskStore, open_store
 from tests.runtime_support import POLL_SECONDS, wait_consumed
+
+
+async def app_worker(
+    broker: Broker,
+    routes: Sequence[ReceiveRoute],
+    handlers: Mapping[str, Handler],
+    *,
+    worker_id: str,
+    stop: asyncio.Event | None = None,
+) -> WorkerStats:
+    """The application's worker over `routes` with `handlers`; without `stop`, until idle."""
+    return await run_worker(
+        broker,
+        topology=TOPOLOGY,
+        routes=routes,
+        handlers=handlers,
+        send_routes=WORKER_SEND_ROUTES,
+        worker_id=worker_id,
+        stop=stop,
+        burst=stop is None,
+    )
 
 
 async def producer_client(broker: Broker) -> ProducerClient:

@@ -235,6 +235,18 @@ CASES = {
         "$.channels.echoQueue.bindings.amqp.x-spectask-policy.timeLimit",
         "timeLimit must be seconds > 0",
     ),
+    "side effects of a message type the channel does not carry": Case(
+        COMMON,
+        put((*POLICY, "sideEffects"), ["echo.shout"]),
+        "$.channels.echoQueue.bindings.amqp.x-spectask-policy.sideEffects",
+        "sideEffects names 'echo.shout', which this channel does not carry",
+    ),
+    "side effects not a list": Case(
+        COMMON,
+        put((*POLICY, "sideEffects"), True),
+        "$.channels.echoQueue.bindings.amqp.x-spectask-policy.sideEffects",
+        "sideEffects must be a list of this channel's message types",
+    ),
     "unknown default priority": Case(
         COMMON,
         put((*POLICY, "defaultPriority"), "urgent"),

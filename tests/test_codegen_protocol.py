@@ -97,6 +97,7 @@ def test_roles_get_the_protocols_operations(
     assert {r.operation for r in worker.SEND_ROUTES} == {
         "publishDeadLetter",
         "publishEvent",
+        "publishHeartbeat",
         "publishResult",
     }
     assert not hasattr(worker, "WorkerClient")  # nobody but the runtime publishes results

@@ -144,3 +144,32 @@ async def test_a_task_workers_would_refuse_as_too_large_is_not_sent(
     assert "Traceback" not in done.stderr
     assert "workers refuse tasks over 100,000 bytes (SPECTASK_MAX_MESSAGE_BYTES)" in done.stderr
     assert await queue_depth(amqp_url, "tasks.data_analysis") == 0
+
+
+async def test_a_reused_batch_label_never_reuses_a_task_id(amqp_url: str, tmp_path: Path) -> None:
+    """Issue 9 item 4: `--batch b1` twice made the same ids b1-000000..., so the second batch's
+    tasks merged into the first one's records. The label is a prefix; the ids are new."""
+    await reset_topology(amqp_url)
+    runs = []
+    for name in ("first", "second"):
+        ids_file = tmp_path / name
+        args = ("--count", "3", "--types", "data_analysis.statistics", "--batch", "b1")
+        done = produce(amqp_url, *args, "--ids-file", str(ids_file))
+        assert done.returncode == 0, done.stderr
+        runs.append(ids_file.read_text().split())
+    first, second = runs
+    assert len(set(first)) == len(set(second)) == 3
+    assert not set(first) & set(second)
+    assert all(task_id.startswith("b1-") for task_id in first + second)
+
+
+async def test_a_batch_label_that_makes_ids_too_long_is_refused(amqp_url: str) -> None:
+    """A task id is an AMQP shortstr: a label that makes ids over 255 bytes is one clear line."""
+    await reset_topology(amqp_url)
+    done = produce(
+        amqp_url, "--count", "2", "--types", "data_analysis.statistics", "--batch", "b" * 250
+    )
+    assert done.returncode == 1
+    assert "is not allowed: a task id is 1 to 255 bytes" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert await queue_depth(amqp_url, "tasks.data_analysis") == 0

@@ -65,6 +65,14 @@ def test_the_message_types_are_the_documents() -> None:
     assert set(_constants("_MESSAGE_TYPE").values()) == documented
 
 
+def test_the_status_route_is_the_documents() -> None:
+    """The worker asks the status operation itself (spectask.runtime.repeats): same address."""
+    doc = _doc()
+    bindings = doc["channels"]["statusRequests"]["bindings"]["amqp"]["x-spectask-bindings"]
+    assert bindings == [{"exchange": names.STATUS_EXCHANGE, "routingKey": names.STATUS_ROUTING_KEY}]
+    assert doc["operations"]["getStatus"]["bindings"]["amqp"]["cc"] == [names.STATUS_ROUTING_KEY]
+
+
 def test_the_header_names_are_the_documents() -> None:
     task = list(_schema("TaskHeaders")["properties"])
     dead = list(_schema("DeadLetterHeaders")["properties"])

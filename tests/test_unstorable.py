@@ -44,8 +44,9 @@ from spectask.protocol import names
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats
-from spectask.runtime.outcomes import UNSTORABLE_ERROR
+from spectask.runtime.outcomes import DUPLICATE_ID_ERROR, UNSTORABLE_ERROR
 from spectask.store import (
+    DuplicateTaskIdError,
     ErrorDetail,
     EventKind,
     Observation,
@@ -59,7 +60,7 @@ from spectask.store import (
 )
 from spectask.store.postgres import PostgresTaskStore
 from spectask.store.sqlite import SqliteTaskStore
-from tests.runtime_support import POLL_SECONDS, connect, depth
+from tests.runtime_support import POLL_SECONDS, connect, dead_letters_with, depth
 from tests.status_support import (
     collector_consuming,
     producer_client,
@@ -158,24 +159,7 @@ def result_document(task_id: str, *, attempt: int = 1, error: str | None = None)
 
 async def unstorable_dead_letters(url: str, expected: int) -> list[Any]:
     """Wait for `expected` dead letters with reason `unstorable` in `dead_letter`, acking them."""
-    connection = await connect(url, robust=False)
-    found: list[Any] = []
-    deadline = time.monotonic() + WAIT_SECONDS
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue("dead_letter")
-        while len(found) < expected:
-            message = await queue.get(fail=False)
-            if message is None:
-                assert time.monotonic() < deadline, (
-                    f"{len(found)} of {expected} unstorable dead letters in {WAIT_SECONDS}s"
-                )
-                await asyncio.sleep(POLL_SECONDS)
-                continue
-            await message.ack()
-            if (message.headers or {}).get(names.REASON_HEADER) == "unstorable":
-                found.append(message)
-    return found
+    return await dead_letters_with(url, "unstorable", expected, timeout=WAIT_SECONDS)
 
 
 async def remaining_dead_letters(url: str) -> list[Any]:
@@ -314,6 +298,7 @@ def observation(task_id: str = "t1", **fields: Any) -> Observation:
 
 async def test_the_runtime_names_the_store_error_it_dead_letters() -> None:
     assert StoreDataError.__name__ == UNSTORABLE_ERROR
+    assert DuplicateTaskIdError.__name__ == DUPLICATE_ID_ERROR
     assert issubclass(StoreDataError, PermanentTaskError)
     assert not issubclass(StoreUnavailableError, PermanentTaskError)
 

@@ -179,6 +179,7 @@ def report_email(
         smtp=cfg.smtp_settings(),
         policy=cfg.recipient_policy(),
         progress=context.progress,
+        idempotency_key=context.idempotency_key,
     )
 
 

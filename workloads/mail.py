@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from workloads.analysis import describe
 from workloads.errors import PermanentTaskError
+from workloads.output import safe_name
 from workloads.recipients import RecipientPolicy, check_recipients
 from workloads.reports import Progress, build_pdf, no_progress, write_pdf
 from workloads.smtp import SmtpSettings, connection, reply_text
@@ -132,6 +133,7 @@ def email_report(
     smtp: SmtpSettings,
     policy: RecipientPolicy,
     progress: Progress | None = None,
+    idempotency_key: str | None = None,
 ) -> EmailOutput:
     """Build the PDF report, write it to `out_dir/<name>.pdf` and e-mail it to `to`.
 
@@ -147,7 +149,10 @@ def email_report(
     stats = describe(values)
     subject_line = _one_line(subject) if subject and subject.strip() else _one_line(title)
     domain = smtp.sender.rpartition("@")[2] or "localhost"
-    message_id = make_msgid(idstring=name, domain=domain)
+    # the task's idempotency key as Message-ID: a repeat spectask could not prevent is the same
+    # message to the receiver (spectask.runtime.context.TaskContext.idempotency_key)
+    key = idempotency_key and safe_name(idempotency_key)
+    message_id = f"<{key}@{domain}>" if key else make_msgid(idstring=name, domain=domain)
     body = (
         f"{title}\n\n"
         f"{stats.count} values: mean {stats.mean:.6g}, median {stats.median:.6g}, "

@@ -31,6 +31,7 @@ class _Inbox:
             {
                 "to": list(envelope.rcpt_tos),
                 "subject": parsed["Subject"],
+                "message_id": parsed["Message-ID"],
                 "attachments": attachments,
             }
         )

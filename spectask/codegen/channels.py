@@ -160,6 +160,7 @@ def parse_channel(
     messages = _messages(spec, node, diagnostics)
     if channel is None:
         return None
+    _check_side_effects(channel, messages, diagnostics)
     return Channel(
         node.file,
         node.path,
@@ -171,6 +172,22 @@ def parse_channel(
         channel.policy_node,
         copies=channel.copies,
     )
+
+
+def _check_side_effects(
+    channel: Channel, messages: tuple[Message, ...], diagnostics: Diagnostics
+) -> None:
+    """`sideEffects` may only name message types this channel carries (a typo protects nothing)."""
+    where = channel.policy_node.child("sideEffects") if channel.policy_node else None
+    if channel.policy is None or where is None:
+        return
+    carried = sorted(message.message_type for message in messages)
+    for unknown in sorted(channel.policy.side_effects - set(carried)):
+        diagnostics.error(
+            where,
+            f"sideEffects names {unknown!r}, which this channel does not carry",
+            f"list message types of this channel: {', '.join(carried) or '(none)'}",
+        )
 
 
 def _copies(amqp: Node, diagnostics: Diagnostics) -> str | None:

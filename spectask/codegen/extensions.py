@@ -110,6 +110,11 @@ POLICY = {
     "backoff": Rule(lambda v: isinstance(v, dict), "a mapping", "{initial: 1.0, max: 60.0}"),
     "timeLimit": Rule(lambda v: is_number(v) and v > 0, "seconds > 0", "60"),
     "defaultPriority": Rule(lambda v: isinstance(v, str), "a priority name", "normal"),
+    "sideEffects": Rule(
+        lambda v: isinstance(v, list) and all(isinstance(t, str) and t for t in v),
+        "a list of this channel's message types",
+        "[report_generation.email]",
+    ),
 }
 
 
@@ -146,4 +151,5 @@ def parse_policy(node: Node, priorities: Mapping[str, int], d: Diagnostics) -> T
         retry=retry,
         time_limit=float(values.get("timeLimit", policy.time_limit)),
         default_priority=default_priority,
+        side_effects=frozenset(values.get("sideEffects", ())),
     )

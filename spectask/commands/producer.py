@@ -20,7 +20,7 @@ from spectask.errors import ConfigError, PublishError, TaskValidationError
 from spectask.protocol import models
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
-from spectask.runtime.producer import TaskPublisher
+from spectask.runtime.producer import TaskPublisher, batch_task_ids
 from spectask.runtime.publisher import OutgoingMessage
 from spectask.runtime.waiting import WaitTimeoutError
 from spectask.samples import expand_selection, mixed_batch
@@ -42,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", help="the task's payload as JSON, or @file.json")
     parser.add_argument("--priority", help="a priority name from the spec or a number 0-255")
     parser.add_argument(
-        "--batch", help="task ids become BATCH-<n> (lets a collector wait for this batch)"
+        "--batch",
+        help="task ids become BATCH-<run>-<n>, <run> random per submit (a collector's "
+        "--batch BATCH counts them; reusing a label never reuses an id)",
     )
     parser.add_argument("--ids-file", type=Path, help="write the submitted task ids here")
     parser.add_argument(
@@ -105,14 +107,14 @@ def build_messages(
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         items = list(mixed_batch(app.samples, args.count, selection))
+    ids = batch_task_ids(args.batch, len(items)) if args.batch else [None] * len(items)
     messages = []
-    for index, (message_type, params) in enumerate(items):
+    for task_id, (message_type, params) in zip(ids, items, strict=True):
         route = routes[message_type]
         try:
             payload = route.model.model_validate(params)
         except ValidationError as exc:
             raise TaskValidationError(f"invalid {message_type} task: {exc}") from None
-        task_id = f"{args.batch}-{index:06d}" if args.batch else None
         messages.append(publisher.build(route, payload, priority=args.priority, task_id=task_id))
     return messages
 

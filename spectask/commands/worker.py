@@ -55,7 +55,8 @@ async def run(args: argparse.Namespace) -> int:
         )
     print(
         f"worker {args.worker_id}: {stats.processed} processed, {stats.succeeded} succeeded, "
-        f"{stats.failed} failed, {stats.dead_lettered} dead-lettered",
+        f"{stats.failed} failed, {stats.dead_lettered} dead-lettered"
+        + (f", {stats.skipped_repeats} repeats skipped" if stats.skipped_repeats else ""),
         file=sys.stderr,
     )
     return 0

@@ -70,6 +70,7 @@ class DeadLetterReason(StrEnum):
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"
     PERMANENT = "permanent"
     UNSTORABLE = "unstorable"
+    DUPLICATE_ID = "duplicate_id"
 
 
 DeadLetterBody = TypeAliasType(
@@ -219,6 +220,13 @@ class TaskResult(BaseModel):
     ] = None
     error: ErrorInfo | None = None
     dead_reason: DeadLetterReason | None = None
+    task_digest: Annotated[
+        str | None,
+        Field(
+            description="Which task this is the result of: the first 32 hex digits of the SHA-256 of the task's message type, a NUL byte and its body as received. The collector compares it with the digest of the task it stored under task_id (see TaskHeaders): a result of a different task with a reused id is a duplicate_id dead letter, not a lost result.",
+            pattern="^[0-9a-f]{32}$",
+        ),
+    ] = None
 
 
 class DeadLetterHeaders(BaseModel):
@@ -255,3 +263,10 @@ class TaskEvent(BaseModel):
     attempt: Annotated[int | None, Field(ge=1)] = None
     progress: Annotated[float | None, Field(ge=0.0, le=100.0)] = None
     message: str | None = None
+    task_digest: Annotated[
+        str | None,
+        Field(
+            description="Which task the event is about (as TaskResult.task_digest): an event of a different task under a used id is a duplicate_id dead letter.",
+            pattern="^[0-9a-f]{32}$",
+        ),
+    ] = None

@@ -22,6 +22,10 @@ CANCEL_MESSAGE_TYPE: Final = "spectask.cancel"
 STATUS_REQUEST_MESSAGE_TYPE: Final = "spectask.status_request"
 STATUS_REPLY_MESSAGE_TYPE: Final = "spectask.status_reply"
 TASK_COPY_MESSAGE_TYPE: Final = "spectask.task.*"
+
+# where status requests go (channels.statusRequests: its binding to the rpc exchange)
+STATUS_EXCHANGE: Final = "rpc"
+STATUS_ROUTING_KEY: Final = "status"
 DEAD_LETTER_COPY_MESSAGE_TYPE: Final = "spectask.dead_letter.*"
 HEARTBEAT_MESSAGE_TYPE: Final = "spectask.heartbeat"
 

@@ -44,6 +44,7 @@ from spectask.errors import PublishError
 from spectask.protocol.names import SUBMITTED_AT_HEADER
 from spectask.runtime.broker import Broker
 from spectask.runtime.context import NO_SIGNALS, Signals, TaskContext
+from spectask.runtime.digest import task_digest
 from spectask.runtime.headers import attempt_of
 from spectask.runtime.publisher import OutgoingMessage, Publisher
 from spectask.runtime.shutdown import within
@@ -66,7 +67,8 @@ class WorkerStats:
 
     `processed` counts attempts; `retried` the failed ones that went to a retry tier, `failed`
     the tasks that failed for good (each of those is also in `dead_lettered`); `cancelled`
-    the ones skipped or stopped because they were cancelled.
+    the ones skipped or stopped because they were cancelled; `skipped_repeats` the redelivered
+    side-effecting tasks acked without running because the store had their outcome already.
     """
 
     processed: int = 0
@@ -76,6 +78,7 @@ class WorkerStats:
     retried: int = 0
     dead_lettered: int = 0
     requeued: int = 0
+    skipped_repeats: int = 0
     by_type: Counter[str] = field(default_factory=Counter)
 
 
@@ -380,6 +383,7 @@ def delivery_context(
         submitted_at=submitted_at(headers, message.timestamp),
         priority=message.priority or 0,
         headers=headers,
+        digest=task_digest(message.type or message_type, message.body),
         signals=signals,
     )
 

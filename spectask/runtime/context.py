@@ -62,7 +62,16 @@ class TaskContext:
     submitted_at: datetime | None
     priority: int
     headers: Mapping[str, Any] = field(default_factory=dict)
+    # which task this is (spectask.runtime.digest): the result carries it to the collector
+    digest: str = ""
     signals: Signals = field(default=NO_SIGNALS, compare=False, repr=False)
+
+    @property
+    def idempotency_key(self) -> str:
+        """A key for this task that stays the same across redeliveries and retries (the task
+        id): give it to whatever the handler acts on (an e-mail's Message-ID, a payment's
+        idempotency key), so the receiver can drop a repeat spectask could not prevent."""
+        return self.task_id
 
     def progress(self, percent: float, message: str | None = None) -> None:
         """Report progress (0..100, with an optional message); raises if cancelled."""

@@ -41,6 +41,8 @@ def event_document(
         "attempt": context.attempt,
     }
     document.update((key, value) for key, value in fields.items() if value is not None)
+    if context.digest:
+        document["task_digest"] = context.digest
     return document
 
 

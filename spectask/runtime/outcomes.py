@@ -19,8 +19,9 @@ picking the class (`outcomes_for`), not checked per task:
   down? — so the delivery waits in its queue (RequeueLater) rather than being lost in a dead
   letter nobody reads as a failure. A failure that is about the message, not the store (the
   store raised StoreDataError: a value it cannot hold), is a dead letter of its own with
-  reason `unstorable` (`CollectorOutcomes.unstorable`), so one poison message never stalls
-  the queue behind it.
+  reason `unstorable` (`CollectorOutcomes.unstorable`), or `duplicate_id` when the store
+  says the task id belongs to a different task (DuplicateTaskIdError), so one poison message
+  never stalls the queue behind it and a reused id never merges two tasks.
 Events (`retrying`, `cancelled`) go out only when the service has an event route; that too is
 bound once (`_event`).
 """
@@ -54,6 +55,13 @@ TRACEBACK_FRAMES = 8
 # The type name of `spectask.store.StoreDataError` in a failure's error info (the runtime does
 # not import the store; tests/test_unstorable.py checks the two agree).
 UNSTORABLE_ERROR = "StoreDataError"
+# ... and of its `DuplicateTaskIdError`: the id already belongs to a different task
+DUPLICATE_ID_ERROR = "DuplicateTaskIdError"
+# what a collector dead-letters, by the store's refusal (for good: no retry can fix either)
+STORE_REFUSALS: Mapping[str, DeadReason] = {
+    UNSTORABLE_ERROR: DeadReason.UNSTORABLE,
+    DUPLICATE_ID_ERROR: DeadReason.DUPLICATE_ID,
+}
 
 EventHops = Callable[[TaskContext, str, str], NextHops]
 
@@ -303,6 +311,8 @@ class WorkerOutcomes(Outcomes):
         # gets the result without it (FAILED until the dead letter is stored, as before).
         if dead_reason is not None and "dead_reason" in route.model.model_fields:
             document["dead_reason"] = dead_reason.value
+        if context.digest and "task_digest" in route.model.model_fields:
+            document["task_digest"] = context.digest
         return validated(route, document, context.task_id, route.routing_key)
 
 
@@ -323,9 +333,10 @@ class CollectorOutcomes(Outcomes):
         started_at: datetime,
         failure: Failure,
     ) -> NextHops:
-        if failure.error.get("type") == UNSTORABLE_ERROR:
+        refused = STORE_REFUSALS.get(failure.error.get("type", ""))
+        if refused is not None:
             # The store refused the values (spectask.store.StoreDataError): for good.
-            return self.unstorable(message, route.queue, failure.error["message"])
+            return self.unstorable(message, route.queue, failure.error["message"], refused)
         if failure.reason is not DeadReason.PERMANENT and not route.policy.retry.tiers:
             # No result to report and no retry tier (a collector, say): the failure is
             # taken as transient (its store is down?), so the message waits in its queue.
@@ -346,7 +357,13 @@ class CollectorOutcomes(Outcomes):
         self.stats.cancelled += 1
         return self._event(context, "cancelled", why)
 
-    def unstorable(self, message: IncomingMessage, queue: str, error: str) -> NextHops:
+    def unstorable(
+        self,
+        message: IncomingMessage,
+        queue: str,
+        error: str,
+        reason: DeadReason = DeadReason.UNSTORABLE,
+    ) -> NextHops:
         """A message the store cannot hold (StoreDataError): its own dead letter, then the ack.
 
         The dead letter has reason `unstorable` and `error` (which names the task and what could
@@ -368,7 +385,7 @@ class CollectorOutcomes(Outcomes):
                 error,
             )
             return ()
-        return self.dead(message, queue, DeadReason.UNSTORABLE, error)
+        return self.dead(message, queue, reason, error)
 
 
 def outcomes_for(

@@ -19,10 +19,42 @@ from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.publisher import OutgoingMessage, Publisher
 from spectask.runtime.topology import SendRoute, Topology
 
+BATCH_RUN_CHARS = 12  # 48 random bits per submit: a label reused by many runs still never collides
+
 
 def new_task_id() -> str:
     """A random, URL-safe task id."""
     return uuid.uuid4().hex
+
+
+MAX_TASK_ID_BYTES = 255  # the AMQP message_id is a shortstr (TaskHeaders says so)
+
+
+def check_task_id(task_id: str) -> str:
+    """A task id the protocol allows (1..255 bytes of UTF-8, no NUL), else TaskValidationError.
+
+    Refused here, where the caller can fix it, rather than by the broker (a shortstr longer
+    than 255 bytes breaks the publish) or by the store (which cannot hold a NUL).
+    """
+    size = len(task_id.encode("utf-8", "surrogatepass"))
+    if not 1 <= size <= MAX_TASK_ID_BYTES or "\0" in task_id:
+        raise TaskValidationError(
+            f"task id {task_id[:40]!r}{'...' if len(task_id) > 40 else ''} is not allowed: a "
+            f"task id is 1 to {MAX_TASK_ID_BYTES} bytes of UTF-8 with no NUL character"
+        )
+    return task_id
+
+
+def batch_task_ids(label: str, count: int) -> list[str]:
+    """Ids `<label>-<run>-<n>` for one submit of `count` tasks under a batch label.
+
+    A task id is unique for all time (the store keeps one record per id), while a batch label
+    is a name people reuse (`--batch b1` twice). So the label is only a readable prefix
+    (collectors still select `<label>-`): `<run>` is random per submit, so a reused label
+    starts a new batch instead of re-using the ids of the old one.
+    """
+    run = uuid.uuid4().hex[:BATCH_RUN_CHARS]
+    return [f"{label}-{run}-{index:06d}" for index in range(count)]
 
 
 class TaskPublisher:
@@ -75,7 +107,7 @@ class TaskPublisher:
             exchange=route.exchange,
             routing_key=route.routing_key,
             body=body,
-            message_id=task_id or new_task_id(),
+            message_id=new_task_id() if task_id is None else check_task_id(task_id),
             message_type=route.message_type,
             priority=self.resolve_priority(route, priority),
             headers={ATTEMPT_HEADER: 1, SUBMITTED_AT_HEADER: now.isoformat()},

@@ -8,7 +8,8 @@ A tap never dead-letters what came from the dead-letter exchange (its queue may 
 it: the collector's copy of every dead letter). Its handler's failures end so:
 - the store cannot hold what the message says (`spectask.store.StoreDataError`, a value out
   of range, ...): with the collector's outcomes, a task copy goes to a dead letter of its own
-  with reason `unstorable` and a dead-letter copy is acked without storing (its original is
+  with reason `unstorable` (`duplicate_id` for a task id that belongs to a different task)
+  and a dead-letter copy is acked without storing (its original is
   in the dead-letter queue already; `CollectorOutcomes.unstorable` says why this cannot loop);
   either way the delivery is acked and the queue keeps flowing;
 - any other PermanentTaskError drops the message (logged);
@@ -23,7 +24,7 @@ import logging
 from spectask.errors import PermanentTaskError
 from spectask.runtime.consumer import Backoff, NextHops, RequeueLater, WorkerStats, delivery_context
 from spectask.runtime.execution import Handler, HandlerRunner
-from spectask.runtime.outcomes import UNSTORABLE_ERROR, CollectorOutcomes
+from spectask.runtime.outcomes import STORE_REFUSALS, CollectorOutcomes
 from spectask.runtime.topology import ReceiveRoute
 from spectask.runtime.transport import IncomingMessage
 
@@ -62,9 +63,10 @@ class TapRole:
         try:
             await self._runner.run(self._handler, payload, context, route.policy.time_limit)
         except PermanentTaskError as exc:
-            if type(exc).__name__ == UNSTORABLE_ERROR and self._outcomes is not None:
+            refused = STORE_REFUSALS.get(type(exc).__name__)
+            if refused is not None and self._outcomes is not None:
                 self._backoff.failures = 0
-                return self._outcomes.unstorable(message, route.queue, str(exc))
+                return self._outcomes.unstorable(message, route.queue, str(exc), refused)
             log.warning("dropping %s from %s: %s", message.message_id, route.queue, exc)
             return ()
         except Exception as exc:

@@ -49,6 +49,7 @@ from spectask.runtime.events import LiveEvents
 from spectask.runtime.execution import Handler, HandlerRunner, TaskTimeoutError
 from spectask.runtime.headers import TASK_HEADERS
 from spectask.runtime.outcomes import Failure, Outcomes, error_info, summarize
+from spectask.runtime.repeats import RepeatCheck
 from spectask.runtime.topology import ReceiveRoute, SendRoute
 from spectask.runtime.transport import IncomingMessage
 
@@ -171,8 +172,10 @@ class TaskRole:
         backoff: Backoff,
         worker_id: str,
         config: RuntimeConfig,
+        repeats: RepeatCheck | None = None,
     ) -> None:
         self._queue = queue
+        self._repeats = repeats
         self._attempts = attempts
         self._runner = attempts.runner
         self._cancels = attempts.cancels
@@ -254,6 +257,9 @@ class TaskRole:
             return self._outcomes.cancelled(
                 context, None, f"skipped before it ran: {request.describe()}"
             )
+        repeat = message.redelivered and route.message_type in route.policy.side_effects
+        if repeat and await self._already_final(task_id, route):
+            return ()
         signals = TaskSignals(
             self._progress,
             interval=self._progress_interval,
@@ -293,6 +299,23 @@ class TaskRole:
             why = request.describe() if request is not None else "cancelled"
             return self._outcomes.cancelled(context, started_at, f"stopped while running: {why}")
         return self._outcomes.failed(message, route, context, started_at, failure)
+
+    async def _already_final(self, task_id: str, route: ReceiveRoute) -> bool:
+        """Whether a redelivered side-effecting task is final in the store: then it is acked
+        without running again (`spectask.runtime.repeats`); RequeueLater if no one answers."""
+        assert self._repeats is not None, "a side-effecting route needs a RepeatCheck"
+        state = await self._repeats.final_state(task_id, route.message_type)
+        if state is None:
+            return False
+        self._stats.skipped_repeats += 1
+        log.warning(
+            "task %s (%s) redelivered but already %s in the task store: not run again "
+            "(sideEffects policy); acked",
+            task_id,
+            route.message_type,
+            state.value,
+        )
+        return True
 
     def salvage(self, message: IncomingMessage, stage: str, error: Exception) -> NextHops:
         """The delivery loop's last resort: a dead letter (`exception`) naming what failed."""

@@ -78,6 +78,10 @@ class TaskPolicy:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     time_limit: float = 300.0
     default_priority: int = 0
+    # `sideEffects`: message types whose handlers act outside spectask (send an e-mail, charge
+    # a card). A delivery of one that may repeat finished work (AMQP redelivered) is checked
+    # against the task store first (`spectask.runtime.repeats`), so it does not act twice.
+    side_effects: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from spectask.runtime.execution import Handler, HandlerResult, HandlerRunner
 from spectask.runtime.heartbeat import Heartbeat
 from spectask.runtime.metrics import WorkerMetrics
 from spectask.runtime.outcomes import CollectorOutcomes, outcomes_for
+from spectask.runtime.repeats import RepeatCheck
 from spectask.runtime.responder import Responder
 from spectask.runtime.tap import TapRole
 from spectask.runtime.task import Attempts, TaskRole
@@ -164,6 +165,8 @@ def _service(
         event_route=event_route,
         log_tasks=config.log_tasks,
     )
+    # only a service with a side-effecting task type asks the store about redeliveries
+    repeats = RepeatCheck(broker.rpc()) if any(r.policy.side_effects for r in routes) else None
     by_queue: dict[str, list[ReceiveRoute]] = {}
     for route in routes:
         by_queue.setdefault(route.queue, []).append(route)
@@ -191,6 +194,7 @@ def _service(
             backoff=backoff,
             worker_id=worker_id,
             config=config,
+            repeats=repeats,
         )
         for route in queue_routes:
             if route.kind is RouteKind.REQUEST:

@@ -9,6 +9,7 @@ Celery's PENDING, which cannot tell "queued" from "never heard of".
 from __future__ import annotations
 
 from spectask.store.errors import (
+    DuplicateTaskIdError,
     StoreConfigError,
     StoreDataError,
     StoreSchemaError,
@@ -30,6 +31,7 @@ from spectask.store.url import STORE_URL_ENV, default_store_path, default_store_
 __all__ = [
     "STORE_URL_ENV",
     "TERMINAL_STATES",
+    "DuplicateTaskIdError",
     "ErrorDetail",
     "EventKind",
     "Observation",

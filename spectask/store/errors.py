@@ -42,3 +42,20 @@ class StoreDataError(PermanentTaskError):
         super().__init__(f"cannot store task {task_id!r}: {problem}")
         self.task_id = task_id
         self.problem = problem
+
+
+class DuplicateTaskIdError(StoreDataError):
+    """An observation's task id already belongs to a different task (another type or body).
+
+    Task ids are unique for all time; the store keeps the task it saw first under the id. The
+    collector dead-letters the message with reason `duplicate_id`, so the second task (or its
+    result) stays visible in `spectask dlq` instead of being merged into the first one's record.
+    """
+
+    def __init__(self, task_id: str, stored_type: str | None, new_type: str | None) -> None:
+        what = "another task" if stored_type == new_type else f"a {stored_type} task"
+        super().__init__(
+            task_id,
+            f"the id already belongs to {what} with a different body; this {new_type} message "
+            "is kept as a duplicate_id dead letter (give every task a new id)",
+        )

@@ -94,11 +94,14 @@ _INDEXES_1 = (
     "CREATE INDEX tasks_by_type ON tasks (message_type, state, updated_at, task_id)",
 )
 
-# --- step 2: id-prefix search (batches, the dashboard's search box) -------------------------
+# --- step 2 (released): which task holds each id, so a reused id is told apart ----------
+_DIGEST_2 = "ALTER TABLE tasks ADD COLUMN task_digest TEXT"
+
+# --- step 3 (released): id-prefix search (batches, the dashboard's search box) -------------
 # PostgreSQL's primary key follows the database's collation, where a prefix is no range;
 # text_pattern_ops compares bytes (code points), so `~>=~ p AND ~<~ next(p)` is exact and
 # indexed. SQLite compares text by code point already: its primary key serves as is.
-_ID_PATTERN_POSTGRES_2 = "CREATE INDEX tasks_by_id_pattern ON tasks (task_id text_pattern_ops)"
+_ID_PATTERN_POSTGRES_3 = "CREATE INDEX tasks_by_id_pattern ON tasks (task_id text_pattern_ops)"
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -109,9 +112,15 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         version=2,
+        description="tasks.task_digest: which task holds the id (duplicate_id)",
+        sqlite=(_DIGEST_2,),
+        postgres=(_DIGEST_2,),
+    ),
+    Migration(
+        version=3,
         description="task id prefix index (PostgreSQL text_pattern_ops)",
         sqlite=(),
-        postgres=(_ID_PATTERN_POSTGRES_2,),
+        postgres=(_ID_PATTERN_POSTGRES_3,),
     ),
 )
 

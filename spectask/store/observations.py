@@ -40,6 +40,8 @@ class Observation:
     dead_reason: str | None = None
     submitted_at: datetime | None = None
     started_at: datetime | None = None
+    # which task the fact is about (spectask.runtime.digest); None when the sender does not say
+    digest: str | None = None
 
     def __post_init__(self) -> None:
         if not self.task_id:
@@ -92,6 +94,7 @@ def observation_from_event(event: models.TaskEvent) -> Observation:
         dead_reason=event.message if kind is EventKind.DEAD else None,
         submitted_at=event.at if kind is EventKind.SUBMITTED else None,
         started_at=event.at if kind is EventKind.STARTED else None,
+        digest=event.task_digest,
     )
 
 
@@ -125,6 +128,7 @@ def observation_from_result(result: models.TaskResult) -> Observation:
         dead_reason=reason,
         submitted_at=result.submitted_at,
         started_at=result.started_at,
+        digest=result.task_digest,
     )
 
 

@@ -67,6 +67,8 @@ class TaskRecord:
     result: dict[str, Any] | None = None
     error: ErrorDetail | None = None
     dead_reason: str | None = None
+    # which task holds the id (spectask.runtime.digest), from the first observation that says
+    task_digest: str | None = None
 
     @property
     def is_final(self) -> bool:

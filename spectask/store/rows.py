@@ -31,6 +31,7 @@ COLUMNS = (
     "result",
     "error",
     "dead_reason",
+    "task_digest",
 )
 TIME_COLUMNS = frozenset(
     {"worker_at", "submitted_at", "started_at", "finished_at", "state_at", "updated_at"}
@@ -60,6 +61,7 @@ def to_row(record: TaskRecord) -> dict[str, Any]:
         "result": record.result,
         "error": None if record.error is None else record.error.to_json(),
         "dead_reason": record.dead_reason,
+        "task_digest": record.task_digest,
     }
 
 
@@ -84,6 +86,7 @@ def from_row(row: Mapping[str, Any]) -> TaskRecord:
         result=row["result"],
         error=None if error is None else ErrorDetail.from_json(error),
         dead_reason=row["dead_reason"],
+        task_digest=row["task_digest"],
     )
 
 

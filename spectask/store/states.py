@@ -42,6 +42,7 @@ from typing import Any
 
 from spectask.protocol.models import TaskState as TaskState
 from spectask.protocol.names import FINAL_STATES
+from spectask.store.errors import DuplicateTaskIdError
 from spectask.store.observations import EventKind, Observation
 from spectask.store.records import ErrorDetail, TaskRecord
 
@@ -194,6 +195,8 @@ def advance(record: TaskRecord | None, obs: Observation, *, now: datetime) -> Ta
         record = blank_record(obs.task_id, now)
     elif record.task_id != obs.task_id:
         raise ValueError(f"observation for {obs.task_id!r} applied to record {record.task_id!r}")
+    elif record.task_digest and obs.digest and record.task_digest != obs.digest:
+        raise DuplicateTaskIdError(obs.task_id, record.message_type, obs.message_type)
     state = STATE_OF_KIND[obs.kind]
     if _position(state, obs.attempt, obs.at) > record_position(record):
         merged = _decide(record, obs, state)
@@ -214,6 +217,7 @@ def advance(record: TaskRecord | None, obs: Observation, *, now: datetime) -> Ta
         started_at=_earliest(record.started_at, obs.started_at),
         progress=progress,
         progress_message=progress_message,
+        task_digest=record.task_digest or obs.digest,
     )
     if merged == record:
         return record
