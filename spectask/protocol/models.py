@@ -201,6 +201,7 @@ class StatusReply(BaseModel):
         extra="forbid",
     )
     tasks: list[TaskStatusView]
+    error: ErrorInfo | None = None
 
 
 class TaskResult(BaseModel):
