@@ -50,7 +50,7 @@ def test_item3_readable_image_formats_are_listed_in_the_spec() -> None:
     assert f"({', '.join(listed)};" in words(spec["ImageSource"]["description"])
 
 
-def test_item3_aggregation_records_must_hold_group_by_and_field() -> None:
+def test_item4_aggregation_records_must_hold_group_by_and_field() -> None:
     aggregate = schemas()["DataAggregate"]
     said = words(aggregate["description"])
     assert "Every record must contain both keys" in said
@@ -66,3 +66,90 @@ def test_item3_aggregation_records_must_hold_group_by_and_field() -> None:
             analysis.aggregate(records, "g", "v")
     with pytest.raises(ValidationError, match="records"):  # no records: the schema refuses
         models.DataAggregate.model_validate({"records": [], "group_by": "g", "field": "v"})
+
+
+def protocol() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((SPEC / "spectask.asyncapi.yaml").read_text())
+    return loaded
+
+
+def test_item6_status_messages_name_reply_to_and_their_correlation_id() -> None:
+    document = protocol()
+    messages = document["components"]["messages"]
+    for name in ("StatusRequest", "StatusReply"):
+        correlation = messages[name]["correlationId"]
+        assert correlation["location"] == "$message.header#/correlationId"
+        assert "correlation-id property" in words(correlation["description"])
+    assert "`reply_to` the caller's reply address" in words(
+        messages["StatusRequest"]["description"]
+    )
+    assert "reply-to property" in words(document["channels"]["statusReplies"]["description"])
+    # the runtime echoes it: tests/test_status_refusals.py reads the reply's correlation_id
+
+
+def test_item7_final_states_and_their_precedence_are_in_words() -> None:
+    from spectask.protocol.names import FINAL_STATES
+    from spectask.store import states
+
+    task_state = protocol()["components"]["schemas"]["TaskState"]
+    said = words(task_state["description"])
+    assert set(task_state["x-spectask-final-states"]) == {state.value for state in FINAL_STATES}
+    assert "are final (x-spectask-final-states" in said
+    ordered = sorted(states._PRECEDENCE, key=states._PRECEDENCE.__getitem__, reverse=True)
+    assert f"precedence: {' > '.join(state.value for state in ordered)} (" in said
+    ranks = sorted(states._RANK, key=states._RANK.__getitem__)[1:]  # UNKNOWN is never stored
+    assert " < ".join(state.value for state in ranks) in said
+
+
+def test_item8_the_deployment_chooses_a_classic_queues_type() -> None:
+    from generated.topology import TOPOLOGY
+    from spectask.runtime.broker import QUEUE_TYPE, queue_arguments
+
+    said = words(protocol()["info"]["description"])
+    assert "every spectask process (worker, producer, collector) declares all of it" in said
+    assert "`x-queue-type: classic` is one whose type the deployment chooses" in said
+    chosen = [
+        queue for queue in TOPOLOGY.queues if queue.arguments_dict().get(QUEUE_TYPE) == "classic"
+    ]
+    assert chosen, "the application's task queues say x-queue-type: classic"
+    for queue in chosen:
+        assert queue_arguments(queue, "quorum", None)[QUEUE_TYPE] == "quorum", queue.name
+        assert queue_arguments(queue, "classic", None)[QUEUE_TYPE] == "classic", queue.name
+
+
+def test_item9_submitting_is_publishing_to_the_tasks_exchange_with_cc0() -> None:
+    common = yaml.safe_load((SPEC / "common.asyncapi.yaml").read_text())
+    producer = yaml.safe_load((SPEC / "producer.asyncapi.yaml").read_text())
+    assert "with its bindings.amqp.cc[0] as routing key" in words(producer["info"]["description"])
+    assert "publish its message to the `tasks` topic exchange" in words(
+        common["info"]["description"]
+    )
+    assert "Submitting a task means publishing it HERE" in words(
+        protocol()["channels"]["tasks"]["description"]
+    )
+    for operation in producer["operations"].values():
+        channel = common["channels"][operation["channel"]["$ref"].rsplit("/", 1)[-1]]
+        (binding,) = channel["bindings"]["amqp"]["x-spectask-bindings"]
+        assert binding["exchange"] == "tasks"
+        pattern = binding["routingKey"]
+        (key,) = operation["bindings"]["amqp"]["cc"]
+        assert key.startswith(pattern.removesuffix("#")), (key, pattern)
+        said = words(channel["description"])
+        assert f"Bound to the `tasks` exchange with `{pattern}`" in said
+        assert "not to this queue" in said
+
+
+def test_item13_every_schema_is_titled_with_its_component_name() -> None:
+    """Other languages' generators (modelina) name a model after its schema's title, since a
+    component name does not survive a cross-file $ref; the title is the component name, so
+    datamodel-code-generator's Python class names stay what they were."""
+    from spectask.protocol import models as protocol_models
+
+    for document, generated in [
+        ("common.asyncapi.yaml", models),
+        ("spectask.asyncapi.yaml", protocol_models),
+    ]:
+        for name, schema in schemas(document).items():
+            assert schema.get("title") == name, (document, name)
+            if schema.get("type") == "object" and "properties" in schema:
+                assert isinstance(getattr(generated, name), type), (document, name)

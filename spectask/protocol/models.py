@@ -76,7 +76,11 @@ class DeadLetterReason(StrEnum):
 DeadLetterBody = TypeAliasType(
     "DeadLetterBody",
     Annotated[
-        Any, Field(description="The original task body, byte for byte (it may not even be JSON).")
+        Any,
+        Field(
+            description="The original task body, byte for byte (it may not even be JSON).",
+            title="DeadLetterBody",
+        ),
     ],
 )
 
@@ -86,7 +90,8 @@ MessageBody = TypeAliasType(
     Annotated[
         Any,
         Field(
-            description="A message body, byte for byte, not decoded (the reader wants its headers)."
+            description="A message body, byte for byte, not decoded (the reader wants its headers).",
+            title="MessageBody",
         ),
     ],
 )
