@@ -153,3 +153,38 @@ def test_item13_every_schema_is_titled_with_its_component_name() -> None:
             assert schema.get("title") == name, (document, name)
             if schema.get("type") == "object" and "properties" in schema:
                 assert isinstance(getattr(generated, name), type), (document, name)
+
+
+def test_item10_a_dead_letter_keeps_the_tasks_type_and_content_type_as_the_spec_says() -> None:
+    dead_letter = protocol()["components"]["messages"]["DeadLetter"]
+    said = words(dead_letter["description"])
+    assert "its `type` is the task's message type (not spectask.dead_letter" in said
+    assert dead_letter["bindings"]["amqp"]["messageType"] == "spectask.dead_letter"
+    # on the wire: tests/test_dlq.py::test_item10_a_dead_letter_travels_with_the_tasks_type
+    copy = words(protocol()["components"]["messages"]["TaskCopy"]["description"])
+    assert "A messageType ending in `*` is spectask's convention, not AMQP's" in copy
+
+
+def test_item12_what_travels_vhosts_attempts_and_cancels_are_said() -> None:
+    from dataclasses import fields
+
+    from spectask.runtime.topology import ExchangeSpec, QueueSpec
+
+    document = protocol()
+    found = document["components"]["schemas"]
+    kinds = words(found["EventKind"]["description"])
+    assert "only started, progress, retrying and cancelled travel" in kinds
+    assert "submitted, succeeded, failed and dead name what the collector learns" in kinds
+    travelling = {"started", "progress", "retrying", "cancelled"}
+    untravelling = {"submitted", "succeeded", "failed", "dead"}
+    assert set(found["EventKind"]["enum"]) == travelling | untravelling
+    # the vhost is the AMQP URL's: the runtime's topology has no vhost to declare into
+    assert "virtual host of its AMQP URL" in words(document["info"]["description"])
+    declared = {f.name for spec in (ExchangeSpec, QueueSpec) for f in fields(spec)}
+    assert "vhost" not in declared
+    attempt = found["TaskHeaders"]["properties"]["x-spectask-attempt"]
+    assert "A value in range is taken as given, on a first delivery too" in words(
+        attempt["description"]
+    )  # tests/test_poison.py's valid_headers submit attempt 2 and read it back
+    cancel = words(document["operations"]["cancelTasks"]["summary"])
+    assert "its state stays QUEUED, RETRYING or STARTED" in cancel
