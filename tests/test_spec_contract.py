@@ -188,3 +188,38 @@ def test_item12_what_travels_vhosts_attempts_and_cancels_are_said() -> None:
     )  # tests/test_poison.py's valid_headers submit attempt 2 and read it back
     cancel = words(document["operations"]["cancelTasks"]["summary"])
     assert "its state stays QUEUED, RETRYING or STARTED" in cancel
+
+
+def snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def fields_of(schema: dict[str, Any]) -> tuple[set[str], set[str]]:
+    return set(schema["properties"]), set(schema.get("required", []))
+
+
+def test_item11_every_operation_has_a_result_schema_its_handler_returns() -> None:
+    """Each task message names its result schema (x-spectask-result); the handler of that
+    operation returns a model with exactly those fields, and a real result validates against
+    the generated model."""
+    import typing
+
+    from workloads import handlers
+
+    messages = yaml.safe_load((SPEC / "common.asyncapi.yaml").read_text())["components"]["messages"]
+    found = schemas()
+    for name, message in messages.items():
+        result = message["x-spectask-result"]["$ref"].rsplit("/", 1)[-1]
+        returned = typing.get_type_hints(getattr(handlers, snake(name)))["return"]
+        assert returned.__name__ == result, (name, returned, result)
+        model_fields = set(returned.model_fields)
+        required = {n for n, f in returned.model_fields.items() if f.is_required()}
+        assert (model_fields, required) == fields_of(found[result]), name
+        assert "path" not in model_fields or "local to the worker" in words(
+            found[result]["properties"]["path"]["description"]
+        ), result
+    real = analysis.aggregate([{"g": "a", "v": 1}, {"g": "b", "v": 2.5}], "g", "v")
+    models.AggregateResult.model_validate(real.model_dump())
+    patterns = analysis.detect_patterns([1.0, 2.0, 3.0, 40.0], threshold=1.0)
+    models.PatternResult.model_validate(patterns.model_dump())
+    models.StatisticsResult.model_validate(analysis.describe([1.0, 2.0]).model_dump())
