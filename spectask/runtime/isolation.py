@@ -491,6 +491,8 @@ def _serve(
                 sock.sendall(_HEADER.pack(len(reply)) + reply)
     except _Terminated:
         return
+    except (ConnectionError, EOFError):
+        return  # the worker died (kill -9): its socket is gone, and so is our reason to run
     finally:
         stream.close()
         sock.close()
