@@ -55,10 +55,10 @@ WORKDIR /app
 USER 10001:10001
 EXPOSE 9100
 
-# The worker's /metrics answers only while its process serves it (README: Deploy, health).
+# The worker's /healthz: 200 only while its event loop answers (README: Deploy).
 # docker-compose.yml overrides this check for the collector and the dashboard.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/metrics' % os.environ['SPECTASK_METRICS_PORT'], timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['SPECTASK_METRICS_PORT'], timeout=4)"]
 
 # exec: the worker is PID 1 and gets SIGTERM itself (graceful drain, SPECTASK_SHUTDOWN_TIMEOUT);
 # the container's hostname names the worker, so `--scale worker=N` gives N distinct ids.

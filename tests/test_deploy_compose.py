@@ -20,6 +20,7 @@ from spectask.cli import COMMANDS, build_parser
 from spectask.dashboard.auth import TOKEN_VARIABLE
 from spectask.logs import LogSettings
 from spectask.runtime.config import RuntimeConfig
+from spectask.runtime.metrics import HEALTH_PATH
 from spectask.store import STORE_URL_ENV
 from tests.deploy_support import (
     COMPOSE_FILE,
@@ -223,3 +224,10 @@ def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert lines[[line.strip() for line in lines].index("*")] == "*"  # allow-list
     assert not any(line.startswith("!.env") or line.startswith("!generated") for line in lines)
+
+
+def test_the_worker_service_checks_what_the_image_checks(services: dict[str, Any]) -> None:
+    image_check = [i for i in dockerfile() if i.keyword == "HEALTHCHECK"][-1]
+    argv = exec_form(image_check.arguments.split(" CMD ", 1)[1])
+    assert services["worker"]["healthcheck"]["test"] == ["CMD", *argv]
+    assert HEALTH_PATH in argv[-1]

@@ -25,6 +25,7 @@ from spectask.cli import COMMANDS, build_parser
 from spectask.logs import LogSettings
 from spectask.queues import queue_kind
 from spectask.runtime.config import RuntimeConfig
+from spectask.runtime.metrics import HEALTH_PATH
 from spectask.runtime.shutdown import CLOSE_GRACE_SECONDS
 from tests.deploy_support import ROOT, containers, render, require_tool
 
@@ -232,6 +233,7 @@ def test_probes_use_real_ports_and_commands() -> None:
         for probe in (container["readinessProbe"], container["livenessProbe"]):
             if "httpGet" in probe:
                 assert ports[probe["httpGet"]["port"]] == metrics_port
+                assert probe["httpGet"]["path"] == HEALTH_PATH
             elif probe["exec"]["command"][0] == "spectask":
                 argv = probe["exec"]["command"][1:]
                 assert argv[0] in COMMANDS
