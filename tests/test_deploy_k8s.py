@@ -27,9 +27,15 @@ from spectask.queues import queue_kind
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.metrics import HEALTH_PATH
 from spectask.runtime.shutdown import CLOSE_GRACE_SECONDS
+from tests.brokers import in_ci
 from tests.deploy_support import ROOT, containers, render, require_tool
 
-kubernetes_validate = pytest.importorskip("kubernetes_validate")  # the dev extra; make install
+try:
+    import kubernetes_validate  # the dev extra (make install)
+except ModuleNotFoundError:  # pragma: no cover - a broken install
+    if in_ci():
+        raise  # CI=true: a missing validator fails the run, never skips it
+    pytest.skip("kubernetes-validate is not installed (make install)", allow_module_level=True)
 
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"  # the oldest release we claim; the manifests use nothing newer

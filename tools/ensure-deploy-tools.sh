@@ -3,7 +3,7 @@
 # tests/test_deploy_compose.py: it validates and interpolates the file without an engine.
 # hadolint, kubernetes-validate and yamllint come from PyPI with the dev extra.
 set -euo pipefail
-if command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1; then
+if command -v docker-compose >/dev/null 2>&1; then
   exit 0
 fi
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
