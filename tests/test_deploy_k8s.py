@@ -100,6 +100,8 @@ def policy_problems(documents: list[dict[str, Any]]) -> list[str]:
         pod = doc["spec"]["template"]["spec"]
         if pod.get("securityContext", {}).get("runAsNonRoot") is not True:
             problems.append(f"{name}: runAsNonRoot")
+        if pod.get("securityContext", {}).get("seccompProfile") != {"type": "RuntimeDefault"}:
+            problems.append(f"{name}: seccompProfile RuntimeDefault (Pod Security restricted)")
         if pod.get("terminationGracePeriodSeconds", 30) <= shutdown + CLOSE_GRACE_SECONDS:
             problems.append(f"{name}: terminationGracePeriodSeconds <= shutdown timeout + close")
         for container in pod["containers"]:
@@ -132,8 +134,9 @@ def test_the_policy_check_can_fail() -> None:
     del pod["containers"][0]["livenessProbe"]
     pod["containers"][0]["securityContext"]["capabilities"]["drop"] = ["NET_RAW"]
     pod["terminationGracePeriodSeconds"] = 30
+    del pod["securityContext"]["seccompProfile"]
     problems = policy_problems(docs)
-    assert len(problems) == 3, problems
+    assert len(problems) == 4, problems
 
 
 def configmap(documents: list[dict[str, Any]]) -> dict[str, str]:
