@@ -21,6 +21,7 @@ from spectask.dashboard.auth import TOKEN_VARIABLE
 from spectask.logs import LogSettings
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.metrics import HEALTH_PATH
+from spectask.runtime.shutdown import CLOSE_GRACE_SECONDS
 from spectask.store import STORE_URL_ENV
 from tests.deploy_support import (
     COMPOSE_FILE,
@@ -231,3 +232,12 @@ def test_the_worker_service_checks_what_the_image_checks(services: dict[str, Any
     argv = exec_form(image_check.arguments.split(" CMD ", 1)[1])
     assert services["worker"]["healthcheck"]["test"] == ["CMD", *argv]
     assert HEALTH_PATH in argv[-1]
+
+
+@pytest.mark.parametrize("name", SPECTASK_SERVICES)
+def test_stop_grace_outlasts_the_drain(services: dict[str, Any], name: str) -> None:
+    """Compose's SIGKILL comes after the drain (shutdown timeout + closing), never during it."""
+    grace = services[name]["stop_grace_period"]
+    assert str(grace).endswith("s"), grace
+    drain = RuntimeConfig.model_fields["shutdown_timeout"].default + CLOSE_GRACE_SECONDS
+    assert float(str(grace).removesuffix("s")) > drain
