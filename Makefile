@@ -15,7 +15,8 @@ BROKER := $(PY) -m spectask.devbroker ensure | tail -n 1
 ARGS ?=
 
 .PHONY: help venv install generate protocol broker broker-stop worker1 worker2 worker3 producer \
-        collector dashboard bench-dashboard browser deploy-tools test-workqueue test test-fast chaos demo bench lint clean
+        collector dashboard bench-dashboard browser asyncapi-tools deploy-tools test-workqueue test test-fast \
+        chaos demo bench lint clean
 
 help:
 	@echo "make demo            collector + 3 workers + a mixed batch on a real broker, then a summary"
@@ -103,7 +104,16 @@ lint: $(GENERATED)
 test-workqueue: $(GENERATED)
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) -m pytest test_workqueue.py $(ARGS)
 
-test: lint browser deploy-tools
+# The official AsyncAPI parser (tests/test_official_parser.py), pinned by tools/asyncapi's lock
+# file; node and npm from Debian where missing. No install script runs and no browser downloads.
+ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.package-lock.json
+asyncapi-tools: $(ASYNCAPI_TOOLS)
+$(ASYNCAPI_TOOLS): tools/asyncapi/package.json tools/asyncapi/package-lock.json
+	command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q nodejs npm)
+	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix tools/asyncapi --ignore-scripts --no-audit --no-fund
+	touch $@
+
+test: lint browser asyncapi-tools deploy-tools
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) -m pytest $(ARGS)
 
 # Faults during live batches on a throwaway node (tests/test_chaos.py); `make test` runs it too.
@@ -118,4 +128,5 @@ test-fast: $(GENERATED)
 
 clean:
 	-[ -x $(PY) ] && $(PY) -m spectask.devbroker stop
-	rm -rf generated $(VENV) .rabbitmq out .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf generated $(VENV) .rabbitmq out .pytest_cache .mypy_cache .ruff_cache *.egg-info \
+		tools/asyncapi/node_modules

@@ -192,8 +192,8 @@ def test_a_yaml_syntax_error_is_reported_once_at_its_line(
     """One unquoted `: ` in a description: one error, at the line, not one per $ref to it."""
     common = spec / COMMON
     lines = common.read_text().splitlines()
-    at = next(i for i, line in enumerate(lines) if "description: Durable queue of image" in line)
-    lines[at] = lines[at].replace("competing workers share it", "note: workers share it")
+    at = next(i for i, line in enumerate(lines) if "description: A single RabbitMQ node" in line)
+    lines[at] = lines[at].replace("A single RabbitMQ node", "note: one RabbitMQ node")
     common.write_text("\n".join(lines) + "\n")
     code, err = _generate(spec, tmp_path / "out", capsys)
     assert code == 1

@@ -18,7 +18,7 @@ import pytest
 
 from spectask import dlq
 from spectask.errors import PermanentTaskError
-from spectask.protocol.names import ATTEMPT_HEADER, SUBMITTED_AT_HEADER
+from spectask.protocol.names import ATTEMPT_HEADER, REASON_HEADER, SUBMITTED_AT_HEADER
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
@@ -202,6 +202,17 @@ async def test_cli_show_prints_traceback_and_body(real_broker: Broker, amqp_url:
     code, out, err = await cli(amqp_url, "dlq", "show", "nope", "--queue", names.dead_queue)
     assert code == 1 and "no dead letter" in err and "nope" in err
     assert await depth(amqp_url, names.dead_queue) == 2
+
+
+async def test_item10_a_dead_letter_travels_with_the_tasks_type(
+    broker: Broker, any_url: str
+) -> None:
+    """Issue 12 item 10, as the protocol's DeadLetter description says: the task's own AMQP
+    type and content type, not the spec's spectask.dead_letter / application/octet-stream."""
+    names = await setup(broker, count=1)
+    [dead] = await drain(any_url, names.dead_queue, 1)
+    assert (dead.message_id, dead.type, dead.content_type) == ("t0", "num.sum", "application/json")
+    assert dead.headers is not None and dead.headers[REASON_HEADER] == "exception"
 
 
 async def test_replayed_message_is_the_original_task_again(broker: Broker, any_url: str) -> None:

@@ -65,6 +65,7 @@ async def test_urgent_tasks_overtake_a_backlog(
         prefetch=1,
         concurrency=1,
         output_dir=tmp_path / "out",
+        input_root=tmp_path,
         log_dir=tmp_path,
     )
     try:

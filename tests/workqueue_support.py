@@ -153,6 +153,7 @@ class WorkerProcess(ChildProcess):
         prefetch: int = 1,
         concurrency: int = 1,
         output_dir: Path | None = None,
+        input_root: Path | None = None,
         log_dir: Path | None = None,
     ) -> None:
         env = dict(os.environ)
@@ -167,6 +168,8 @@ class WorkerProcess(ChildProcess):
         )
         if output_dir is not None:
             env["SPECTASK_OUTPUT_DIR"] = str(output_dir)
+        if input_root is not None:  # image tasks read files only below it
+            env["SPECTASK_IMAGE_INPUT_ROOT"] = str(input_root)
         args = [sys.executable, str(ROOT / "main-worker.py"), worker_id]
         if types:
             args += ["--types", types]
@@ -202,7 +205,12 @@ class Env:
 
     def worker(self, worker_id: str, **kwargs: Any) -> WorkerProcess:
         process = WorkerProcess(
-            worker_id, self.url, output_dir=self.tmp / "out", log_dir=self.tmp, **kwargs
+            worker_id,
+            self.url,
+            output_dir=self.tmp / "out",
+            input_root=self.tmp,  # the tests' image files live in their tmp directory
+            log_dir=self.tmp,
+            **kwargs,
         )
         self.workers.append(process)
         return process

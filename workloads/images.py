@@ -23,12 +23,13 @@ from typing import Any, Final, TypeAlias
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError, features
 from pydantic import BaseModel, ConfigDict
 
+from generated import models
 from workloads.errors import PermanentTaskError
 from workloads.inputs import ImageFile, too_large
 from workloads.output import write_atomic
 
-FORMATS: Final = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
-"""Formats images are read from and written to (Pillow's format names)."""
+FORMATS: Final = tuple(fmt.value for fmt in models.ImageFormat)
+"""Formats images are read from and written to (Pillow's format names): the spec's ImageFormat."""
 
 FILTERS: Final = ("grayscale", "blur", "sharpen", "edge_detect", "contour", "emboss")
 

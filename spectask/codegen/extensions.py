@@ -30,9 +30,12 @@ CHANNEL_KEYS = ("x-spectask-bindings", "x-spectask-arguments", "x-spectask-polic
 _SCHEMA_KEYS = frozenset({"schemas", "payload", "headers"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 OPERATION_KEYS = ("x-spectask-runtime", ROLES)
+# A message's result schema ({$ref: ...}): what its handler returns, for clients to read.
+MESSAGE_KEYS = ("x-spectask-result",)
 _KNOWN_HINT = (
     f"spectask knows {', '.join(ROOT_KEYS)} (document root), {', '.join(CHANNEL_KEYS)} "
-    f"(in a queue channel's bindings.amqp) and {', '.join(OPERATION_KEYS)} (in an operation)"
+    f"(in a queue channel's bindings.amqp), {', '.join(OPERATION_KEYS)} (in an operation) "
+    f"and {', '.join(MESSAGE_KEYS)} (in components.messages)"
 )
 
 
@@ -40,6 +43,8 @@ def _allowed(path: JsonPath) -> bool:
     if len(path) == 1 and path[0] in ROOT_KEYS:
         return True
     if len(path) == 3 and path[0] == "operations" and path[2] in OPERATION_KEYS:
+        return True
+    if len(path) == 4 and path[:2] == ("components", "messages") and path[3] in MESSAGE_KEYS:
         return True
     return (
         len(path) == 5

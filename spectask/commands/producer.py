@@ -175,8 +175,9 @@ def report_partial(
     """A submit that stopped half-way: which ids the broker has, in files, and how many.
 
     The confirmed ids go to --ids-file (or a timestamped file here), the rest beside it with
-    `.unconfirmed`: those may or may not be stored, and publishing them again is safe because
-    a task id makes a duplicate harmless.
+    `.unconfirmed`: those may or may not be stored. `spectask status` tells which (QUEUED or
+    later: stored; UNKNOWN once the collector has caught up: not stored), so nobody resubmits
+    blindly and runs a task twice.
     """
     done = set(confirmed)
     pending = [m.message_id for m in messages if m.message_id not in done]
@@ -186,8 +187,9 @@ def report_partial(
     rest.write_text("".join(f"{task_id}\n" for task_id in pending))
     print(
         f"error: {len(confirmed)} of {len(messages)} tasks confirmed by the broker ({why}); "
-        f"their ids are in {target}, the {len(pending)} others in {rest} (submit those again: "
-        "a task id makes a duplicate harmless)",
+        f"their ids are in {target}, the {len(pending)} others in {rest} (they may or may not "
+        "be stored: `spectask status ID` says QUEUED or later for a stored one, UNKNOWN for one "
+        "that is not)",
         file=sys.stderr,
     )
 

@@ -16,7 +16,7 @@ class TaskHeaders(BaseModel):
         int | None,
         Field(
             alias="x-spectask-attempt",
-            description="1 for the first attempt (a JSON/AMQP integer, not a string).",
+            description="1 for the first attempt (a JSON/AMQP integer, not a string); optional on a submission (absent means 1). The worker that retries a task sets attempt + 1 when it sends it to its delay tier. A value in range is taken as given, on a first delivery too: a task submitted with attempt n has maxAttempts - n + 1 attempts left. The worker cannot tell a delay tier's delivery from a client's (the broker's x-death headers can be forged as easily), and a client shortens only its own task's budget, so spectask trusts it; a value out of range is an invalid_headers dead letter.",
             ge=1,
             le=1000000,
         ),
@@ -76,7 +76,11 @@ class DeadLetterReason(StrEnum):
 DeadLetterBody = TypeAliasType(
     "DeadLetterBody",
     Annotated[
-        Any, Field(description="The original task body, byte for byte (it may not even be JSON).")
+        Any,
+        Field(
+            description="The original task body, byte for byte (it may not even be JSON).",
+            title="DeadLetterBody",
+        ),
     ],
 )
 
@@ -86,7 +90,8 @@ MessageBody = TypeAliasType(
     Annotated[
         Any,
         Field(
-            description="A message body, byte for byte, not decoded (the reader wants its headers)."
+            description="A message body, byte for byte, not decoded (the reader wants its headers).",
+            title="MessageBody",
         ),
     ],
 )
@@ -201,6 +206,7 @@ class StatusReply(BaseModel):
         extra="forbid",
     )
     tasks: list[TaskStatusView]
+    error: ErrorInfo | None = None
 
 
 class TaskResult(BaseModel):

@@ -87,8 +87,9 @@ class Publisher:
         except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError) as exc:
             raise PublishError(
                 f"connection lost before the broker confirmed message {message.message_id}: "
-                f"{exc or type(exc).__name__}; publish it again (the task id makes a duplicate "
-                "harmless)"
+                f"{exc or type(exc).__name__}; publish it again under the same id (the "
+                "collector keeps one record per task id; if the first copy was stored after "
+                "all, the task may run twice)"
             ) from exc
 
     async def publish_many(

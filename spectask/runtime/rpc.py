@@ -8,7 +8,7 @@ its timeout: it raises `RpcTimeoutError` instead.
 
 The server side is the responder role (`spectask.runtime.responder`) in the delivery loop: a
 receive route with a reply publishes the handler's model to the request's `reply_to`, then the
-loop acks the request.
+loop acks the request. A reply with `error` set is a refusal of the request: `RpcError`.
 """
 
 from __future__ import annotations
@@ -122,11 +122,17 @@ class RpcClient:
                 f"expected {route.reply.message_type!r}"
             )
         try:
-            return route.reply.model.model_validate_json(reply.body)
+            answer = route.reply.model.model_validate_json(reply.body)
         except ValidationError as exc:
             raise RpcError(
                 f"{route.operation}: the reply does not match its schema: {exc}"
             ) from None
+        refused = getattr(answer, "error", None)  # a refusal (spectask.runtime.responder)
+        if refused is not None:
+            raise RpcError(
+                f"{route.operation}: the request was refused: {refused.type}: {refused.message}"
+            )
+        return answer
 
     async def close(self) -> None:
         for future in self._pending.values():

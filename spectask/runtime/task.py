@@ -8,10 +8,11 @@ handler's reply to `reply_to` (`spectask.runtime.responder`). That choice is per
 queue, because nothing stops a spec from putting both kinds of operation on one queue.
 
 Input that cannot run at all — too large, an unknown message type, a content type that is not
-JSON (or none), no task id, a header that breaks the protocol's TaskHeaders
+JSON (or none), no task id (a request needs none), a header that breaks the protocol's TaskHeaders
 (`spectask.runtime.headers`: an attempt that is not an integer in range, ...), a body that is
 not valid JSON or breaks the schema (strictly: no bool for a number, no number for a string) —
-is dead-lettered here, before any handler runs. Every other ending is an outcome
+is dead-lettered here, before any handler runs; a REQUEST route's is refused instead, with a
+reply that says why (`spectask.runtime.responder`). Every other ending is an outcome
 (`spectask.runtime.outcomes`); should building one fail, the delivery loop's last resort calls
 `TaskRole.salvage`, which dead-letters the delivery (`exception`) rather than leave it unacked.
 
@@ -61,6 +62,8 @@ JSON = "application/json"
 Finish = Callable[
     [IncomingMessage, ReceiveRoute, TaskContext, datetime, dict[str, Any] | None], NextHops
 ]
+# How a REQUEST route refuses a delivery that cannot run: (delivery, queue, reason, error).
+Refuse = Callable[[IncomingMessage, str, DeadReason, str], NextHops]
 
 
 class Attempts:
@@ -157,6 +160,7 @@ class Served:
     route: ReceiveRoute
     handler: Handler
     finish: Finish
+    refuse: Refuse | None = None  # a REQUEST route's; a TASK's refusal is its dead letter
 
 
 class TaskRole:
@@ -188,59 +192,80 @@ class TaskRole:
         self._progress_interval = config.progress_interval
         self._loop = asyncio.get_running_loop()
         self._routes: dict[str, Served] = {}
+        # Who refuses a delivery of no known type: the requests' refusal when the queue serves
+        # requests only (a caller that got the type wrong hears so), else a dead letter.
+        self._refuse_unrouted: Refuse | None = None
 
-    def serve(self, route: ReceiveRoute, handler: Handler, finish: Finish | None = None) -> None:
-        """Take `route`'s messages; a success ends in `finish` (default: the task's result)."""
-        self._routes[route.message_type] = Served(route, handler, finish or self.succeeded)
+    def serve(
+        self,
+        route: ReceiveRoute,
+        handler: Handler,
+        finish: Finish | None = None,
+        refuse: Refuse | None = None,
+    ) -> None:
+        """Take `route`'s messages; a success ends in `finish` (default: the task's result),
+        a delivery that cannot run in `refuse` (default: a dead letter)."""
+        requests_only = all(served.refuse is not None for served in self._routes.values())
+        self._routes[route.message_type] = Served(route, handler, finish or self.succeeded, refuse)
+        self._refuse_unrouted = refuse if requests_only else None
+
+    def _reject(
+        self, message: IncomingMessage, served: Served | None, reason: DeadReason, error: str
+    ) -> NextHops:
+        """A delivery that cannot run: a request's refusal, or a task's dead letter."""
+        refuse = self._refuse_unrouted if served is None else served.refuse
+        if refuse is not None:
+            return refuse(message, self._queue, reason, error)
+        return self._outcomes.dead(message, self._queue, reason, error)
 
     async def handle(self, message: IncomingMessage) -> NextHops:
         """Decode and run one delivery; return the messages that must be confirmed before ack."""
         queue = self._queue
         routes = self._routes
         size = len(message.body)
+        served = routes.get(message.type or "")
         if size > self._max_bytes:
-            return self._outcomes.dead(
+            return self._reject(
                 message,
-                queue,
+                served,
                 DeadReason.TOO_LARGE,
                 f"body is {size} bytes; the limit is {self._max_bytes} "
                 "(SPECTASK_MAX_MESSAGE_BYTES)",
             )
-        served = routes.get(message.type or "")
         if served is None:
-            return self._outcomes.dead(
+            return self._reject(
                 message,
-                queue,
+                served,
                 DeadReason.UNKNOWN_TYPE,
                 f"message type {message.type!r} is not taken from {queue}; "
                 f"expected one of {sorted(routes)}",
             )
         if message.content_type != JSON:
-            return self._outcomes.dead(
+            return self._reject(
                 message,
-                queue,
+                served,
                 DeadReason.UNDECODABLE,
                 f"content type {message.content_type!r}; expected {JSON}"
                 if message.content_type
                 else f"the message has no content type; expected {JSON}",
             )
-        if not message.message_id:
-            return self._outcomes.dead(
+        if not message.message_id and served.refuse is None:  # a request needs no id
+            return self._reject(
                 message,
-                queue,
+                served,
                 DeadReason.SCHEMA_VIOLATION,
                 "the message has no message_id (task id)",
             )
         invalid = TASK_HEADERS.error(message.headers)
         if invalid is not None:
-            return self._outcomes.dead(message, queue, DeadReason.INVALID_HEADERS, invalid)
+            return self._reject(message, served, DeadReason.INVALID_HEADERS, invalid)
         try:
             # Strict, as JSON Schema reads JSON: a bool is no number, a number no string.
             payload = served.route.model.model_validate_json(message.body, strict=True)
         except ValidationError as exc:
             undecodable = any(error["type"] == "json_invalid" for error in exc.errors())
             reason = DeadReason.UNDECODABLE if undecodable else DeadReason.SCHEMA_VIOLATION
-            return self._outcomes.dead(message, queue, reason, summarize(exc))
+            return self._reject(message, served, reason, summarize(exc))
         return await self._execute(message, served, payload)
 
     async def _execute(self, message: IncomingMessage, served: Served, payload: Any) -> NextHops:

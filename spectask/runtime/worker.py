@@ -200,7 +200,7 @@ def _service(
             if route.kind is RouteKind.REQUEST:
                 assert route.reply is not None
                 responder = Responder(route.reply, outcomes=outcomes, stats=stats, backoff=backoff)
-                role.serve(route, handlers[route.operation], responder.answer)
+                role.serve(route, handlers[route.operation], responder.answer, responder.refuse)
             else:
                 role.serve(route, handlers[route.operation])
         roles[queue] = role
