@@ -9,8 +9,10 @@ that the code really has (so the file cannot drift from the CLI).
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -241,3 +243,24 @@ def test_stop_grace_outlasts_the_drain(services: dict[str, Any], name: str) -> N
     assert str(grace).endswith("s"), grace
     drain = RuntimeConfig.model_fields["shutdown_timeout"].default + CLOSE_GRACE_SECONDS
     assert float(str(grace).removesuffix("s")) > drain
+
+
+def test_make_brokers_own_compose_file_is_valid_and_apart(tmp_path: Path) -> None:
+    """`make broker`'s Docker fallback writes its own one-service file (guest on localhost),
+    never the repo's docker-compose.yml, which needs credentials from .env."""
+    # the package exports a function named like the module, so take the module itself
+    ensure = importlib.import_module("spectask.devbroker.ensure")
+    assert Path(ensure.COMPOSE_FILE).name != COMPOSE_FILE.name
+    dev = tmp_path / "dev-broker.yml"
+    dev.write_text(ensure.COMPOSE_TEXT)
+    tool = require_tool("docker-compose", INSTALL)
+    done = subprocess.run(
+        [tool, "-p", ensure.COMPOSE_PROJECT, "-f", str(dev), "config"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "5672" in done.stdout

@@ -27,7 +27,10 @@ from spectask.runtime.broker import redact_url
 DEFAULT_LOCAL_PORT = 5673
 LOGIN_TIMEOUT = 10.0
 LOCAL_PORT_ENV = "SPECTASK_LOCAL_BROKER_PORT"
-COMPOSE_FILE = "docker-compose.yml"
+# its own file and project, not the repo's docker-compose.yml (the whole system, which needs
+# credentials from .env and publishes no guest port on localhost)
+COMPOSE_FILE = ".rabbitmq/docker-compose.dev-broker.yml"
+COMPOSE_PROJECT = "spectask-dev-broker"
 COMPOSE_TEXT = """\
 # Used by `make broker` (python -m spectask.devbroker ensure) only when no RabbitMQ is reachable,
 # none is installed, and a working Docker engine exists.
@@ -152,10 +155,11 @@ def ensure(base: Path, local_port: int, *, local_only: bool = False, timeout: fl
         return _ensure_local(base, local_port, timeout)
     if not local_only and shutil.which("docker") and _run(["docker", "info"], 30):
         compose = _repo_root() / COMPOSE_FILE
-        if not compose.exists():
-            compose.write_text(COMPOSE_TEXT)
+        compose.parent.mkdir(parents=True, exist_ok=True)
+        compose.write_text(COMPOSE_TEXT)
         _say(f"starting RabbitMQ with docker compose ({compose})")
-        if not _run(["docker", "compose", "-f", str(compose), "up", "-d", "rabbitmq"], 600):
+        up = ["docker", "compose", "-p", COMPOSE_PROJECT, "-f", str(compose), "up", "-d"]
+        if not _run([*up, "rabbitmq"], 600):
             raise NodeError("`docker compose up -d rabbitmq` failed (see the output above)")
         if not wait_amqp_ready("localhost", 5672, timeout):
             raise NodeError(f"the docker rabbitmq container did not answer within {timeout:.0f}s")
