@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CHAOS_APP = "tests.chaos.app:app"
 REAL_APP = "workloads.app:app"
 EXIT_GRACE = 5.0  # seconds past the shutdown timeout for the interpreter to tear down
+# seconds for handler slots (children of the fork server) to notice their worker is gone; 5 s
+# was too short on a 2-core machine at load 15 (CI with five other test runs)
+CHILD_GRACE = 15.0
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,7 @@ def stop_all(services: list[Service]) -> list[Exit]:
             process.kill()
             process.wait(10)
         seconds = time.monotonic() - started
-        left = wait_gone(children, 5.0)
+        left = wait_gone(children, CHILD_GRACE)
         for pid in left:
             os.kill(pid, signal.SIGKILL)
         exits.append(Exit(service.name, code, seconds, tuple(sorted(left))))
