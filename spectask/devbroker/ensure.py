@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aio_pika
 
+from spectask.devbroker.cluster import cluster_command
 from spectask.devbroker.node import LocalNode, NodeError, find_rabbitmq_script
 from spectask.devbroker.probe import amqp_port_ready, amqp_url_reachable, wait_amqp_ready
 from spectask.errors import BrokerUnavailableError, ConfigError
@@ -206,6 +207,9 @@ def _local_port() -> int:
         raise NodeError(f"{LOCAL_PORT_ENV}={raw!r} is not a port number") from None
 
 
+CLUSTER_COMMANDS = ("cluster", "cluster-stop", "cluster-status")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: `ensure` (URL on the last stdout line), `status`, `stop`.
 
@@ -213,7 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="python -m spectask.devbroker", description=__doc__)
     parser.add_argument(
-        "command", choices=["ensure", "status", "stop"], help="what to do with the broker"
+        "command",
+        choices=["ensure", "status", "stop", *CLUSTER_COMMANDS],
+        help="what to do with the broker (cluster*: the local 3-node cluster in <dir>/cluster)",
     )
     parser.add_argument(
         "--dir", type=Path, help="project-local node directory (default: <repo>/.rabbitmq)"
@@ -228,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base: Path = args.dir or _repo_root() / ".rabbitmq"
     try:
+        if args.command in CLUSTER_COMMANDS:
+            return cluster_command(args.command, base / "cluster", args.timeout)
         port: int = args.port or _local_port()
         if args.command == "ensure":
             url = ensure(base, port, local_only=args.local, timeout=args.timeout)
