@@ -15,7 +15,6 @@ import secrets
 import string
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 
 from spectask.devbroker.node import LocalNode, NodeError
 from spectask.devbroker.probe import free_ports
@@ -137,17 +136,6 @@ class LocalCluster:
         path = self.base_dir / STATE_FILE
         path.write_text(json.dumps(state, indent=2) + "\n")
         path.chmod(0o600)
-
-    def __enter__(self) -> LocalCluster:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def cluster_command(command: str, base: Path, timeout: float) -> int:

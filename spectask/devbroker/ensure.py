@@ -24,6 +24,7 @@ from spectask.devbroker.probe import amqp_port_ready, amqp_url_reachable, wait_a
 from spectask.errors import BrokerUnavailableError, ConfigError
 from spectask.runtime import connect_errors
 from spectask.runtime.broker import redact_url
+from spectask.runtime.failover import split_urls
 
 DEFAULT_LOCAL_PORT = 5673
 LOGIN_TIMEOUT = 10.0
@@ -135,8 +136,10 @@ def ensure(base: Path, local_port: int, *, local_only: bool = False, timeout: fl
     if not local_only:
         url = os.environ.get("AMQP_URL", "").strip()
         if url:
-            if amqp_url_reachable(url):
-                refused = login_error(url)
+            # Several URLs (a cluster's nodes): one answering is enough, as for the runtime.
+            reachable = [part for part in split_urls(url) if amqp_url_reachable(part)]
+            if reachable:
+                refused = login_error(reachable[0])
                 if refused is not None:
                     raise NodeError(str(refused))
                 _say(f"using AMQP_URL ({redact_url(url)})")
