@@ -145,7 +145,7 @@ class Broker:
     async def publisher(self) -> Publisher:
         """The process's shared confirmed publisher (one channel, many confirms in flight)."""
         if self._publisher is None:
-            self._publisher = Publisher(await self.channel())
+            self._publisher = Publisher(await self.channel(), self.config.confirm_timeout)
         return self._publisher
 
     def rpc(self) -> RpcClient:
