@@ -30,8 +30,13 @@ from typing import Any, Protocol
 
 import aio_pika
 import aiormq
+from aio_pika.connection import make_url
 
-from spectask.runtime.failover import FailoverConnection, split_urls
+from spectask.runtime.failover import (
+    FAILOVER_RECONNECT_SECONDS,
+    FailoverConnection,
+    split_urls,
+)
 from spectask.runtime.shutdown import CLOSE_STEP_SECONDS
 
 Message = aio_pika.Message
@@ -232,11 +237,13 @@ async def connect(
         return await _connect_robust(url, properties, kwargs)
     urls = split_urls(url)
     for index, node in enumerate(urls):  # several URLs: the first node that answers
+        plain = aio_pika.Connection(make_url(node), client_properties=properties)
         try:
-            plain: aio_pika.abc.AbstractConnection = await aio_pika.connect(
-                node, client_properties=properties
-            )
+            await plain.connect()
         except (OSError, aio_pika.exceptions.AMQPError):
+            # closed here: an unclosed failed connection schedules its close when collected,
+            # on a loop that may be gone by then
+            await plain.close()
             if index == len(urls) - 1:
                 raise
             continue
@@ -264,6 +271,8 @@ async def _connect_robust(
     SIGTERM) closes the connection object: its reconnect task otherwise swallows the cancel and
     keeps trying, and the process cannot exit."""
     urls = split_urls(url)
+    if len(urls) > 1:
+        kwargs = {"reconnect_interval": FAILOVER_RECONNECT_SECONDS, **kwargs}
     for start in range(len(urls)):
         connection = FailoverConnection(urls, start, kwargs, client_properties=properties)
         try:
