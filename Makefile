@@ -121,4 +121,5 @@ test-fast: $(GENERATED)
 
 clean:
 	-[ -x $(PY) ] && $(PY) -m spectask.devbroker stop
+	-[ -x $(PY) ] && $(PY) -m spectask.devbroker cluster-stop
 	rm -rf generated $(VENV) .rabbitmq out .pytest_cache .mypy_cache .ruff_cache *.egg-info
