@@ -14,15 +14,17 @@ CODEGEN := $(wildcard spectask/codegen/*.py spectask/codegen/templates/*.j2 spec
 BROKER := $(PY) -m spectask.devbroker ensure | tail -n 1
 ARGS ?=
 
-.PHONY: help venv install generate protocol broker broker-stop worker1 worker2 worker3 producer \
-        collector dashboard bench-dashboard browser asyncapi-tools deploy-tools test-workqueue test test-fast \
-        chaos demo bench lint clean
+.PHONY: help venv install generate protocol broker broker-stop cluster cluster-stop worker1 \
+        worker2 worker3 producer collector dashboard bench-dashboard browser asyncapi-tools \
+        deploy-tools test-workqueue test test-fast chaos demo bench lint clean
 
 help:
 	@echo "make demo            collector + 3 workers + a mixed batch on a real broker, then a summary"
 	@echo "make test            lint, type checks and the whole test suite (starts its own broker)"
 	@echo "make generate        write typed clients from spec/ into generated/"
 	@echo "make broker          find or start a RabbitMQ broker and print its URL"
+	@echo "make cluster         a local 3-node RabbitMQ cluster (.rabbitmq/cluster); prints AMQP_URL"
+	@echo "make cluster-stop    stop it (data kept)"
 	@echo "make worker1|worker2|worker3 / producer / collector   run one process (ARGS=... for options)"
 	@echo "make dashboard       the live dashboard on http://127.0.0.1:8077/ (and /metrics)"
 	@echo "make bench-dashboard the dashboard's API timed on 1,000,000 stored tasks"
@@ -60,6 +62,13 @@ broker: $(INSTALLED)
 
 broker-stop: $(INSTALLED)
 	$(PY) -m spectask.devbroker stop
+
+# A local 3-node cluster of isolated nodes (README: Cluster mode); the last line is AMQP_URL=...
+cluster: $(INSTALLED)
+	$(PY) -m spectask.devbroker cluster
+
+cluster-stop: $(INSTALLED)
+	$(PY) -m spectask.devbroker cluster-stop
 
 worker1 worker2 worker3: $(GENERATED)
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) main-worker.py $@ $(ARGS)
@@ -128,5 +137,6 @@ test-fast: $(GENERATED)
 
 clean:
 	-[ -x $(PY) ] && $(PY) -m spectask.devbroker stop
+	-[ -x $(PY) ] && $(PY) -m spectask.devbroker cluster-stop
 	rm -rf generated $(VENV) .rabbitmq out .pytest_cache .mypy_cache .ruff_cache *.egg-info \
 		tools/asyncapi/node_modules

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from spectask.app import APP_VARIABLE
+from spectask.devbroker.cluster import LocalCluster
 from spectask.runtime import memory
-from tests.brokers import BrokerNode, session_broker
+from tests.brokers import BrokerNode, session_broker, throwaway_cluster
 from tests.runtime_support import InProcessWorkers
 from tests.store_support import fresh_database
 
@@ -31,6 +32,12 @@ os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="spectask-test-data-")
 def broker_node() -> Iterator[BrokerNode]:
     """The session's RabbitMQ: a throwaway `LocalNode`, or an `ExternalBroker` from AMQP_URL."""
     yield from session_broker()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_cluster() -> Iterator[LocalCluster]:
+    """A local 3-node RabbitMQ cluster for the cluster tests, formed once per session."""
+    yield from throwaway_cluster()
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from typing import Any
 import aiormq
 
 from spectask.runtime.broker import Broker
+from spectask.runtime.failover import split_urls
 from spectask.runtime.topology import QueueSpec, Topology
 from spectask.runtime.transport import NOT_FOUND
 from spectask.tables import format_table
@@ -87,7 +88,8 @@ def queue_kind(queue: QueueSpec) -> str:
 
 def management_base(amqp_url: str, configured: str | None) -> tuple[str, str | None, str]:
     """(base URL without credentials, Authorization header, vhost) of the management API."""
-    amqp = urllib.parse.urlsplit(amqp_url)
+    # Several URLs (a cluster): the management API of the first node.
+    amqp = urllib.parse.urlsplit((split_urls(amqp_url) or [amqp_url])[0])
     vhost = urllib.parse.unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
     source = urllib.parse.urlsplit(configured) if configured else None
     if source is not None:

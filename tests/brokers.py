@@ -25,6 +25,7 @@ from typing import NoReturn, TypeAlias
 import pytest
 
 from spectask.devbroker import LocalNode, amqp_url_reachable, find_rabbitmq_script
+from spectask.devbroker.cluster import LocalCluster
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,19 @@ def throwaway_node(name: str = "spectask-test") -> Iterator[LocalNode]:
         yield node
     finally:
         node.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def throwaway_cluster() -> Iterator[LocalCluster]:
+    """A local 3-node cluster in a fresh temp dir (~30 s to form); on exit stopped and deleted."""
+    require_rabbitmq_installed()
+    base = Path(tempfile.mkdtemp(prefix="spectask-cluster-"))
+    cluster = LocalCluster(base)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -565,7 +565,11 @@ def test_retry_tiers_are_derived_from_the_policies(real_package: str) -> None:
     assert sorted(int(name[len("retry.") : -2]) for name in tiers) == expected
     for name, queue in tiers.items():
         ttl = int(name[len("retry.") : -2])
-        assert queue.arguments_dict() == {"x-message-ttl": ttl, "x-dead-letter-exchange": "tasks"}
+        assert queue.arguments_dict() == {
+            "x-message-ttl": ttl,
+            "x-dead-letter-exchange": "tasks",
+            "x-queue-type": "classic",  # follows SPECTASK_QUEUE_TYPE
+        }
         assert [(b.exchange, b.routing_key) for b in queue.bindings] == [(name, "")]
     kinds = {e.name: e.type for e in topology.TOPOLOGY.exchanges}
     assert all(kinds[name] == "fanout" for name in tiers)

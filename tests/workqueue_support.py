@@ -32,14 +32,16 @@ ROOT = Path(__file__).resolve().parents[1]
 ROUTES = {route.message_type: route for route in SEND_ROUTES}
 
 
-async def reset_topology(url: str) -> None:
-    """Delete every queue of the spec, then declare the topology afresh (tests share a node)."""
+async def reset_topology(url: str, config: RuntimeConfig | None = None) -> None:
+    """Delete every queue of the spec, then declare the topology afresh (tests share a node).
+
+    `config` (its queue type, say) is what the processes under test will declare with."""
     connection = await connect(url, robust=False)
     async with connection:
         channel = await connection.channel()
         for queue in TOPOLOGY.queues:
             await channel.queue_delete(queue.name)
-    broker = await Broker.connect(RuntimeConfig(amqp_url=url))
+    broker = await Broker.connect(config or RuntimeConfig(amqp_url=url))
     async with broker:
         await broker.declare(TOPOLOGY)
 

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import aio_pika
 
+from spectask.devbroker.cluster import cluster_command
 from spectask.devbroker.node import LocalNode, NodeError, find_rabbitmq_script
 from spectask.devbroker.probe import amqp_port_ready, amqp_url_reachable, wait_amqp_ready
 from spectask.errors import BrokerUnavailableError, ConfigError
 from spectask.runtime import connect_errors
 from spectask.runtime.broker import redact_url
+from spectask.runtime.failover import split_urls
 
 DEFAULT_LOCAL_PORT = 5673
 LOGIN_TIMEOUT = 10.0
@@ -137,8 +139,10 @@ def ensure(base: Path, local_port: int, *, local_only: bool = False, timeout: fl
     if not local_only:
         url = os.environ.get("AMQP_URL", "").strip()
         if url:
-            if amqp_url_reachable(url):
-                refused = login_error(url)
+            # Several URLs (a cluster's nodes): one answering is enough, as for the runtime.
+            reachable = [part for part in split_urls(url) if amqp_url_reachable(part)]
+            if reachable:
+                refused = login_error(reachable[0])
                 if refused is not None:
                     raise NodeError(str(refused))
                 _say(f"using AMQP_URL ({redact_url(url)})")
@@ -210,6 +214,9 @@ def _local_port() -> int:
         raise NodeError(f"{LOCAL_PORT_ENV}={raw!r} is not a port number") from None
 
 
+CLUSTER_COMMANDS = ("cluster", "cluster-stop", "cluster-status")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: `ensure` (URL on the last stdout line), `status`, `stop`.
 
@@ -217,7 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="python -m spectask.devbroker", description=__doc__)
     parser.add_argument(
-        "command", choices=["ensure", "status", "stop"], help="what to do with the broker"
+        "command",
+        choices=["ensure", "status", "stop", *CLUSTER_COMMANDS],
+        help="what to do with the broker (cluster*: the local 3-node cluster in <dir>/cluster)",
     )
     parser.add_argument(
         "--dir", type=Path, help="project-local node directory (default: <repo>/.rabbitmq)"
@@ -232,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base: Path = args.dir or _repo_root() / ".rabbitmq"
     try:
+        if args.command in CLUSTER_COMMANDS:
+            return cluster_command(args.command, base / "cluster", args.timeout)
         port: int = args.port or _local_port()
         if args.command == "ensure":
             url = ensure(base, port, local_only=args.local, timeout=args.timeout)

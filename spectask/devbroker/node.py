@@ -99,9 +99,12 @@ class LocalNode:
         amqp_port: int | None = None,
         dist_port: int | None = None,
         epmd_port: int | None = None,
+        cookie: str | None = None,
     ) -> None:
         self.base_dir = Path(base_dir).resolve()
         self.name = name
+        # Cluster members must share one Erlang cookie (and one epmd): `LocalCluster` sets both.
+        self.cookie = cookie
         spare = iter(free_ports(3))
         self.amqp_port = amqp_port or next(spare)
         self.dist_port = dist_port or next(spare)
@@ -165,8 +168,12 @@ class LocalNode:
         for d in (self.base_dir, self.log_dir, self._home, self.base_dir / "mnesia"):
             d.mkdir(parents=True, exist_ok=True)
         cookie = self._home / ".erlang.cookie"
+        if self.cookie is not None and cookie.exists() and cookie.read_text() != self.cookie:
+            cookie.unlink()
         if not cookie.exists():
-            value = "".join(secrets.choice(string.ascii_uppercase) for _ in range(20))
+            value = self.cookie or "".join(
+                secrets.choice(string.ascii_uppercase) for _ in range(20)
+            )
             fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
             with os.fdopen(fd, "w") as f:
                 f.write(value)
@@ -321,9 +328,41 @@ class LocalNode:
             self.stop()
         self.start(timeout)
 
+    def ctl(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run `rabbitmqctl -n NODE ARGS...` against this node; raise `NodeError` if it fails.
+
+        Each call boots a small Erlang VM (~1 s): fine for cluster formation and tests, not for
+        hot paths (see the notes on readiness).
+        """
+        ctl = find_rabbitmq_script("rabbitmqctl")
+        if ctl is None:
+            raise NodeError("rabbitmqctl is not installed (looked in /usr/lib/rabbitmq/bin)")
+        try:
+            done = subprocess.run(
+                [str(ctl), "-n", self.nodename, *args],
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise NodeError(f"rabbitmqctl {' '.join(args)} on {self.nodename} hung") from None
+        if done.returncode != 0:
+            output = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
+            raise NodeError(
+                f"rabbitmqctl {' '.join(args)} on {self.nodename} failed: {' / '.join(output)}"
+            )
+        return done
+
     def close(self) -> None:
         """Stop the node for good and the private epmd with it."""
         self.stop()
+        self.stop_epmd()
+
+    def stop_epmd(self) -> None:
+        """Stop the epmd on `epmd_port` (cluster members share one: stop it after the last)."""
         epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             subprocess.run(

@@ -21,6 +21,7 @@ from spectask.errors import ConfigError, StoppedBeforeConnectingError
 from spectask.runtime import connect_errors
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.connection_watch import watch_connection
+from spectask.runtime.failover import URL_SEPARATOR, split_urls
 from spectask.runtime.publisher import Publisher
 from spectask.runtime.rpc import RpcClient
 from spectask.runtime.shutdown import within
@@ -40,6 +41,11 @@ if TYPE_CHECKING:
 QUEUE_TYPE = "x-queue-type"
 MAX_PRIORITY = "x-max-priority"
 DELIVERY_LIMIT = "x-delivery-limit"
+DEAD_LETTER_EXCHANGE = "x-dead-letter-exchange"
+DEAD_LETTER_STRATEGY = "x-dead-letter-strategy"
+AT_LEAST_ONCE = "at-least-once"
+OVERFLOW = "x-overflow"
+REJECT_PUBLISH = "reject-publish"
 QUORUM_SINCE = (3, 8)
 QUORUM_PRIORITIES_SINCE = (4, 0)
 Version = tuple[int, ...]
@@ -48,7 +54,9 @@ log = logging.getLogger(__name__)
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
+    """The URL (or comma-separated URLs) without passwords, for messages and logs."""
+    if URL_SEPARATOR in url:
+        return URL_SEPARATOR.join(redact_url(part) for part in split_urls(url))
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -83,7 +91,7 @@ class Broker:
         config = config or RuntimeConfig()
         shown = redact_url(config.amqp_url)
         if not is_memory_url(config.amqp_url):
-            connect_errors.check_url(config.amqp_url, shown)
+            connect_errors.check_urls(config.amqp_url, redact_url)
         connecting = asyncio.ensure_future(
             asyncio.wait_for(
                 connect(config.amqp_url, heartbeat=config.heartbeat, name=name),
@@ -106,7 +114,7 @@ class Broker:
             connection = await connecting
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
             raise connect_errors.explain(exc, config.amqp_url, shown) from exc
-        watch_connection(connection, shown)
+        watch_connection(connection, shown, redact_url)
         return cls(connection, config)
 
     @classmethod
@@ -137,7 +145,7 @@ class Broker:
     async def publisher(self) -> Publisher:
         """The process's shared confirmed publisher (one channel, many confirms in flight)."""
         if self._publisher is None:
-            self._publisher = Publisher(await self.channel())
+            self._publisher = Publisher(await self.channel(), self.config.confirm_timeout)
         return self._publisher
 
     def rpc(self) -> RpcClient:
@@ -159,16 +167,36 @@ class Broker:
         """
         version = self.server_version()
         arguments = {
-            spec.name: queue_arguments(spec, self.config.queue_type, version)
+            spec.name: queue_arguments(
+                spec,
+                self.config.queue_type,
+                version,
+                without_priorities=self.config.quorum_without_priorities,
+            )
             for spec in topology.queues
         }
+        dropped = [
+            spec.name
+            for spec in topology.queues
+            if MAX_PRIORITY in spec.arguments_dict()
+            and arguments[spec.name].get(QUEUE_TYPE) == "quorum"
+            and version is not None
+            and version < QUORUM_PRIORITIES_SINCE
+        ]
+        if dropped:
+            log.warning(
+                "%s: quorum queues without priorities (SPECTASK_QUORUM_WITHOUT_PRIORITIES): "
+                "RabbitMQ %s ignores message priorities on quorum queues",
+                ", ".join(dropped),
+                ".".join(str(part) for part in version or ()),
+            )
         quorum_with_priorities = [
             spec.name
             for spec in topology.queues
             if MAX_PRIORITY in spec.arguments_dict()
             and arguments[spec.name].get(QUEUE_TYPE) == "quorum"
         ]
-        if quorum_with_priorities and topology.priorities:
+        if quorum_with_priorities and topology.priorities and not dropped:
             log.warning(
                 "%s: %s",
                 ", ".join(quorum_with_priorities),
@@ -235,7 +263,11 @@ def parse_version(value: object) -> Version | None:
 
 
 def queue_arguments(
-    queue: QueueSpec, queue_type: str, server_version: Version | None
+    queue: QueueSpec,
+    queue_type: str,
+    server_version: Version | None,
+    *,
+    without_priorities: bool = False,
 ) -> dict[str, ArgumentValue]:
     """The arguments to declare a queue with, for the deployment's queue type and broker.
 
@@ -246,7 +278,9 @@ def queue_arguments(
     rejects `x-max-priority` and ignores priorities: refuse that here, saying what to do,
     rather than letting the broker fail the declare with PRECONDITION_FAILED. From 4.0 quorum
     queues honour priorities without being asked (two levels, see `quorum_priority_note`) and
-    still refuse the `x-max-priority` argument, so it is left out.
+    still refuse the `x-max-priority` argument, so it is left out. `without_priorities`
+    (SPECTASK_QUORUM_WITHOUT_PRIORITIES) is the user's explicit choice of replication over
+    priorities on an older broker: the argument is left out there too (`declare` warns).
     """
     arguments = queue.arguments_dict()
     if queue_type == "quorum" and arguments.get(QUEUE_TYPE) == "classic":
@@ -260,6 +294,12 @@ def queue_arguments(
     if arguments.get(QUEUE_TYPE, "classic") == "classic":
         arguments.pop(DELIVERY_LIMIT, None)
         return arguments
+    if arguments[QUEUE_TYPE] == "quorum" and DEAD_LETTER_EXCHANGE in arguments:
+        # A retry tier: RabbitMQ dead-letters at-most-once (a node failing between the expiry
+        # and the republish loses the task) unless the quorum queue asks for at-least-once,
+        # which in turn needs reject-publish overflow (3.10+).
+        arguments.setdefault(DEAD_LETTER_STRATEGY, AT_LEAST_ONCE)
+        arguments.setdefault(OVERFLOW, REJECT_PUBLISH)
     if arguments[QUEUE_TYPE] != "quorum" or server_version is None:
         return arguments
     shown = ".".join(str(part) for part in server_version)
@@ -269,6 +309,9 @@ def queue_arguments(
             "(they came in 3.8); use SPECTASK_QUEUE_TYPE=classic or upgrade RabbitMQ"
         )
     if MAX_PRIORITY in arguments and server_version < QUORUM_PRIORITIES_SINCE:
+        if without_priorities:
+            arguments.pop(MAX_PRIORITY)
+            return arguments
         raise ConfigError(
             f"queue {queue.name!r} would be a quorum queue with priorities "
             f"({MAX_PRIORITY}: {arguments[MAX_PRIORITY]} in the spec), but RabbitMQ {shown} "

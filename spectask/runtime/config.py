@@ -44,6 +44,18 @@ class RuntimeConfig(BaseSettings):
         description="Type of the spec's task queues (those whose arguments name an x-queue-type): "
         "quorum replicates them across a cluster; priorities on quorum queues need RabbitMQ 4.0.",
     )
+    confirm_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a publish waits for the broker's confirm before it fails as "
+        "not stored (a quorum queue without a majority of its nodes confirms nothing).",
+    )
+    quorum_without_priorities: bool = Field(
+        default=False,
+        description="With SPECTASK_QUEUE_TYPE=quorum on RabbitMQ < 4.0: declare the task queues "
+        "without x-max-priority (priorities are then ignored, with a warning) instead of refusing "
+        "to start; replication over priorities, chosen explicitly.",
+    )
     started_after: float = Field(
         default=0.2,
         ge=0,

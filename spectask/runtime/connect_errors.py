@@ -8,14 +8,29 @@ checked before any attempt, so a typo fails at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
 import aiormq
 
 from spectask.errors import BrokerUnavailableError, ConfigError
+from spectask.runtime.failover import split_urls
 
 SCHEMES = ("amqp", "amqps")
-URL_SHAPE = "amqp://USER:PASSWORD@HOST:5672/VHOST, or amqps:// for TLS"
+URL_SHAPE = (
+    "amqp://USER:PASSWORD@HOST:5672/VHOST, or amqps:// for TLS; a cluster's nodes comma-separated"
+)
+
+
+def check_urls(urls: str, redact: Callable[[str], str]) -> None:
+    """Refuse `AMQP_URL` unless it is one broker URL or several comma-separated ones (a
+    cluster's nodes, `spectask.runtime.failover`), each of which passes `check_url`; errors
+    show a URL as `redact(url)` (without its password)."""
+    parts = split_urls(urls)
+    if not parts:
+        raise ConfigError(f"AMQP_URL {urls!r} names no broker; write {URL_SHAPE}")
+    for url in parts:
+        check_url(url, redact(url))
 
 
 def check_url(url: str, shown: str) -> None:
@@ -40,7 +55,9 @@ def vhost_of(url: str) -> str:
 
 
 def explain(exc: BaseException, url: str, shown: str) -> BrokerUnavailableError:
-    """The one-line error (and hint) for a failed first connection to `url`."""
+    """The one-line error (and hint) for a failed first connection to `url` (several URLs:
+    the credentials and vhost named are those of the last one, whose error `exc` is)."""
+    url = split_urls(url)[-1] if split_urls(url) else url
     parts = urlsplit(url)
     user = unquote(parts.username) if parts.username else "guest"
     if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import aio_pika
 
+from spectask.runtime.failover import current_url
 from spectask.runtime.transport import Connection
 
 log = logging.getLogger(__name__)
@@ -55,21 +57,36 @@ class ConnectionWatch:
         log.info("reconnected to RabbitMQ at %s after %.1fs", self.shown_url, seconds)
 
 
-def watch_connection(connection: Connection, shown_url: str) -> ConnectionWatch | None:
-    """Attach a `ConnectionWatch` to an aio-pika robust connection (None for other kinds)."""
+def watch_connection(
+    connection: Connection, shown_url: str, shown: Callable[[str], str] = str
+) -> ConnectionWatch | None:
+    """Attach a `ConnectionWatch` to an aio-pika robust connection (None for other kinds).
+
+    With several broker URLs (`spectask.runtime.failover`) each line names the node it is
+    about, `shown(url)` (the URL without its password): the one lost, the one reached.
+    """
     if not isinstance(connection, aio_pika.abc.AbstractRobustConnection):
         return None
     interval = float(getattr(connection, "reconnect_interval", 5))
     watch = ConnectionWatch(shown_url, interval)
 
+    def node() -> None:
+        url = current_url(connection)
+        if url is not None:
+            watch.shown_url = shown(url)
+
     def on_close(sender: object, exc: BaseException | None = None) -> None:
         if getattr(connection, "_close_called", False) or connection.is_closed:
             return  # our own close: not a loss
+        if watch.lost_at is None:
+            node()
         watch.lost(exc)
 
     def on_reconnect(sender: object) -> None:
+        node()
         watch.reconnected()
 
+    node()
     connection.close_callbacks.add(on_close)
     connection.reconnect_callbacks.add(on_reconnect)
     return watch

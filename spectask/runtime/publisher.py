@@ -43,8 +43,11 @@ class OutgoingMessage:
 class Publisher:
     """Publishes on one confirm channel; safe to share between tasks of one event loop."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, confirm_timeout: float | None = None) -> None:
         self._channel = channel
+        # None: wait as long as the connection lives. A quorum queue that lost the majority of
+        # its nodes neither confirms nor refuses: without a bound, a submit would hang forever.
+        self._confirm_timeout = confirm_timeout
         self._exchanges: dict[str, Exchange] = {}
 
     async def _exchange(self, name: str) -> Exchange:
@@ -77,7 +80,17 @@ class Publisher:
             timestamp=message.timestamp,
         )
         try:
-            await exchange.publish(amqp_message, message.routing_key, mandatory=not message.reply)
+            await asyncio.wait_for(
+                exchange.publish(amqp_message, message.routing_key, mandatory=not message.reply),
+                self._confirm_timeout,
+            )
+        except TimeoutError:
+            raise PublishError(
+                f"RabbitMQ did not confirm message {message.message_id} within "
+                f"{self._confirm_timeout:g}s (SPECTASK_CONFIRM_TIMEOUT), so it may not be stored: "
+                "on a cluster, a quorum queue confirms nothing while a majority of its nodes is "
+                "down; publish it again once they are back (the task id makes a duplicate harmless)"
+            ) from None
         except UNROUTABLE as exc:
             raise UnroutableError(message.exchange, message.routing_key) from exc
         except aiormq.exceptions.DeliveryError as exc:

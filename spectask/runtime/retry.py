@@ -72,7 +72,13 @@ def tier_topology(
     for delay_ms in sorted(set(delays_ms)):
         name = tier_name(prefix, delay_ms)
         exchanges.append(ExchangeSpec(name, type="fanout"))
-        arguments = (("x-dead-letter-exchange", dead_letter_exchange), ("x-message-ttl", delay_ms))
+        # `x-queue-type: classic` lets the tier follow SPECTASK_QUEUE_TYPE like the task queues:
+        # a quorum tier dead-letters at-least-once (`spectask.runtime.broker.queue_arguments`).
+        arguments = (
+            ("x-dead-letter-exchange", dead_letter_exchange),
+            ("x-message-ttl", delay_ms),
+            ("x-queue-type", "classic"),
+        )
         queues.append(QueueSpec(name, arguments=arguments, bindings=(BindingSpec(name, ""),)))
     return tuple(exchanges), tuple(queues)
 

@@ -32,6 +32,11 @@ import aio_pika
 import aiormq
 from aio_pika.connection import make_url
 
+from spectask.runtime.failover import (
+    FAILOVER_RECONNECT_SECONDS,
+    FailoverConnection,
+    split_urls,
+)
 from spectask.runtime.shutdown import CLOSE_STEP_SECONDS
 
 Message = aio_pika.Message
@@ -230,10 +235,20 @@ async def connect(
         if heartbeat is not None:
             kwargs["heartbeat"] = heartbeat
         return await _connect_robust(url, properties, kwargs)
-    plain: aio_pika.abc.AbstractConnection = await aio_pika.connect(
-        url, client_properties=properties
-    )
-    return plain
+    urls = split_urls(url)
+    for index, node in enumerate(urls):  # several URLs: the first node that answers
+        plain = aio_pika.Connection(make_url(node), client_properties=properties)
+        try:
+            await plain.connect()
+        except (OSError, aio_pika.exceptions.AMQPError):
+            # closed here: an unclosed failed connection schedules its close when collected,
+            # on a loop that may be gone by then
+            await plain.close()
+            if index == len(urls) - 1:
+                raise
+            continue
+        return plain
+    raise ValueError(f"no broker URL in {url!r}")
 
 
 def server_properties(connection: Connection) -> Mapping[str, object]:
@@ -249,16 +264,24 @@ def server_properties(connection: Connection) -> Mapping[str, object]:
 async def _connect_robust(
     url: str, properties: dict[str, Any], kwargs: dict[str, Any]
 ) -> aio_pika.abc.AbstractRobustConnection:
-    """`aio_pika.connect_robust`, except that a first connect that fails or is cancelled (a
-    timeout, SIGTERM) closes the connection object: its reconnect task otherwise swallows the
-    cancel and keeps trying, and the process cannot exit."""
-    connection = aio_pika.RobustConnection(
-        make_url(url, **kwargs), client_properties=properties, **kwargs
-    )
-    try:
-        await connection.connect()
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(connection.close(), timeout=CLOSE_STEP_SECONDS)
-        raise
-    return connection
+    """A robust connection to the first node of `url` (one URL or several, comma-separated:
+    `spectask.runtime.failover`) that answers; the error of the last one if none does.
+
+    Unlike `aio_pika.connect_robust`, a first connect that fails or is cancelled (a timeout,
+    SIGTERM) closes the connection object: its reconnect task otherwise swallows the cancel and
+    keeps trying, and the process cannot exit."""
+    urls = split_urls(url)
+    if len(urls) > 1:
+        kwargs = {"reconnect_interval": FAILOVER_RECONNECT_SECONDS, **kwargs}
+    for start in range(len(urls)):
+        connection = FailoverConnection(urls, start, kwargs, client_properties=properties)
+        try:
+            await connection.connect()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), timeout=CLOSE_STEP_SECONDS)
+            if start == len(urls) - 1 or not isinstance(exc, Exception):
+                raise
+            continue
+        return connection
+    raise ValueError(f"no broker URL in {url!r}")

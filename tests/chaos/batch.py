@@ -30,6 +30,8 @@ from pathlib import Path
 
 from generated.topology import TOPOLOGY
 from spectask.devbroker import LocalNode
+from spectask.devbroker.cluster import LocalCluster
+from spectask.runtime.config import RuntimeConfig
 from tests.chaos.observe import ResultTail, StoreWatcher, execution_count, executions
 from tests.chaos.processes import CHAOS_APP, REAL_APP, Exit, Service, stop_all
 from tests.chaos.proxy import TcpProxy
@@ -69,12 +71,16 @@ class Fault:
 class Batch:
     """A live batch of `tasks` statistics tasks; see the module docstring."""
 
-    node: LocalNode
+    node: LocalNode | LocalCluster  # a cluster: every process gets its nodes' URLs
     base: Path
     name: str
     store_url: str
     tasks: int
     proxy: TcpProxy | None = None  # workers and the collector connect through it when given
+    # settings every process gets (SPECTASK_QUEUE_TYPE=quorum, ...); the topology is reset
+    # with `config`, which must agree with them
+    settings: dict[str, str] = field(default_factory=dict)
+    config: RuntimeConfig | None = None
     faults: list[Fault] = field(default_factory=list)
     exits: list[Exit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -97,6 +103,7 @@ class Batch:
             "SPECTASK_MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
             "SPECTASK_OUTPUT_DIR": str(self.dir / "out"),
             "PYTHONUNBUFFERED": "1",
+            **self.settings,
         }
         collect = ["collect", "--app", REAL_APP, "--quiet", "--output", str(self.results)]
         self.collector = Service("collector", collect, env, self.dir, SHUTDOWN_TIMEOUT)
@@ -122,10 +129,13 @@ class Batch:
 
     def start(self) -> Batch:
         """A fresh topology, the collector and workers consuming, then the producer."""
-        asyncio.run(reset_topology(self.node.url))
+        self.reset()
         self.start_services()
         self.producer.start()
         return self
+
+    def reset(self) -> None:
+        asyncio.run(reset_topology(self.node.url, self.config))
 
     def start_services(self) -> None:
         self.collector.start()

@@ -61,6 +61,7 @@ TOPOLOGY: Final = Topology(
             arguments=(
                 ("x-dead-letter-exchange", "jobs"),
                 ("x-message-ttl", 375),
+                ("x-queue-type", "classic"),
             ),
             bindings=(BindingSpec(exchange="jobs.retry.375ms", routing_key=""),),
         ),
@@ -72,6 +73,7 @@ TOPOLOGY: Final = Topology(
             arguments=(
                 ("x-dead-letter-exchange", "jobs"),
                 ("x-message-ttl", 500),
+                ("x-queue-type", "classic"),
             ),
             bindings=(BindingSpec(exchange="jobs.retry.500ms", routing_key=""),),
         ),
@@ -83,6 +85,7 @@ TOPOLOGY: Final = Topology(
             arguments=(
                 ("x-dead-letter-exchange", "jobs"),
                 ("x-message-ttl", 625),
+                ("x-queue-type", "classic"),
             ),
             bindings=(BindingSpec(exchange="jobs.retry.625ms", routing_key=""),),
         ),
