@@ -43,8 +43,8 @@ import aiormq
 
 from bench import report
 from bench.measure import BenchError, Sample
-from bench.phases import SIDES as SIDE_NAMES, Phase, phase_list, rotated
-from bench.session import SIDES, Settings, measure
+from bench.phases import SIDES, Phase, phase_list, rotated
+from bench.session import BUILDERS, Settings, measure
 from bench.topology import bench_topology, delete
 from spectask import eventloop
 from spectask.errors import SpectaskError
@@ -172,7 +172,7 @@ async def bench(args: argparse.Namespace) -> int:
     try:
         await _declare(settings)
         for pair, phase, side in order(phases, args.pairs):
-            sample = await measure(SIDES[side], phase, settings, pair)
+            sample = await measure(BUILDERS[side], phase, settings, pair)
             samples.append(sample)
             print(_progress(sample, phase), flush=True)
     finally:
@@ -193,7 +193,7 @@ def _summary(
     load_start: tuple[float, float, float],
     load_end: tuple[float, float, float],
 ) -> dict[str, Any]:
-    sides = sorted({sample.side for sample in samples}, key=SIDE_NAMES.index)
+    sides = sorted({sample.side for sample in samples}, key=SIDES.index)
     return {
         "run_id": settings.run_id,
         "config": {

@@ -104,7 +104,7 @@ async def _spectask_collector(
     return await spectask_side.SpectaskCollector.start(config, bench, on_result)
 
 
-SIDES = {
+BUILDERS = {
     RAW: Side(RAW, "bench.raw", _raw_producer, _raw_collector),
     SPECTASK: Side(SPECTASK, "bench.spectask_side", _spectask_producer, _spectask_collector),
     RAW_TRANSIENT: Side(
@@ -115,14 +115,6 @@ SIDES = {
 
 def _ids(count: int) -> list[str]:
     return [uuid.uuid4().hex for _ in range(count)]
-
-
-@dataclass(frozen=True)
-class Burst:
-    throughput: float
-    submit_rate: float
-    worker_cpu_us: float
-    collector_cpu_us: float
 
 
 async def _spawn_workers(
