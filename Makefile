@@ -31,7 +31,7 @@ help:
 	@echo "make test-fast       the behaviour tests on the in-memory transport only (seconds, no broker)"
 	@echo "make test-workqueue  the work-queue acceptance test"
 	@echo "make chaos           faults during live batches (kills, broker crash, cut network, poison): a table"
-	@echo "make bench           throughput and latency, side by side with raw aio-pika"
+	@echo "make bench           interleaved pairs vs raw aio-pika: W=1,2,4, latency, CPU, RSS (ARGS=--quick)"
 	@echo "make deploy-tools    docker-compose for the offline checks of docker-compose.yml (README: Deploy)"
 	@echo "make lint / clean"
 

@@ -130,21 +130,16 @@ async def offered_load(
 
 
 @dataclass(frozen=True)
-class PhaseNumbers:
-    """One side's numbers from one repetition.
+class Sample:
+    """One side's numbers from one phase of one pair (`values` keyed by `Metric.key`).
 
-    The CPU figures cover the burst (from the release of the workers to the last result):
-    `worker_cpu_ms` is the CPU all worker processes used per task, `collector_cpu_ms` the CPU
-    of the bench process per task, which then runs only the collector.
+    CPU per task covers the burst (from the release of the workers to the last result) and
+    sums all worker processes of the side; `extra` holds what the JSON keeps but the table
+    does not show (submit rate, the bench process's CPU, duplicates, per-worker stats).
     """
 
+    phase: str
     side: str
-    repetition: int
-    throughput: float
-    submit_rate: float
-    p50_ms: float
-    p99_ms: float
-    offered_rate: float
-    duplicates: int
-    worker_cpu_ms: float
-    collector_cpu_ms: float
+    pair: int
+    values: dict[str, float]
+    extra: dict[str, Any]

@@ -38,6 +38,15 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_rss_bytes(pid: int) -> float:
+    """Resident set size of a process in bytes, from /proc/PID/statm (Linux); NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/statm").read_text().split()
+    except OSError:
+        return math.nan
+    return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 class Control:
     """The child's end of the protocol: report on stdout, take `go` and `stop` on stdin."""
 
@@ -126,6 +135,9 @@ class WorkerProcess:
     def cpu_seconds(self) -> float:
         """CPU time the process has used so far (user + system), NaN where /proc is missing."""
         return process_cpu_seconds(self._process.pid)
+
+    def rss_bytes(self) -> float:
+        return process_rss_bytes(self._process.pid)
 
     def _write(self, text: str) -> None:
         stdin = self._process.stdin

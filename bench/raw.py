@@ -6,6 +6,10 @@ ack the task; a collector that acks what it has recorded. Same queues (the bench
 same payload bytes, same prefetch. What it leaves out is what a framework adds: schema
 validation, the task envelope and context, dead-lettering, retries, stats and the burst mode.
 
+`--transient` makes the variant most libraries ship: results published transient, on a channel
+without confirms, and the task acked as soon as the publish is written (a broker crash can lose
+a result whose task was acked). It is the `raw-transient` column: what the guarantees cost.
+
 Run as `python -m bench.raw --run-id ID --worker-id W --prefetch N` it is one worker process.
 """
 
@@ -28,12 +32,12 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from bench.phases import RAW, RAW_TRANSIENT, RESULT_MODES
 from bench.procs import Control
 from bench.topology import BenchTopology, bench_topology
 from bench.workload import MESSAGE_TYPE, PAYLOAD, summarize
 from spectask import eventloop  # only to run on the same event loop as the spectask side
 
-SIDE = "raw"
 WINDOW = 256
 """Confirms in flight while pre-loading: the same as spectask's `publish_many` default."""
 
@@ -138,10 +142,20 @@ class RawCollector:
 class RawWorker:
     """Decode, work, publish the result with a confirm, then ack; requeue if the publish fails."""
 
-    def __init__(self, worker_id: str, results: AbstractExchange, bench: BenchTopology) -> None:
+    def __init__(
+        self,
+        worker_id: str,
+        results: AbstractExchange,
+        bench: BenchTopology,
+        transient: bool = False,
+    ) -> None:
         self._worker_id = worker_id
         self._results = results
         self._routing_key = bench.result.routing_key
+        self._delivery_mode = (
+            aio_pika.DeliveryMode.NOT_PERSISTENT if transient else aio_pika.DeliveryMode.PERSISTENT
+        )
+        self._mandatory = not transient
         self.processed = 0
         self.requeued = 0
         self.in_flight: set[asyncio.Task[None]] = set()
@@ -175,13 +189,13 @@ class RawWorker:
         )
         reply = aio_pika.Message(
             body,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            delivery_mode=self._delivery_mode,
             content_type="application/json",
             message_id=message.message_id,
             type="spectask.result",
         )
         try:
-            await self._results.publish(reply, self._routing_key, mandatory=True)
+            await self._results.publish(reply, self._routing_key, mandatory=self._mandatory)
         except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
             print(f"raw worker: result not confirmed, requeueing: {exc}", file=sys.stderr)
             self.requeued += 1
@@ -193,14 +207,18 @@ class RawWorker:
 
 async def _worker(args: argparse.Namespace) -> int:
     control = await Control.open()
-    bench = bench_topology(args.run_id, SIDE)
+    bench = bench_topology(args.run_id, RAW_TRANSIENT if args.transient else RAW)
     connection = await aio_pika.connect_robust(os.environ["AMQP_URL"])
     async with connection:
-        channel = await _confirm_channel(connection)
+        channel: AbstractChannel = (
+            await connection.channel(publisher_confirms=False)
+            if args.transient
+            else await _confirm_channel(connection)
+        )
         await channel.set_qos(prefetch_count=args.prefetch)
         results = await channel.get_exchange(bench.result.exchange, ensure=False)
         queue = await channel.get_queue(bench.process.queue, ensure=False)
-        worker = RawWorker(args.worker_id, results, bench)
+        worker = RawWorker(args.worker_id, results, bench, transient=args.transient)
         control.send("ready")
         await control.wait_go(args.max_seconds)
         stop = control.stop_event(args.max_seconds)
@@ -220,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prefetch", type=int, required=True)
     parser.add_argument("--max-seconds", type=float, default=3600.0)
     parser.add_argument("--drain-seconds", type=float, default=30.0)
+    parser.add_argument("--result-mode", choices=RESULT_MODES, default=RESULT_MODES[0])
+    parser.add_argument(
+        "--transient", action="store_true", help="transient, unconfirmed results (raw-transient)"
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         return eventloop.run(_worker(args))

@@ -1,4 +1,9 @@
-"""The table people read and the JSON tools read, from the repetitions of both sides."""
+"""The table people read and the JSON tools read, from every sample of every side.
+
+For each phase and metric: each side's median and min-max over the pairs, the ratio of the
+medians spectask/raw, the pairwise ratios spectask/raw (pair i's spectask run over pair i's
+raw run, which ran next to it), and the verdict of the metric's bar (`bench.verdict`).
+"""
 
 from __future__ import annotations
 
@@ -10,97 +15,206 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.measure import PhaseNumbers, median
-
-THROUGHPUT_BAR = 0.8
-"""spectask must keep at least 80% of raw aio-pika's burst throughput at 2 workers."""
-
-
-METRICS = ("throughput", "p50_ms", "p99_ms", "submit_rate", "offered_rate")
-CPU_METRICS = ("worker_cpu_ms", "collector_cpu_ms")
-COLUMNS = (
-    # (key, title, width, decimals)
-    ("throughput", "tasks/s", 10, 1),
-    ("p50_ms", "p50 ms", 9, 2),
-    ("p99_ms", "p99 ms", 9, 2),
-    ("worker_cpu_ms", "wrk cpu ms", 12, 3),
-    ("collector_cpu_ms", "coll cpu ms", 13, 3),
-    ("submit_rate", "submit/s", 10, 0),
-    ("offered_rate", "offered/s", 11, 1),
-)
-HEADER = f"{'side':<14}" + "".join(f"{title:>{width}}" for _, title, width, _ in COLUMNS)
+from bench.measure import Sample, median
+from bench.phases import RAW, RAW_TRANSIENT, SIDES, SPECTASK, Metric, Phase
+from bench.verdict import MIN_PAIRS, UNDER, verdict
 
 
-def medians(numbers: Sequence[PhaseNumbers], side: str) -> dict[str, float]:
-    mine = [dataclasses.asdict(n) for n in numbers if n.side == side]
-    return {key: median(n[key] for n in mine) for key in (*METRICS, *CPU_METRICS)}
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
 
 
-def ratios(raw: dict[str, float], spectask: dict[str, float]) -> dict[str, float]:
-    """Throughput spectask/raw and latency raw/spectask (above 1: spectask is better);
-    CPU per task spectask/raw (above 1: spectask costs more)."""
-
-    def ratio(a: float, b: float) -> float:
-        return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
-
+def _by_pair(samples: Sequence[Sample], phase: Phase, side: str, key: str) -> dict[int, float]:
     return {
-        "throughput": ratio(spectask["throughput"], raw["throughput"]),
-        "submit_rate": ratio(spectask["submit_rate"], raw["submit_rate"]),
-        "latency_p50": ratio(raw["p50_ms"], spectask["p50_ms"]),
-        "latency_p99": ratio(raw["p99_ms"], spectask["p99_ms"]),
-        "worker_cpu": ratio(spectask["worker_cpu_ms"], raw["worker_cpu_ms"]),
-        "collector_cpu": ratio(spectask["collector_cpu_ms"], raw["collector_cpu_ms"]),
+        s.pair: s.values.get(key, math.nan)
+        for s in samples
+        if s.phase == phase.name and s.side == side
     }
 
 
-def _row(label: str, values: dict[str, Any]) -> str:
-    return f"{label:<14}" + "".join(
-        f"{values[key]:>{width}.{decimals}f}" for key, _, width, decimals in COLUMNS
-    )
+def judge(samples: Sequence[Sample], phase: Phase, metric: Metric) -> dict[str, Any]:
+    """One row: per-side spread, ratio of medians, pairwise values and the verdict."""
+    per_side = {side: _by_pair(samples, phase, side, metric.key) for side in phase.sides}
+    sides: dict[str, dict[str, Any]] = {}
+    for side, by_pair in per_side.items():
+        values = [by_pair[pair] for pair in sorted(by_pair)]
+        finite = [value for value in values if not math.isnan(value)] or [math.nan]
+        sides[side] = {
+            "values": values,
+            "median": median(values),
+            "min": min(finite),
+            "max": max(finite),
+        }
+    raw, spectask = per_side.get(RAW, {}), per_side.get(SPECTASK, {})
+    pairs = sorted(raw.keys() & spectask.keys())
+    pairwise = [_ratio(spectask[pair], raw[pair]) for pair in pairs]
+    row: dict[str, Any] = {
+        "sides": sides,
+        "ratio_of_medians": _ratio(sides[SPECTASK]["median"], sides[RAW]["median"]),
+        "pairwise": pairwise,
+    }
+    if RAW_TRANSIENT in sides:
+        row["ratio_to_transient"] = _ratio(
+            sides[SPECTASK]["median"], sides[RAW_TRANSIENT]["median"]
+        )
+    if metric.bar is not None:
+        judged = pairwise if metric.compare == "ratio" else [spectask[pair] for pair in pairs]
+        outcome = verdict(judged, metric.bar, MIN_PAIRS if phase.repeated else 1)
+        row["bar"] = {
+            "compare": metric.compare,
+            "limit": metric.bar.limit,
+            "better": metric.bar.better,
+        }
+        row["judged"] = judged
+        row["verdict"] = outcome.outcome
+        row["why"] = outcome.why
+    return row
 
 
-def render(numbers: Sequence[PhaseNumbers], summary: dict[str, Any]) -> str:
-    loop = summary["environment"]["event_loop"]
-    lines = ["", f"event loop (both sides): {loop}", "per repetition (in the order run):", HEADER]
-    for n in numbers:
-        lines.append(_row(f"{n.side} #{n.repetition + 1}", dataclasses.asdict(n)))
-    lines += ["", f"median of {summary['config']['repeats']}:", HEADER]
-    for side in ("raw", "spectask"):
-        lines.append(_row(side, summary["median"][side]))
-    r = summary["ratios"]
-    lines += [
+def judge_all(samples: Sequence[Sample], phases: Sequence[Phase]) -> dict[str, Any]:
+    return {
+        phase.name: {metric.key: judge(samples, phase, metric) for metric in phase.metrics}
+        for phase in phases
+    }
+
+
+def _cell(side: dict[str, Any] | None, decimals: int) -> str:
+    if side is None:
+        return "-"
+    if side["min"] == side["max"] or math.isnan(side["min"]):
+        return f"{side['median']:.{decimals}f}"
+    return f"{side['median']:.{decimals}f} [{side['min']:.{decimals}f}-{side['max']:.{decimals}f}]"
+
+
+def _spread(values: Sequence[float], decimals: int) -> str:
+    finite = [value for value in values if not math.isnan(value)]
+    if not finite:
+        return "-"
+    return f"{min(finite):.{decimals}f}-{max(finite):.{decimals}f}"
+
+
+def _verdict_cell(metric: Metric, row: dict[str, Any]) -> str:
+    if metric.bar is None:
+        return ""
+    bar = metric.bar.describe()
+    what = f"spectask/raw {bar}" if metric.compare == "ratio" else f"spectask {bar}"
+    shown = "UNDER THE BAR" if row["verdict"] == UNDER else row["verdict"]
+    return f"{shown} ({what})"
+
+
+def _label(phase: Phase, metric: Metric) -> str:
+    return f"{phase.name}: {metric.title}"
+
+
+def render_table(phases: Sequence[Phase], judged: dict[str, Any]) -> list[str]:
+    """One row per phase and metric; every column as wide as its widest cell."""
+    header = ["phase: metric", *SIDES, "spectask/raw", "pairs", "verdict"]
+    rows = [header]
+    for phase in phases:
+        for metric in phase.metrics:
+            row = judged[phase.name][metric.key]
+            pair_decimals = 2 if metric.compare == "ratio" else metric.decimals
+            rows.append(
+                [
+                    _label(phase, metric),
+                    *(_cell(row["sides"].get(side), metric.decimals) for side in SIDES),
+                    f"{row['ratio_of_medians']:.2f}",
+                    _spread(row.get("judged", row["pairwise"]), pair_decimals),
+                    _verdict_cell(metric, row),
+                ]
+            )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        label, *numbers, verdict_text = cells
+        aligned = "  ".join(
+            f"{cell:>{width}}" for cell, width in zip(numbers, widths[1:-1], strict=True)
+        )
+        return f"{label:<{widths[0]}}  {aligned}  {verdict_text}".rstrip()
+
+    lines = [line(rows[0]), "-" * (sum(widths) + 2 * (len(widths) - 1))]
+    lines += [line(row) for row in rows[1:]]
+    return lines
+
+
+def render_pairwise(phases: Sequence[Phase], judged: dict[str, Any]) -> list[str]:
+    lines = ["pairwise spectask/raw, pair 1, 2, ... (each pair ran back to back):"]
+    for phase in phases:
+        if not phase.repeated:
+            continue
+        for metric in phase.metrics:
+            ratios = " ".join(
+                f"{value:.2f}" for value in judged[phase.name][metric.key]["pairwise"]
+            )
+            lines.append(f"  {_label(phase, metric)}: {ratios}")
+    return lines
+
+
+def render(phases: Sequence[Phase], judged: dict[str, Any], summary: dict[str, Any]) -> str:
+    load = summary["load_average"]
+    lines = [
         "",
-        f"ratio spectask/raw: throughput {r['throughput']:.2f} (bar >= {THROUGHPUT_BAR:.2f}), "
-        f"submit {r['submit_rate']:.2f}; latency raw/spectask: p50 {r['latency_p50']:.2f}, "
-        f"p99 {r['latency_p99']:.2f}",
-        f"CPU per task spectask/raw: workers {r['worker_cpu']:.2f}, "
-        f"collector {r['collector_cpu']:.2f}",
+        f"event loop (every side): {summary['environment']['event_loop']}; "
+        f"{summary['config']['pairs']} pair(s); load average (1, 5, 15 min) at start "
+        f"{_load(load['start'])}, at the end {_load(load['end'])} "
+        f"on {summary['environment']['cpus']} CPUs",
+        "",
+        *render_table(phases, judged),
+        "",
+        *render_pairwise(phases, judged),
+        "",
+        "cells: median [min-max] over the pairs; spectask/raw: ratio of the medians; pairs: "
+        "min-max of the pairwise spectask/raw (ratio bars) or of spectask's own values "
+        "(absolute bars)",
+        "verdict: pass = every pair meets the bar; UNDER THE BAR = no pair does; inconclusive "
+        f"= the pairs straddle the bar (spread wider than the gap) or fewer than {MIN_PAIRS} pairs",
     ]
+    transient = [
+        f"{name} {row[key]['ratio_to_transient']:.2f}"
+        for name, row in judged.items()
+        for key in row
+        if "ratio_to_transient" in row[key] and key == "tasks_per_s"
+    ]
+    if transient:
+        lines.append("throughput spectask/raw-transient (medians): " + ", ".join(transient))
     sizes = summary["message_bytes"]
     lines.append(
-        f"message bytes: task raw {sizes['task']['raw']} / spectask {sizes['task']['spectask']}, "
-        f"result raw {sizes['result']['raw']} / spectask {sizes['result']['spectask']}"
+        "message bytes: task "
+        + ", ".join(f"{side} {sizes['task'][side]}" for side in sizes["task"])
+        + "; result "
+        + ", ".join(f"{side} {sizes['result'][side]}" for side in sizes["result"])
     )
     if not sizes["same_task_body"]:
-        lines.append("WARNING: the two sides sent different task bodies; the comparison is off")
+        lines.append("WARNING: the sides sent different task bodies; the comparison is off")
     return "\n".join(lines)
 
 
-def warn_if_below_bar(summary: dict[str, Any]) -> None:
-    """Loud, but not an error: a noisy machine must not turn a benchmark into a failure."""
-    value = summary["ratios"]["throughput"]
-    if math.isnan(value) or value >= THROUGHPUT_BAR:
+def _load(values: Sequence[float]) -> str:
+    return " ".join(f"{value:.2f}" for value in values)
+
+
+def warn_if_under(phases: Sequence[Phase], judged: dict[str, Any]) -> None:
+    """Loud, but not an error: a benchmark figure, not a test (exit status stays 0)."""
+    under = [
+        f"{phase.name}: {metric.title} ({judged[phase.name][metric.key]['why']})"
+        for phase in phases
+        for metric in phase.metrics
+        if judged[phase.name][metric.key].get("verdict") == UNDER
+    ]
+    if not under:
         return
     bar = "!" * 78
-    print(
-        f"\n{bar}\n!!! spectask throughput is {value:.2f}x raw aio-pika: UNDER THE "
-        f"{THROUGHPUT_BAR:.2f} BAR\n{bar}",
-        file=sys.stderr,
-        flush=True,
-    )
+    body = "\n".join(f"!!! UNDER THE BAR: {line}" for line in under)
+    print(f"\n{bar}\n{body}\n{bar}", file=sys.stderr, flush=True)
 
 
-def write_json(path: Path, numbers: Sequence[PhaseNumbers], summary: dict[str, Any]) -> None:
-    document = {**summary, "repetitions": [dataclasses.asdict(n) for n in numbers]}
+def write_json(
+    path: Path, samples: Sequence[Sample], judged: dict[str, Any], summary: dict[str, Any]
+) -> None:
+    document = {
+        **summary,
+        "phases": judged,
+        "samples": [dataclasses.asdict(sample) for sample in samples],
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")

@@ -1,25 +1,27 @@
 #!/usr/bin/env python3
 """`make bench`: spectask against the same pipeline in raw aio-pika, end to end, same run.
 
-Pipeline on both sides: producer -> `tasks` exchange -> task queue (x-max-priority 10) ->
-W worker processes -> `results` exchange -> result queue -> collector. Persistent messages,
-mandatory publishes with confirms in flight, and acks only after the next hop is confirmed,
-on both sides; same payload bytes, prefetch and worker count. Each side gets its own
-run-id-prefixed copy of the spec's queues (deleted at the end), never the production ones.
+Pipeline on every side: producer -> `tasks` exchange -> task queue (x-max-priority 10) ->
+W worker processes -> `results` exchange -> result queue -> collector. Persistent, mandatory,
+confirmed task publishes; on `raw` and `spectask` persistent, confirmed results and acks only
+after the result is confirmed; `raw-transient` publishes its results transient and unconfirmed
+(what most libraries do), an extra column. Same payload bytes, prefetch and worker count; each
+side gets its own run-id-prefixed copy of the spec's queues (deleted at the end).
 
-Per repetition and side:
-- throughput: pre-load `--tasks` tasks while the workers wait at a gate (started, connected,
-  not consuming), release them, and time until the collector has every result;
-- latency: offer `--rate` tasks/s for `--seconds` (open loop, below saturation) and time
-  each task from submit to collected; p50 and p99.
-- CPU per task during the burst, of the worker processes and of the bench process (which
-  then runs only the collector), from /proc: less noisy than wall-clock numbers, and it
-  says which process a difference comes from.
-Repetitions alternate the side that goes first (raw, spectask; spectask, raw; ...), because
-these machines are noisy and drift; the table shows each repetition and the medians.
+Phases (`bench/phases.py`), each on fresh worker processes:
+- results W=1, 2, 4: pre-load `--tasks` tasks while the workers wait at a gate, release them,
+  time until the collector has every result; worker CPU per task from /proc over that window;
+- paced: offer `--rate` tasks/s for `--seconds` (open loop) at W=2; p50 and p99 latency;
+- worker RSS: one worker, `--rss-tasks` tasks in tenths; RSS when ready, after the first tenth
+  and at the end (flat = no leak).
+The repeated phases run in `--pairs` pairs: within a pair, each phase runs on every side back to
+back in a rotating order, so neither side always runs on a warmer or quieter machine. A bar is
+judged on the pairwise values (`bench/verdict.py`): "inconclusive" when their min-max
+straddles the bar. The load average is printed at the start and at the end.
 
-Exit status: 0 with numbers (a ratio under the bar is printed loudly, not failed), 1 when a
-run is invalid (lost tasks, timeouts, a worker that died). AMQP_URL names the broker.
+Exit status: 0 with numbers (a miss of a bar is printed loudly, not failed: these are benchmark
+figures), 1 when a run is invalid (lost tasks, timeouts, a worker that died). AMQP_URL names
+the broker.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/ru
 import aiormq
 
 from bench import report
-from bench.measure import BenchError, PhaseNumbers
-from bench.session import SIDES, Repetition, Settings, measure_side
+from bench.measure import BenchError, Sample
+from bench.phases import SIDES, Phase, phase_list, rotated
+from bench.session import BUILDERS, Settings, measure
 from bench.topology import bench_topology, delete
 from spectask import eventloop
 from spectask.errors import SpectaskError
@@ -51,18 +54,38 @@ from spectask.runtime.config import RuntimeConfig
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
+def _workers(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected worker counts like 1,2,4, got {text!r}"
+        ) from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"worker counts must be >= 1, got {text!r}")
+    return counts
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--tasks", type=int, default=5000, help="burst size (default 5000)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument(
+        "--workers", type=_workers, default=(1, 2, 4), help="burst phases' worker counts (1,2,4)"
+    )
+    parser.add_argument(
+        "--paced-workers", type=int, default=2, help="workers of the paced phase (default 2)"
+    )
     parser.add_argument("--rate", type=float, default=200.0, help="offered tasks/s (default 200)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="latency phase (default 10)")
-    parser.add_argument("--repeats", type=int, default=3, help="repetitions per side (default 3)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="paced phase (default 10)")
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved pairs (default 5)")
+    parser.add_argument(
+        "--rss-tasks", type=int, default=100_000, help="tasks of the RSS phase (default 100000)"
+    )
     parser.add_argument(
         "--prefetch",
         type=int,
         default=RuntimeConfig().prefetch,
-        help="prefetch of workers and collectors on both sides (default: SPECTASK_PREFETCH or 32)",
+        help="prefetch of workers and collectors on every side (default: SPECTASK_PREFETCH or 32)",
     )
     parser.add_argument(
         "--timeout", type=float, default=180.0, help="deadline of every wait (default 180 s)"
@@ -71,20 +94,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run for tests: 300 tasks, 100/s for 2 s, one repetition",
+        help="a smoke run for tests: one pair, 100-task bursts, 1 s paced, 1,000 RSS tasks",
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.tasks, args.rate, args.seconds, args.repeats = 300, 100.0, 2.0, 1
+        args.tasks, args.seconds, args.pairs, args.rss_tasks = 100, 1.0, 1, 1000
+    if args.pairs < 1 or args.tasks < 1 or args.rss_tasks < 1:
+        parser.error("--pairs, --tasks and --rss-tasks must be >= 1")
     return args
 
 
-def order(repeats: int) -> list[tuple[int, str]]:
-    """raw, spectask; spectask, raw; ... so neither side always runs on a warmer machine."""
-    runs = []
-    for repetition in range(repeats):
-        sides = ("raw", "spectask") if repetition % 2 == 0 else ("spectask", "raw")
-        runs += [(repetition, side) for side in sides]
+def order(phases: list[Phase], pairs: int) -> list[tuple[int, Phase, str]]:
+    """Pair by pair, phase by phase, every side back to back in a rotating order; then the
+    phases that run once."""
+    runs = [
+        (pair, phase, side)
+        for pair in range(pairs)
+        for phase in phases
+        if phase.repeated
+        for side in rotated(phase.sides, pair)
+    ]
+    runs += [(0, phase, side) for phase in phases if not phase.repeated for side in phase.sides]
     return runs
 
 
@@ -109,62 +139,71 @@ async def _delete(settings: Settings) -> None:
             )
 
 
+def _progress(sample: Sample, phase: Phase) -> str:
+    shown = ", ".join(
+        f"{metric.title} {sample.values[metric.key]:.{metric.decimals}f}"
+        for metric in phase.metrics
+    )
+    return f"  pair {sample.pair + 1} {phase.name:<16} {sample.side:<14} {shown}"
+
+
 async def bench(args: argparse.Namespace) -> int:
     settings = Settings(
         url=RuntimeConfig().amqp_url,
         run_id=f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}",
         tasks=args.tasks,
-        workers=args.workers,
         rate=args.rate,
         seconds=args.seconds,
+        rss_tasks=args.rss_tasks,
         prefetch=args.prefetch,
         timeout=args.timeout,
     )
+    phases = phase_list(args.workers, args.paced_workers, args.rate)
+    load_start = os.getloadavg()
     print(
-        f"spectask bench {settings.run_id} on {redact_url(settings.url)}: {settings.workers} "
-        f"workers, prefetch {settings.prefetch}, burst of {settings.tasks}, "
-        f"{settings.rate:g}/s for {settings.seconds:g}s, {args.repeats} repetition(s)",
+        f"spectask bench {settings.run_id} on {redact_url(settings.url)}, event loop "
+        f"{eventloop.loop_name()}: {args.pairs} pair(s) of {', '.join(p.name for p in phases)}; "
+        f"bursts of {settings.tasks}, {settings.rate:g}/s for {settings.seconds:g}s, "
+        f"{settings.rss_tasks} RSS tasks, prefetch {settings.prefetch}; load average "
+        f"{' '.join(f'{value:.2f}' for value in load_start)}",
         flush=True,
     )
-    results: dict[str, list[Repetition]] = {side: [] for side in SIDES}
-    numbers: list[PhaseNumbers] = []
+    samples: list[Sample] = []
     try:
         await _declare(settings)
-        for repetition, side in order(args.repeats):
-            outcome = await measure_side(SIDES[side], settings, repetition)
-            results[side].append(outcome)
-            numbers.append(outcome.numbers)
-            n = outcome.numbers
-            print(
-                f"  {side:<9}#{repetition + 1}: {n.throughput:8.1f} tasks/s, "
-                f"p50 {n.p50_ms:6.2f} ms, p99 {n.p99_ms:6.2f} ms",
-                flush=True,
-            )
+        for pair, phase, side in order(phases, args.pairs):
+            sample = await measure(BUILDERS[side], phase, settings, pair)
+            samples.append(sample)
+            print(_progress(sample, phase), flush=True)
     finally:
         await _delete(settings)
-    summary = _summary(args, settings, numbers, results)
-    print(report.render(numbers, summary), flush=True)
-    report.write_json(args.output, numbers, summary)
+    judged = report.judge_all(samples, phases)
+    summary = _summary(args, settings, samples, load_start, os.getloadavg())
+    print(report.render(phases, judged, summary), flush=True)
+    report.write_json(args.output, samples, judged, summary)
     print(f"written {args.output}", flush=True)
-    report.warn_if_below_bar(summary)
+    report.warn_if_under(phases, judged)
     return 0
 
 
 def _summary(
     args: argparse.Namespace,
     settings: Settings,
-    numbers: list[PhaseNumbers],
-    results: dict[str, list[Repetition]],
+    samples: list[Sample],
+    load_start: tuple[float, float, float],
+    load_end: tuple[float, float, float],
 ) -> dict[str, Any]:
-    medians = {side: report.medians(numbers, side) for side in SIDES}
+    sides = sorted({sample.side for sample in samples}, key=SIDES.index)
     return {
         "run_id": settings.run_id,
         "config": {
             "tasks": settings.tasks,
-            "workers": settings.workers,
+            "workers": list(args.workers),
+            "paced_workers": args.paced_workers,
             "rate": settings.rate,
             "seconds": settings.seconds,
-            "repeats": args.repeats,
+            "pairs": args.pairs,
+            "rss_tasks": settings.rss_tasks,
             "prefetch": settings.prefetch,
             "quick": args.quick,
         },
@@ -175,15 +214,18 @@ def _summary(
             "cpus": os.cpu_count(),
             "event_loop": eventloop.loop_name(),
         },
+        "load_average": {"start": list(load_start), "end": list(load_end)},
         "message_bytes": {
-            "task": {side: len(results[side][0].task_body) for side in SIDES},
-            "same_task_body": len({r.task_body for rs in results.values() for r in rs}) == 1,
-            "result": {side: max(r.result_bytes for r in results[side]) for side in SIDES},
+            "task": {
+                side: max(s.extra["task_bytes"] for s in samples if s.side == side)
+                for side in sides
+            },
+            "same_task_body": len({s.extra["task_body"] for s in samples}) == 1,
+            "result": {
+                side: max(s.extra["result_bytes"] for s in samples if s.side == side)
+                for side in sides
+            },
         },
-        "median": medians,
-        "ratios": report.ratios(medians["raw"], medians["spectask"]),
-        "bar": {"throughput": report.THROUGHPUT_BAR},
-        "workers": {side: [r.worker_stats for r in results[side]] for side in SIDES},
     }
 
 

@@ -1,20 +1,37 @@
-"""One repetition of one side: a burst phase for throughput, then a paced phase for latency.
+"""One phase of one side: fresh workers, the phase's measurement, every queue empty after.
 
-Both sides go through this same function; only the producer, collector and worker module
-differ. The order of work (and so every wait and deadline) is identical for both.
+All sides go through this same code; only the producer, collector and worker module differ.
+The order of work (and so every wait and deadline) is identical for all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from bench import raw, spectask_side
-from bench.measure import BenchError, PhaseNumbers, ResultLog, now, offered_load, percentile
+from bench.measure import BenchError, ResultLog, Sample, now, offered_load, percentile
+from bench.phases import (
+    OFFERED,
+    P50,
+    P99,
+    RAW,
+    RAW_TRANSIENT,
+    RSS_END,
+    RSS_GROWTH,
+    RSS_START,
+    RSS_WARM,
+    SPECTASK,
+    THROUGHPUT,
+    WORKER_CPU,
+    Kind,
+    Phase,
+)
 from bench.procs import WorkerProcess
 from bench.topology import BenchTopology, bench_topology, purge, queue_depths
 from spectask.runtime.config import RuntimeConfig
@@ -49,6 +66,7 @@ class Side:
     worker_module: str
     open_producer: Callable[[str, BenchTopology], Awaitable[Producer]]
     start_collector: Callable[[str, BenchTopology, int, ResultCallback], Awaitable[Collector]]
+    worker_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,9 +74,9 @@ class Settings:
     url: str
     run_id: str
     tasks: int
-    workers: int
     rate: float
     seconds: float
+    rss_tasks: int
     prefetch: int
     timeout: float
 
@@ -86,9 +104,12 @@ async def _spectask_collector(
     return await spectask_side.SpectaskCollector.start(config, bench, on_result)
 
 
-SIDES = {
-    "raw": Side("raw", "bench.raw", _raw_producer, _raw_collector),
-    "spectask": Side("spectask", "bench.spectask_side", _spectask_producer, _spectask_collector),
+BUILDERS = {
+    RAW: Side(RAW, "bench.raw", _raw_producer, _raw_collector),
+    SPECTASK: Side(SPECTASK, "bench.spectask_side", _spectask_producer, _spectask_collector),
+    RAW_TRANSIENT: Side(
+        RAW_TRANSIENT, "bench.raw", _raw_producer, _raw_collector, worker_args=("--transient",)
+    ),
 }
 
 
@@ -96,29 +117,16 @@ def _ids(count: int) -> list[str]:
     return [uuid.uuid4().hex for _ in range(count)]
 
 
-@dataclass(frozen=True)
-class Repetition:
-    numbers: PhaseNumbers
-    task_body: bytes
-    result_bytes: int
-    worker_stats: list[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Burst:
-    throughput: float
-    submit_rate: float
-    worker_cpu_ms: float
-    collector_cpu_ms: float
-
-
-async def _spawn_workers(side: Side, settings: Settings, repetition: int) -> list[WorkerProcess]:
+async def _spawn_workers(
+    side: Side, phase: Phase, settings: Settings, pair: int
+) -> list[WorkerProcess]:
     workers: list[WorkerProcess] = []
     try:
-        for index in range(settings.workers):
-            worker_id = f"{side.name}-{repetition + 1}-w{index + 1}"
+        for index in range(phase.workers):
+            worker_id = f"{side.name}-{pair + 1}-w{index + 1}"
             args = ["--run-id", settings.run_id, "--worker-id", worker_id]
             args += ["--prefetch", str(settings.prefetch), "--max-seconds", str(3 * 3600)]
+            args += ["--result-mode", phase.result_mode, *side.worker_args]
             workers.append(
                 await WorkerProcess.spawn(worker_id, side.worker_module, args, settings.url)
             )
@@ -139,47 +147,110 @@ def _liveness(collector: Collector, workers: list[WorkerProcess]) -> Callable[[]
     return check
 
 
-async def _burst(
-    producer: Producer,
-    log: ResultLog,
-    alive: Callable[[], None],
-    workers: list[WorkerProcess],
-    settings: Settings,
-) -> Burst:
+@dataclass(frozen=True)
+class Run:
+    """What a phase function gets: one side's producer, result log and released-on-demand
+    workers, with the liveness check every wait runs."""
+
+    producer: Producer
+    log: ResultLog
+    alive: Callable[[], None]
+    workers: list[WorkerProcess]
+    settings: Settings
+
+    def go(self) -> None:
+        for worker in self.workers:
+            worker.go()
+
+
+async def _burst(run: Run) -> dict[str, float]:
     """Pre-load while the workers wait at the gate, then time them draining the queue."""
+    settings = run.settings
     burst = _ids(settings.tasks)
     started = now()
-    await asyncio.wait_for(producer.preload(burst), timeout=settings.timeout)
+    await asyncio.wait_for(run.producer.preload(burst), timeout=settings.timeout)
     submit_rate = len(burst) / (now() - started)
 
-    worker_cpu = sum(worker.cpu_seconds() for worker in workers)
+    worker_cpu = sum(worker.cpu_seconds() for worker in run.workers)
     own_cpu = time.process_time()
     started = now()
-    for worker in workers:
-        worker.go()
-    finished = await log.wait_for(burst, settings.timeout, check=alive)
-    worker_cpu = sum(worker.cpu_seconds() for worker in workers) - worker_cpu
+    run.go()
+    finished = await run.log.wait_for(burst, settings.timeout, check=run.alive)
+    worker_cpu = sum(worker.cpu_seconds() for worker in run.workers) - worker_cpu
     own_cpu = time.process_time() - own_cpu
-    return Burst(
-        throughput=len(burst) / (finished - started),
-        submit_rate=submit_rate,
-        worker_cpu_ms=worker_cpu * 1000 / len(burst),
-        collector_cpu_ms=own_cpu * 1000 / len(burst),
-    )
+    return {
+        THROUGHPUT.key: len(burst) / (finished - started),
+        WORKER_CPU.key: worker_cpu * 1e6 / len(burst),
+        "submit_per_s": submit_rate,
+        "collector_cpu_us": own_cpu * 1e6 / len(burst),
+    }
 
 
-async def _latencies(
-    producer: Producer, log: ResultLog, alive: Callable[[], None], settings: Settings
-) -> tuple[float, list[float]]:
-    """Offer a fixed rate below saturation; the achieved rate and each task's latency (ms)."""
+PACED_WARMUP_TASKS = 50
+"""Sent and collected before the paced clock starts, so a fresh worker's first consume,
+connection buffers and caches do not land in the p99 of either side."""
+
+
+async def _paced(run: Run) -> dict[str, float]:
+    """Offer a fixed rate below saturation; the achieved rate and p50/p99 latency (ms)."""
+    settings = run.settings
+    run.go()
+    warmup = _ids(PACED_WARMUP_TASKS)
+    await asyncio.wait_for(run.producer.preload(warmup), timeout=settings.timeout)
+    await run.log.wait_for(warmup, settings.timeout, check=run.alive)
     paced = _ids(max(1, round(settings.rate * settings.seconds)))
-    offered = await offered_load(producer.submit, paced, log, settings.rate, settings.timeout)
-    await log.wait_for(paced, settings.timeout, check=alive)
-    return offered, log.latencies_ms(paced)
+    offered = await offered_load(
+        run.producer.submit, paced, run.log, settings.rate, settings.timeout
+    )
+    await run.log.wait_for(paced, settings.timeout, check=run.alive)
+    latencies = run.log.latencies_ms(paced)
+    return {
+        P50.key: percentile(latencies, 50),
+        P99.key: percentile(latencies, 99),
+        OFFERED.key: offered,
+    }
 
 
-async def run_repetition(side: Side, settings: Settings, repetition: int) -> Repetition:
-    """One side, once: the burst phase, then the latency phase, with the same workers."""
+RSS_CHUNKS = 10
+"""The RSS phase feeds its tasks in tenths: the first warms up, the last shows any leak."""
+
+
+def _mib(workers: list[WorkerProcess]) -> float:
+    return max(worker.rss_bytes() for worker in workers) / 2**20
+
+
+async def _rss(run: Run) -> dict[str, float]:
+    """RSS when ready (before any task), after the first tenth of the tasks, after all of them."""
+    settings = run.settings
+    start = _mib(run.workers)
+    run.go()
+    chunk = max(1, settings.rss_tasks // RSS_CHUNKS)
+    warm = math.nan
+    for index in range(RSS_CHUNKS):
+        ids = _ids(chunk)
+        await asyncio.wait_for(run.producer.preload(ids), timeout=settings.timeout)
+        await run.log.wait_for(ids, settings.timeout, check=run.alive)
+        if index == 0:
+            warm = _mib(run.workers)
+    end = _mib(run.workers)
+    return {
+        RSS_START.key: start,
+        RSS_WARM.key: warm,
+        RSS_END.key: end,
+        RSS_GROWTH.key: end - warm,
+        "rss_tasks": float(chunk * RSS_CHUNKS),
+    }
+
+
+PHASE_FUNCTIONS: dict[Kind, Callable[[Run], Awaitable[dict[str, float]]]] = {
+    "burst": _burst,
+    "paced": _paced,
+    "rss": _rss,
+}
+
+
+async def run_phase(side: Side, phase: Phase, settings: Settings, pair: int) -> Sample:
+    """One side, one phase, on fresh worker processes; every queue is empty at the end."""
     bench = bench_topology(settings.run_id, side.name)
     await purge(settings.url, bench.queue_names)
     log = ResultLog()
@@ -188,10 +259,9 @@ async def run_repetition(side: Side, settings: Settings, repetition: int) -> Rep
     workers: list[WorkerProcess] = []
     try:
         producer = await side.open_producer(settings.url, bench)
-        workers = await _spawn_workers(side, settings, repetition)
-        alive = _liveness(collector, workers)
-        burst = await _burst(producer, log, alive, workers, settings)
-        offered, latencies = await _latencies(producer, log, alive, settings)
+        workers = await _spawn_workers(side, phase, settings, pair)
+        run = Run(producer, log, _liveness(collector, workers), workers, settings)
+        values = await PHASE_FUNCTIONS[phase.kind](run)
         stats = [await worker.stop(settings.timeout) for worker in workers]
         task_body = producer.task_body()
     finally:
@@ -201,19 +271,21 @@ async def run_repetition(side: Side, settings: Settings, repetition: int) -> Rep
             await producer.close()
         await collector.close(settings.timeout)
     await _check_empty(settings.url, bench)
-    numbers = PhaseNumbers(
+    metric_keys = {metric.key for metric in phase.metrics}
+    return Sample(
+        phase=phase.name,
         side=side.name,
-        repetition=repetition,
-        throughput=burst.throughput,
-        submit_rate=burst.submit_rate,
-        p50_ms=percentile(latencies, 50),
-        p99_ms=percentile(latencies, 99),
-        offered_rate=offered,
-        duplicates=log.duplicates,
-        worker_cpu_ms=burst.worker_cpu_ms,
-        collector_cpu_ms=burst.collector_cpu_ms,
+        pair=pair,
+        values={key: value for key, value in values.items() if key in metric_keys},
+        extra={
+            **{key: value for key, value in values.items() if key not in metric_keys},
+            "duplicates": log.duplicates,
+            "task_bytes": len(task_body),
+            "task_body": task_body.decode(),
+            "result_bytes": collector.result_bytes,
+            "workers": stats,
+        },
     )
-    return Repetition(numbers, task_body, collector.result_bytes, stats)
 
 
 async def _check_empty(url: str, bench: BenchTopology) -> None:
@@ -224,9 +296,9 @@ async def _check_empty(url: str, bench: BenchTopology) -> None:
         raise BenchError(f"messages left over after the run (dead letters?): {left}")
 
 
-async def measure_side(side: Side, settings: Settings, repetition: int) -> Repetition:
-    """`run_repetition`, with the side's name on any error."""
+async def measure(side: Side, phase: Phase, settings: Settings, pair: int) -> Sample:
+    """`run_phase`, with the side, phase and pair on any error."""
     try:
-        return await run_repetition(side, settings, repetition)
+        return await run_phase(side, phase, settings, pair)
     except (BenchError, TimeoutError) as exc:
-        raise BenchError(f"{side.name}, repetition {repetition + 1}: {exc}") from exc
+        raise BenchError(f"{side.name}, {phase.name}, pair {pair + 1}: {exc}") from exc

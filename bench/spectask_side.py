@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bench.phases import RESULT_MODES, SPECTASK
 from bench.procs import Control
 from bench.topology import BenchTopology, bench_topology
 from bench.workload import PAYLOAD, summarize
@@ -29,8 +30,6 @@ from spectask.runtime.context import TaskContext
 from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.publisher import OutgoingMessage
 from spectask.runtime.worker import WorkerStats, run_worker
-
-SIDE = "spectask"
 
 
 class SpectaskProducer:
@@ -125,7 +124,7 @@ async def process_statistics(payload: Any, context: TaskContext) -> dict[str, An
 
 async def _worker(args: argparse.Namespace) -> int:
     control = await Control.open()
-    bench = bench_topology(args.run_id, SIDE)
+    bench = bench_topology(args.run_id, SPECTASK)
     config = RuntimeConfig(prefetch=args.prefetch, shutdown_timeout=args.drain_seconds)
     broker = await Broker.connect(config, name=f"spectask-bench-{args.worker_id}")
     async with broker:
@@ -160,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prefetch", type=int, required=True)
     parser.add_argument("--max-seconds", type=float, default=3600.0)
     parser.add_argument("--drain-seconds", type=float, default=30.0)
+    parser.add_argument("--result-mode", choices=RESULT_MODES, default=RESULT_MODES[0])
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         return eventloop.run(_worker(args))
