@@ -135,6 +135,12 @@ async def test_the_dashboard_in_chromium(
         await expect(page.locator("#task-state")).to_have_text("succeeded")
         await expect(page.locator('#task-timeline li[data-event="succeeded"]')).to_be_visible()
         await expect(page.locator('#task-timeline li[data-event="queued"]')).to_be_visible()
+        await expect(page.locator('#task-timeline li[data-event="started"]')).to_contain_text(
+            "on w-web"
+        )
+        # its payload, from the stored copy, decoded and checked against its schema
+        await expect(page.locator("#task-payload-check")).to_contain_text("valid")
+        await expect(page.locator("#task-payload")).to_contain_text('"values"')
 
         # the overview: succeeded counts, the worker online, the throughput chart has data
         await page.goto(dashboard.url + "/#overview")

@@ -33,6 +33,7 @@ RELEASED = {
     1: "24ea798c5e9d74d0e0ad360f38db4b4ef4d5c8844bbd91a7bfd899200c4781a8",
     2: "866a6f2317309bbca078c076826323ce79011290655f150f34f10a06427ba207",
     3: "509d3c3615717cefb2242339775253b753393dc71c61dacea00a9f9a0ed2935a",
+    4: "3b904e5d5afc73dcc2d19ce547212caf482210fa2878a6a19c46a44752a9c1bf",
 }
 # The schema_version table is created (IF NOT EXISTS) by every open: as frozen as a step.
 SCHEMA_VERSION_DIGEST = "7086e9b01b459d720d1dd29bb8726cdf664a576bbf1cb495906cd0f5c8396530"

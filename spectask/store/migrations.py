@@ -103,6 +103,46 @@ _DIGEST_2 = "ALTER TABLE tasks ADD COLUMN task_digest TEXT"
 # indexed. SQLite compares text by code point already: its primary key serves as is.
 _ID_PATTERN_POSTGRES_3 = "CREATE INDEX tasks_by_id_pattern ON tasks (task_id text_pattern_ops)"
 
+# --- step 4 (released): each task's events, for the task page's timeline and payload -------
+# One row per observation (spectask.store.events); the unique key makes a redelivery write
+# nothing, and serves the per-task read; `at` serves the retention cleanup.
+_EVENTS_SQLITE_4 = """
+CREATE TABLE task_events (
+    seq INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id TEXT,
+    progress REAL,
+    message TEXT,
+    error TEXT,
+    payload TEXT,
+    payload_truncated INTEGER NOT NULL DEFAULT 0
+)"""
+
+_EVENTS_POSTGRES_4 = """
+CREATE TABLE task_events (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    at TIMESTAMPTZ NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id TEXT,
+    progress DOUBLE PRECISION,
+    message TEXT,
+    error JSONB,
+    payload TEXT,
+    payload_truncated BOOLEAN NOT NULL DEFAULT false
+)"""
+
+_EVENTS_INDEXES_4 = (
+    "CREATE UNIQUE INDEX task_events_once ON task_events (task_id, at, kind, source, attempt)",
+    "CREATE INDEX task_events_by_at ON task_events (at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -121,6 +161,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         description="task id prefix index (PostgreSQL text_pattern_ops)",
         sqlite=(),
         postgres=(_ID_PATTERN_POSTGRES_3,),
+    ),
+    Migration(
+        version=4,
+        description="task_events: each task's timeline and payload",
+        sqlite=(_EVENTS_SQLITE_4, *_EVENTS_INDEXES_4),
+        postgres=(_EVENTS_POSTGRES_4, *_EVENTS_INDEXES_4),
     ),
 )
 

@@ -12,10 +12,12 @@ re-reads the (now locked) row and applies on top, so nothing is lost and there i
 from __future__ import annotations
 
 import builtins
+import logging
+import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -24,16 +26,18 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from spectask.protocol import models
-from spectask.store import rows
+from spectask.store import events, rows
 from spectask.store.errors import StoreDataError, StoreSchemaError, StoreUnavailableError
 from spectask.store.migrations import SCHEMA_VERSION_POSTGRES, pending
 from spectask.store.observations import (
+    EventKind,
     Observation,
     observation_from_event,
     observation_from_result,
 )
 from spectask.store.protocol import DEFAULT_LIST_LIMIT
 from spectask.store.records import TaskRecord
+from spectask.store.retention import PRUNE_INTERVAL
 from spectask.store.states import (
     STORED_STATES,
     TaskState,
@@ -45,6 +49,7 @@ from spectask.store.storable import storable
 from spectask.store.url import redact
 
 Connection = psycopg.AsyncConnection[DictRow]
+log = logging.getLogger(__name__)
 
 DEFAULT_POOL_SIZE = 4
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -63,6 +68,25 @@ _UPDATE = (
     + ", ".join(f"{column} = %({column})s" for column in _WRITTEN[1:])
     + ", updated_at = clock_timestamp() WHERE task_id = %(task_id)s RETURNING updated_at"
 )
+_INSERT_EVENT = "INSERT INTO task_events ({}) VALUES ({}) ON CONFLICT DO NOTHING".format(
+    ", ".join(events.COLUMNS), ", ".join(f"%({column})s" for column in events.COLUMNS)
+)
+# the newest PROGRESS_KEPT progress rows of a task stay; the subquery is the oldest kept
+_TRIM_PROGRESS = (
+    "DELETE FROM task_events WHERE task_id = %(task_id)s AND kind = 'progress' AND seq < ("
+    "SELECT seq FROM task_events WHERE task_id = %(task_id)s AND kind = 'progress' "
+    f"ORDER BY seq DESC LIMIT 1 OFFSET {events.PROGRESS_KEPT - 1})"
+)
+_SELECT_EVENTS = (
+    f"SELECT {events.SELECT_COLUMNS} FROM task_events WHERE task_id = %(id)s "
+    "ORDER BY at, seq LIMIT %(limit)s"
+)
+# SKIP LOCKED: collectors pruning at once take different rows instead of waiting on (or
+# deadlocking with) each other
+_PRUNE_EVENTS = (
+    "DELETE FROM task_events WHERE seq IN (SELECT seq FROM task_events WHERE at < %(before)s "
+    "LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+)
 # A lost insert race costs one more round; more than a few means something else is wrong.
 _APPLY_ROUNDS = 3
 
@@ -70,9 +94,18 @@ _APPLY_ROUNDS = 3
 class PostgresTaskStore:
     """A `TaskStore` on PostgreSQL; open it with `await PostgresTaskStore.open(url)`."""
 
-    def __init__(self, url: str, pool: AsyncConnectionPool[Connection]) -> None:
+    def __init__(
+        self,
+        url: str,
+        pool: AsyncConnectionPool[Connection],
+        events_retention: timedelta | None = None,
+        prune_interval: float = PRUNE_INTERVAL,
+    ) -> None:
         self.url = redact(url)
         self._pool = pool
+        self._events_retention = events_retention
+        self._prune_interval = prune_interval
+        self._pruned_at = -float("inf")
 
     @classmethod
     async def open(
@@ -81,8 +114,13 @@ class PostgresTaskStore:
         *,
         pool_size: int = DEFAULT_POOL_SIZE,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        events_retention: timedelta | None = None,
+        prune_interval: float = PRUNE_INTERVAL,
     ) -> PostgresTaskStore:
-        """Connect, migrate the schema, and start a small connection pool."""
+        """Connect, migrate the schema, and start a small connection pool.
+
+        `events_retention`: task events older than this are deleted (None keeps them), a
+        batch after an apply at most every `prune_interval` seconds."""
         try:
             # One direct connection first: its error says why (auth, no database, no server),
             # where a pool would only time out.
@@ -119,7 +157,7 @@ class PostgresTaskStore:
         except PoolTimeout as exc:
             await pool.close()
             raise StoreUnavailableError(f"PostgreSQL task store {redact(url)}: {exc}") from exc
-        return cls(url, pool)
+        return cls(url, pool, events_retention, prune_interval)
 
     async def apply(self, observation: Observation) -> TaskRecord:
         """Store one observation; StoreDataError if PostgreSQL refuses its values, and
@@ -131,7 +169,7 @@ class PostgresTaskStore:
                     async with conn.transaction():
                         applied = await _apply_once(conn, observation)
                     if applied is not None:
-                        return applied
+                        break
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise self._unavailable(exc) from exc
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
@@ -141,10 +179,40 @@ class PostgresTaskStore:
             raise StoreDataError(
                 observation.task_id, f"PostgreSQL refused it: {problem} ({type(exc).__name__})"
             ) from exc
-        raise StoreUnavailableError(
-            f"task {observation.task_id!r}: could neither insert nor lock its row "
-            f"in {_APPLY_ROUNDS} rounds; is something deleting rows from {self.url}?"
-        )
+        if applied is None:
+            raise StoreUnavailableError(
+                f"task {observation.task_id!r}: could neither insert nor lock its row "
+                f"in {_APPLY_ROUNDS} rounds; is something deleting rows from {self.url}?"
+            )
+        await self._maybe_prune()
+        return applied
+
+    async def _maybe_prune(self) -> None:
+        """One bounded retention batch, at most every `prune_interval` seconds."""
+        if self._events_retention is None:
+            return
+        if time.monotonic() - self._pruned_at < self._prune_interval:
+            return
+        self._pruned_at = time.monotonic()
+        try:
+            await self.prune_events(datetime.now(UTC) - self._events_retention)
+        except StoreUnavailableError as exc:
+            # the task is stored; old events wait for the next round
+            log.warning("task events not pruned this time: %s", exc)
+
+    async def prune_events(self, before: datetime, limit: int = events.PRUNE_BATCH) -> int:
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(_PRUNE_EVENTS, {"before": before, "limit": limit})
+                return cursor.rowcount
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def events(
+        self, task_id: str, limit: int = events.DEFAULT_EVENTS_LIMIT
+    ) -> builtins.list[events.StoredEvent]:
+        found = await self._fetch(_SELECT_EVENTS, {"id": task_id, "limit": limit})
+        return [_decode_event(row) for row in found]
 
     async def apply_event(self, event: models.TaskEvent) -> TaskRecord:
         return await self.apply(observation_from_event(event))
@@ -248,13 +316,30 @@ async def _apply_once(conn: Connection, observation: Observation) -> TaskRecord 
     found = await cursor.fetchone()
     old = None if found is None else rows.from_row(found)
     new = advance(old, observation, now=datetime.now(UTC))
-    if new is old:
-        return new
-    cursor = await conn.execute(_INSERT if old is None else _UPDATE, _params(new))
-    written = await cursor.fetchone()
-    if written is None:
-        return None
-    return replace(new, updated_at=written["updated_at"].astimezone(UTC))
+    if new is not old:
+        cursor = await conn.execute(_INSERT if old is None else _UPDATE, _params(new))
+        written = await cursor.fetchone()
+        if written is None:
+            return None
+        new = replace(new, updated_at=written["updated_at"].astimezone(UTC))
+    # under the task row's lock (taken or inserted above): one task's events never interleave
+    await conn.execute(_INSERT_EVENT, _event_params(observation))
+    if observation.kind is EventKind.PROGRESS:
+        await conn.execute(_TRIM_PROGRESS, {"task_id": observation.task_id})
+    return new
+
+
+def _event_params(observation: Observation) -> dict[str, Any]:
+    row = events.event_values(observation)
+    if row["error"] is not None:
+        row["error"] = Jsonb(row["error"])
+    return row
+
+
+def _decode_event(found: DictRow) -> events.StoredEvent:
+    row = dict(found)
+    row["at"] = row["at"].astimezone(UTC)
+    return events.from_values(row)
 
 
 def _params(record: TaskRecord) -> dict[str, Any]:
