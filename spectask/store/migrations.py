@@ -143,6 +143,31 @@ _EVENTS_INDEXES_4 = (
     "CREATE INDEX task_events_by_at ON task_events (at)",
 )
 
+# --- step 5 (released): task counts by type and state, kept as the tasks change ------------
+# spectask.store.counters: the dashboard reads a few rows instead of counting the table. On
+# PostgreSQL appliers only INSERT deltas (no row two collectors update, so no lock waits and
+# no deadlocks); one at a time folds them into task_counts. Both start from the table as is.
+_COUNTS_5 = """
+CREATE TABLE task_counts (
+    message_type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (message_type, state)
+)"""
+_COUNT_DELTAS_POSTGRES_5 = """
+CREATE TABLE task_count_deltas (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n INTEGER NOT NULL
+)"""
+# also what `recount` runs (the same text: one source)
+COUNTS_FROM_TASKS = (
+    "INSERT INTO task_counts (message_type, state, n) "
+    "SELECT COALESCE(message_type, ''), state, COUNT(*) FROM tasks "
+    "GROUP BY COALESCE(message_type, ''), state"
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -167,6 +192,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         description="task_events: each task's timeline and payload",
         sqlite=(_EVENTS_SQLITE_4, *_EVENTS_INDEXES_4),
         postgres=(_EVENTS_POSTGRES_4, *_EVENTS_INDEXES_4),
+    ),
+    Migration(
+        version=5,
+        description="task_counts: counts by type and state kept as tasks change",
+        sqlite=(_COUNTS_5, COUNTS_FROM_TASKS),
+        postgres=(_COUNTS_5, _COUNT_DELTAS_POSTGRES_5, COUNTS_FROM_TASKS),
     ),
 )
 

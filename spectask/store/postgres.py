@@ -26,9 +26,9 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from spectask.protocol import models
-from spectask.store import events, rows
+from spectask.store import counters, events, rows
 from spectask.store.errors import StoreDataError, StoreSchemaError, StoreUnavailableError
-from spectask.store.migrations import SCHEMA_VERSION_POSTGRES, pending
+from spectask.store.migrations import COUNTS_FROM_TASKS, SCHEMA_VERSION_POSTGRES, pending
 from spectask.store.observations import (
     EventKind,
     Observation,
@@ -87,6 +87,20 @@ _PRUNE_EVENTS = (
     "DELETE FROM task_events WHERE seq IN (SELECT seq FROM task_events WHERE at < %(before)s "
     "LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
 )
+_ADD_DELTA = "INSERT INTO task_count_deltas (message_type, state, n) VALUES (%s, %s, %s)"
+_COUNTS = (
+    "SELECT message_type, state, SUM(n) AS n FROM (SELECT message_type, state, n FROM "
+    "task_counts UNION ALL SELECT message_type, state, n FROM task_count_deltas) AS c "
+    "{where}GROUP BY message_type, state"
+)
+# one transaction: the deltas folded are the deltas deleted (spectask.store.counters)
+_FOLD_DELTAS = (
+    "WITH moved AS (DELETE FROM task_count_deltas WHERE seq IN (SELECT seq FROM "
+    "task_count_deltas ORDER BY seq LIMIT %(limit)s) RETURNING message_type, state, n), "
+    "summed AS (SELECT message_type, state, SUM(n) AS n FROM moved GROUP BY message_type, state) "
+    "INSERT INTO task_counts (message_type, state, n) SELECT message_type, state, n FROM summed "
+    "ON CONFLICT (message_type, state) DO UPDATE SET n = task_counts.n + excluded.n"
+)
 # A lost insert race costs one more round; more than a few means something else is wrong.
 _APPLY_ROUNDS = 3
 
@@ -106,6 +120,7 @@ class PostgresTaskStore:
         self._events_retention = events_retention
         self._prune_interval = prune_interval
         self._pruned_at = -float("inf")
+        self._folded_at = -float("inf")
 
     @classmethod
     async def open(
@@ -184,8 +199,47 @@ class PostgresTaskStore:
                 f"task {observation.task_id!r}: could neither insert nor lock its row "
                 f"in {_APPLY_ROUNDS} rounds; is something deleting rows from {self.url}?"
             )
+        await self._maybe_fold()
         await self._maybe_prune()
         return applied
+
+    async def _maybe_fold(self) -> None:
+        """Fold the count deltas into task_counts, at most every COMPACT_INTERVAL seconds."""
+        if time.monotonic() - self._folded_at < counters.COMPACT_INTERVAL:
+            return
+        self._folded_at = time.monotonic()
+        try:
+            await self.fold_counts()
+        except StoreUnavailableError as exc:
+            log.warning("task count deltas not folded this time: %s", exc)
+
+    async def fold_counts(self, limit: int = counters.COMPACT_BATCH) -> bool:
+        """One fold of up to `limit` deltas; False if another store is folding right now."""
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                cursor = await conn.execute(
+                    "SELECT pg_try_advisory_xact_lock(%(key)s) AS got",
+                    {"key": counters.COMPACT_LOCK},
+                )
+                found = await cursor.fetchone()
+                if found is None or not found["got"]:
+                    return False
+                await conn.execute(_FOLD_DELTAS, {"limit": limit})
+                return True
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def recount(self) -> None:
+        """Rebuild the counts from the table. EXCLUSIVE on the deltas waits for the applies in
+        flight to commit and holds new ones (and folds) back until this one has."""
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute("LOCK TABLE task_count_deltas IN EXCLUSIVE MODE")
+                await conn.execute("DELETE FROM task_count_deltas")
+                await conn.execute("DELETE FROM task_counts")
+                await conn.execute(COUNTS_FROM_TASKS)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
 
     async def _maybe_prune(self) -> None:
         """One bounded retention batch, at most every `prune_interval` seconds."""
@@ -245,12 +299,11 @@ class PostgresTaskStore:
         return records
 
     async def counts_by_state(self, message_type: str | None = None) -> dict[TaskState, int]:
-        sql = "SELECT state, COUNT(*) AS n FROM tasks"
-        if message_type is not None:
-            sql += " WHERE message_type = %(type)s"
-        found = await self._fetch(sql + " GROUP BY state", {"type": message_type})
+        where = "" if message_type is None else "WHERE message_type = %(type)s "
+        found = await self._fetch(_COUNTS.format(where=where), {"type": message_type})
         counts: dict[TaskState, int] = dict.fromkeys(STORED_STATES, 0)
-        counts.update({from_storage_code(row["state"]): int(row["n"]) for row in found})
+        for row in found:
+            counts[from_storage_code(row["state"])] += int(row["n"])
         return counts
 
     async def changed_since(
@@ -262,8 +315,7 @@ class PostgresTaskStore:
         return [rows.from_row(row) for row in found]
 
     async def counts_by_type(self) -> dict[str, dict[TaskState, int]]:
-        sql = "SELECT message_type, state, COUNT(*) AS n FROM tasks GROUP BY message_type, state"
-        found = await self._fetch(sql, {})
+        found = await self._fetch(_COUNTS.format(where=""), {})
         return rows.type_counts([(r["message_type"], r["state"], r["n"]) for r in found])
 
     async def list(
@@ -321,6 +373,9 @@ async def _apply_once(conn: Connection, observation: Observation) -> TaskRecord 
         written = await cursor.fetchone()
         if written is None:
             return None
+        # INSERT only: no row another collector locks (spectask.store.counters)
+        async with conn.cursor() as cursor:
+            await cursor.executemany(_ADD_DELTA, counters.deltas(old, new))
         new = replace(new, updated_at=written["updated_at"].astimezone(UTC))
     # under the task row's lock (taken or inserted above): one task's events never interleave
     await conn.execute(_INSERT_EVENT, _event_params(observation))

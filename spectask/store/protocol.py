@@ -80,6 +80,12 @@ class TaskStore(Protocol):
         """How many tasks of each message type are in each state ('' for an unknown type)."""
         ...
 
+    async def recount(self) -> None:
+        """Rebuild the counts by type and state from the table (spectask.store.counters): for
+        a database written by something that did not keep them (an older spectask, a bulk
+        load). Applies keep them exact otherwise."""
+        ...
+
     async def events(
         self, task_id: str, limit: int = DEFAULT_EVENTS_LIMIT
     ) -> builtins.list[StoredEvent]:

@@ -24,9 +24,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from spectask.protocol import models
-from spectask.store import events, rows
+from spectask.store import counters, events, rows
 from spectask.store.errors import StoreDataError, StoreUnavailableError
-from spectask.store.migrations import SCHEMA_VERSION_SQLITE, pending
+from spectask.store.migrations import (
+    COUNTS_FROM_TASKS as _COUNTS_FROM_TASKS,
+    SCHEMA_VERSION_SQLITE,
+    pending,
+)
 from spectask.store.observations import (
     EventKind,
     Observation,
@@ -68,6 +72,10 @@ _TRIM_PROGRESS = (
 )
 _SELECT_EVENTS = (
     f"SELECT {events.SELECT_COLUMNS} FROM task_events WHERE task_id = ? ORDER BY at, seq LIMIT ?"
+)
+_ADD_COUNT = (
+    "INSERT INTO task_counts (message_type, state, n) VALUES (?, ?, ?) "
+    "ON CONFLICT (message_type, state) DO UPDATE SET n = n + excluded.n"
 )
 _PRUNE_EVENTS = (
     "DELETE FROM task_events WHERE seq IN (SELECT seq FROM task_events WHERE at < ? LIMIT ?)"
@@ -185,6 +193,7 @@ class SqliteTaskStore:
                     conn.execute(_INSERT, values)
                 else:
                     conn.execute(_UPDATE, (*values[1:], values[0]))
+                conn.executemany(_ADD_COUNT, counters.deltas(old, new))
             conn.execute(_INSERT_EVENT, _encode_event(observation))
             if observation.kind is EventKind.PROGRESS:
                 conn.execute(_TRIM_PROGRESS, (observation.task_id, observation.task_id))
@@ -258,7 +267,7 @@ class SqliteTaskStore:
         return records
 
     def _counts_sync(self, message_type: str | None) -> dict[TaskState, int]:
-        sql, params = "SELECT state, COUNT(*) FROM tasks", tuple[str, ...]()
+        sql, params = "SELECT state, SUM(n) FROM task_counts", tuple[str, ...]()
         if message_type is not None:
             sql, params = sql + " WHERE message_type = ?", (message_type,)
         found = self._connection().execute(sql + " GROUP BY state", params).fetchall()
@@ -277,11 +286,20 @@ class SqliteTaskStore:
         return await self._run(self._query, sql, (_encode_time(after), limit))
 
     def _type_counts_sync(self) -> dict[str, dict[TaskState, int]]:
-        sql = "SELECT message_type, state, COUNT(*) FROM tasks GROUP BY message_type, state"
+        sql = "SELECT message_type, state, n FROM task_counts"
         return rows.type_counts(self._connection().execute(sql).fetchall())
 
     async def counts_by_type(self) -> dict[str, dict[TaskState, int]]:
         return await self._run(self._type_counts_sync)
+
+    def _recount_sync(self) -> None:
+        conn = self._connection()
+        with _transaction(conn):
+            conn.execute("DELETE FROM task_counts")
+            conn.execute(_COUNTS_FROM_TASKS)
+
+    async def recount(self) -> None:
+        await self._run(self._recount_sync)
 
     async def list(
         self,
