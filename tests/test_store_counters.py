@@ -10,28 +10,18 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from spectask.store import EventKind, Observation, TaskState, TaskStore, open_store
 from spectask.store.migrations import MIGRATIONS
 from spectask.store.states import STORED_STATES, from_storage_code
-from tests.store_support import OUTCOMES, Scenario, fresh_database, history
+from tests import test_store_backends as backends
+from tests.store_support import OUTCOMES, Scenario, history
 
-BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(params=BACKENDS)
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/tasks.db"
-        return
-    with fresh_database("spectask_counts") as url:
-        yield url
+fresh_url = backends.fresh_url  # the backends' fixture: an empty database of each kind
 
 
 def run_sql(url: str, statement: str, rows: list[tuple[object, ...]] | None = None) -> list:
@@ -107,7 +97,7 @@ async def test_two_collectors_keep_exact_counts_without_deadlocks(fresh_url: str
     try:
         shuffle = random.Random(11)
         calls = []
-        for index, steps in enumerate(histories("pair", 80).values()):
+        for index, steps in enumerate(histories("pair", 30).values()):
             for step, observation in enumerate(shuffle.sample(steps, k=len(steps))):
                 calls.append((first if (step + index) % 2 else second).apply(observation))
         folds = [
@@ -162,6 +152,7 @@ async def test_step_5_counts_the_tasks_a_database_already_has(fresh_url: str) ->
                 )
     else:
         path = fresh_url.removeprefix("sqlite:///")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(path) as conn:
             conn.execute(
                 "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -17,30 +15,11 @@ from spectask.store import ErrorDetail, EventKind, Observation, TaskStore, open_
 from spectask.store.events import PAYLOAD_LIMIT, PROGRESS_KEPT, capped_payload
 from spectask.store.observations import SOURCE_COPY, SOURCE_DEAD_LETTER, SOURCE_RESULT
 from spectask.store.retention import StoreSettings
-from tests.store_support import session_postgres
+from tests import test_store_backends as backends
 
-BACKENDS = ["sqlite", "postgresql"]
+# the backends' fixtures: a store of each kind on a real database
+postgres_url, store_url, store = backends.postgres_url, backends.store_url, backends.store
 RETENTION_ENV = "SPECTASK_EVENTS_RETENTION_DAYS"
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    yield from session_postgres()
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/tasks.db"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[TaskStore]:
-    opened = await open_store(store_url)
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from spectask.store.observations import (
 )
 from spectask.store.protocol import DEFAULT_LIST_LIMIT
 from spectask.store.records import TaskRecord
-from spectask.store.retention import PRUNE_INTERVAL
+from spectask.store.retention import PRUNE_INTERVAL, PruneClock
 from spectask.store.states import (
     STORED_STATES,
     TaskState,
@@ -117,9 +117,7 @@ class PostgresTaskStore:
     ) -> None:
         self.url = redact(url)
         self._pool = pool
-        self._events_retention = events_retention
-        self._prune_interval = prune_interval
-        self._pruned_at = -float("inf")
+        self._prune_clock = PruneClock(events_retention, prune_interval)
         self._folded_at = -float("inf")
 
     @classmethod
@@ -242,17 +240,7 @@ class PostgresTaskStore:
             raise self._unavailable(exc) from exc
 
     async def _maybe_prune(self) -> None:
-        """One bounded retention batch, at most every `prune_interval` seconds."""
-        if self._events_retention is None:
-            return
-        if time.monotonic() - self._pruned_at < self._prune_interval:
-            return
-        self._pruned_at = time.monotonic()
-        try:
-            await self.prune_events(datetime.now(UTC) - self._events_retention)
-        except StoreUnavailableError as exc:
-            # the task is stored; old events wait for the next round
-            log.warning("task events not pruned this time: %s", exc)
+        await self._prune_clock.prune_if_due(self.prune_events)
 
     async def prune_events(self, before: datetime, limit: int = events.PRUNE_BATCH) -> int:
         try:

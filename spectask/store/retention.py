@@ -9,12 +9,19 @@ timeline rebuilt from its record's times.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from spectask.store.errors import StoreUnavailableError
+
 PRUNE_INTERVAL = 60.0
+
+log = logging.getLogger(__name__)
 
 
 class StoreSettings(BaseSettings):
@@ -35,3 +42,23 @@ class StoreSettings(BaseSettings):
         if self.events_retention_days == 0:
             return None
         return timedelta(days=self.events_retention_days)
+
+
+class PruneClock:
+    """When a store's next retention batch is due: at its first apply, then every interval."""
+
+    def __init__(self, retention: timedelta | None, interval: float = PRUNE_INTERVAL) -> None:
+        self.retention = retention
+        self.interval = interval
+        self._pruned_at = -float("inf")
+
+    async def prune_if_due(self, prune: Callable[[datetime], Awaitable[int]]) -> None:
+        """Run `prune(cutoff)` if a batch is due; a store that fails it only logs: the task
+        is stored already, and old events wait for the next batch."""
+        if self.retention is None or time.monotonic() - self._pruned_at < self.interval:
+            return
+        self._pruned_at = time.monotonic()
+        try:
+            await prune(datetime.now(UTC) - self.retention)
+        except StoreUnavailableError as exc:
+            log.warning("task events not pruned this time: %s", exc)

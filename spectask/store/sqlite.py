@@ -16,7 +16,6 @@ import builtins
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -39,7 +38,7 @@ from spectask.store.observations import (
 )
 from spectask.store.protocol import DEFAULT_LIST_LIMIT
 from spectask.store.records import TaskRecord
-from spectask.store.retention import PRUNE_INTERVAL
+from spectask.store.retention import PRUNE_INTERVAL, PruneClock
 from spectask.store.states import (
     STORED_STATES,
     TaskState,
@@ -96,9 +95,7 @@ class SqliteTaskStore:
         self._executor = executor
         self._conn: sqlite3.Connection | None = None
         self._closed = False
-        self._events_retention = events_retention
-        self._prune_interval = prune_interval
-        self._pruned_at = -float("inf")
+        self._prune_clock = PruneClock(events_retention, prune_interval)
 
     @classmethod
     async def open(
@@ -215,17 +212,7 @@ class SqliteTaskStore:
         return record
 
     async def _maybe_prune(self) -> None:
-        """One bounded retention batch, at most every `prune_interval` seconds."""
-        if self._events_retention is None:
-            return
-        if time.monotonic() - self._pruned_at < self._prune_interval:
-            return
-        self._pruned_at = time.monotonic()
-        try:
-            await self.prune_events(datetime.now(UTC) - self._events_retention)
-        except StoreUnavailableError as exc:
-            # the task is stored; old events wait for the next round
-            log.warning("task events not pruned this time: %s", exc)
+        await self._prune_clock.prune_if_due(self.prune_events)
 
     def _prune_sync(self, before: datetime, limit: int) -> int:
         conn = self._connection()
