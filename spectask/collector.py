@@ -26,7 +26,13 @@ from pydantic import RootModel, ValidationError
 from spectask.protocol import models
 from spectask.runtime.context import TaskContext
 from spectask.store import TaskRecord, TaskStore
-from spectask.store.observations import EventKind, Observation, observation_from_dead_letter
+from spectask.store.events import capped_payload
+from spectask.store.observations import (
+    SOURCE_COPY,
+    EventKind,
+    Observation,
+    observation_from_dead_letter,
+)
 from spectask.store.storable import storable_id
 
 log = logging.getLogger(__name__)
@@ -57,14 +63,18 @@ def status_view(task_id: str, record: TaskRecord | None) -> models.TaskStatusVie
     )
 
 
-def submitted_observation(context: TaskContext, *, now: datetime) -> Observation | None:
+def submitted_observation(
+    context: TaskContext, *, now: datetime, payload: Any = None
+) -> Observation | None:
     """The QUEUED observation of the broker's copy of a task (None without a task id).
 
     A retry coming back from its tier carries its next attempt number, so it is that
-    attempt's QUEUED; the event time of a first attempt is its submission time.
+    attempt's QUEUED; the event time of a first attempt is its submission time. `payload`
+    (the decoded body) is kept with it, capped, for the task page.
     """
     if not context.task_id:
         return None
+    text, truncated = (None, False) if payload is None else capped_payload(payload)
     submitted_at = context.submitted_at
     at = submitted_at if submitted_at is not None and context.attempt == 1 else now
     return Observation(
@@ -75,6 +85,9 @@ def submitted_observation(context: TaskContext, *, now: datetime) -> Observation
         message_type=context.message_type or None,
         submitted_at=submitted_at,
         digest=context.digest or None,
+        source=SOURCE_COPY,
+        payload=text,
+        payload_truncated=truncated,
     )
 
 
@@ -100,7 +113,7 @@ def add_store_handlers(app: Any, store: TaskStore) -> None:
     events written to it (results are the caller's, who may also want to print them)."""
 
     async def on_submitted(body: RootModel[Any], context: TaskContext) -> None:
-        observation = submitted_observation(context, now=datetime.now(UTC))
+        observation = submitted_observation(context, now=datetime.now(UTC), payload=body.root)
         if observation is not None:
             await store.apply(observation)
 

@@ -179,7 +179,17 @@ async def test_work_shows_up_in_api_events_and_metrics(
         assert events[1]["counts"][STATISTICS]["succeeded"] >= 4
         status, task = dashboard.get(f"/api/tasks/{ids[1]}")
         assert status == 200 and task["state"] == "succeeded" and task["result"]
-        assert [step["event"] for step in task["timeline"]][-1] == "succeeded"
+        # the timeline of its stored events: the broker's copy, the worker's, the result
+        steps = [(step["event"], step["source"]) for step in task["timeline"]]
+        assert steps[0] == ("queued", "copy"), steps
+        assert ("started", "event") in steps and steps[-1] == ("succeeded", "result"), steps
+        started = next(step for step in task["timeline"] if step["event"] == "started")
+        assert started["worker_id"] == "w-dash" and started["attempt"] == 1
+        # its payload, from the collector's copy, decoded and checked with its schema
+        assert task["task_payload"]["payload"] == {"values": [1.0, 2.0]}
+        assert task["task_payload"]["payload_valid"] is True
+        status, skipped = dashboard.get(f"/api/tasks/{ids[0]}")
+        assert [step["event"] for step in skipped["timeline"]][-1] == "cancelled"
         assert dashboard.post(f"/api/tasks/{ids[1]}/cancel")[0] == 409  # final: nothing to do
         assert dashboard.get("/api/tasks/no-such-task")[0] == 404
         after = dashboard.get("/metrics")[1]

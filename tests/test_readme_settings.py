@@ -18,10 +18,11 @@ from pydantic_settings import BaseSettings
 
 from spectask.logs import LogSettings
 from spectask.runtime.config import RuntimeConfig
+from spectask.store.retention import StoreSettings
 from workloads.settings import TaskSettings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-SETTINGS: tuple[type[BaseSettings], ...] = (RuntimeConfig, LogSettings, TaskSettings)
+SETTINGS: tuple[type[BaseSettings], ...] = (RuntimeConfig, LogSettings, TaskSettings, StoreSettings)
 UNITS = {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 ROW = re.compile(r"^\| (`[A-Z_]+`(?: / `_[A-Z_]+`)*) \| ([^|]*) \|", re.M)
 

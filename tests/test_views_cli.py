@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from spectask.store import open_store
+from spectask.store import TaskState, open_store
 from spectask.store.observations import EventKind, Observation
 from tests.cli_support import spectask
 from tests.workqueue_support import WorkerProcess, reset_topology, submit, wait_ready
@@ -88,6 +90,38 @@ async def test_tasks_lists_by_batch_state_and_type(store_url: str) -> None:
     assert "Traceback" not in bad.stderr
     wrong = spectask(env, "tasks", "--state", "sleeping")
     assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
+
+
+async def test_tasks_recount_counts_rows_written_past_the_store(store_url: str) -> None:
+    kind = f"bulk.{uuid.uuid4().hex[:6]}"
+    await (await open_store(store_url)).close()  # the schema
+    at = datetime.now(UTC).isoformat()
+    rows = [(f"{kind}-{n}", kind, "failed", 1, at) for n in range(7)]
+    insert_rows(store_url, rows)
+    store = await open_store(store_url)
+    try:
+        assert kind not in await store.counts_by_type()  # a bulk load skips the counts
+        done = spectask({**os.environ, "STORE_URL": store_url}, "tasks", "--recount")
+        assert done.returncode == 0, done.stderr
+        line = next(line for line in done.stdout.splitlines() if line.startswith(kind))
+        assert line.split()[1:] == ["0", "0", "0", "0", "7", "0", "0"], done.stdout
+        assert (await store.counts_by_type())[kind][TaskState.FAILED] == 7
+    finally:
+        await store.close()
+
+
+def insert_rows(store_url: str, rows: list[tuple[object, ...]]) -> None:
+    """Rows written past the store (a bulk load), with the plain driver."""
+    statement = (
+        "INSERT INTO tasks (task_id, message_type, state, attempts, updated_at) "
+        "VALUES (?, ?, ?, ?, ?)"
+    )
+    if store_url.startswith("sqlite"):
+        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
+            conn.executemany(statement, rows)
+        return
+    with psycopg.connect(store_url) as pg, pg.cursor() as cursor:
+        cursor.executemany(statement.replace("?", "%s"), rows)
 
 
 async def test_workers_shows_a_live_worker_then_lost(

@@ -93,6 +93,12 @@ async def test_worker_metrics_move_with_the_work(amqp_url: str) -> None:
                     break
         outcome = metric(after, "spectask_worker_outcomes_total", outcome="succeeded")
         assert outcome >= 5
+        # each attempt's duration, per message type, in the histogram
+        histogram = {**labels, "operation": "statistics"}
+        name = "spectask_worker_handler_duration_seconds"
+        assert metric(after, f"{name}_count", **histogram) >= 5
+        assert metric(after, f"{name}_bucket", **histogram, le="+Inf") >= 5
+        assert 0 < metric(after, f"{name}_sum", **histogram) < 5 * 10
     with pytest.raises(OSError):  # the port is released at stop
         await asyncio.to_thread(scrape, port)
 

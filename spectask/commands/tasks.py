@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     parser.add_argument("--offset", type=int, default=0, help="skip this many (paging)")
     parser.add_argument("--json", action="store_true", help="one JSON array, for machines")
+    parser.add_argument(
+        "--recount",
+        action="store_true",
+        help="rebuild the kept counts by type and state from the table (after a bulk load, "
+        "or rows an older spectask wrote), print them, and exit",
+    )
 
 
 def record_json(record: TaskRecord) -> dict[str, object]:
@@ -49,7 +55,28 @@ def render(records: list[TaskRecord]) -> str:
     return format_table(rows)
 
 
+def render_counts(counts: dict[str, dict[TaskState, int]]) -> str:
+    rows = [("TYPE", *(state.value for state in STORED_STATES))]
+    for message_type, per_state in sorted(counts.items()):
+        rows.append((message_type or "-", *(str(per_state[state]) for state in STORED_STATES)))
+    return format_table(rows)
+
+
+async def recount() -> int:
+    """`--recount`: the counts the dashboard reads, rebuilt from the tasks table."""
+    store = await open_store()
+    try:
+        await store.recount()
+        counts = await store.counts_by_type()
+    finally:
+        await store.close()
+    print(render_counts(counts))
+    return 0
+
+
 async def run(args: argparse.Namespace) -> int:
+    if args.recount:
+        return await recount()
     if args.limit < 1 or args.offset < 0:
         raise ConfigError("--limit must be at least 1 and --offset at least 0")
     prefix = f"{args.batch}-" if args.batch else args.id_prefix

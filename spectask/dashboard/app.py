@@ -38,6 +38,7 @@ from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.topology import SendRoute
 from spectask.store import TaskStore, open_store
+from spectask.store.events import StoredEvent
 from spectask.store.states import STORED_STATES
 
 STATIC = resources.files("spectask.dashboard") / "static"
@@ -128,8 +129,16 @@ def _record_json(record: Any) -> dict[str, Any]:
     return view
 
 
-def _timeline(record: Any) -> list[dict[str, Any]]:
-    """What the store knows of a task's life, in order (it keeps times, not every event)."""
+def _timeline(record: Any, stored: list[StoredEvent]) -> list[dict[str, Any]]:
+    """The task's stored events in order; rebuilt from its record's times when it has none
+    (a task stored before events were kept, or whose events the retention deleted)."""
+    if stored:
+        return [event.to_json() for event in stored]
+    return _timeline_from_times(record)
+
+
+def _timeline_from_times(record: Any) -> list[dict[str, Any]]:
+    """What the record's times say of a task's life, in order."""
     steps: list[dict[str, Any]] = []
     if record.submitted_at:
         steps.append({"event": "queued", "at": record.submitted_at.isoformat()})
@@ -244,7 +253,13 @@ def create_app(settings: DashboardSettings) -> FastAPI:
         if record is None:
             raise HTTPException(404, f"no task {task_id!r} in the store")
         document = _record_json(record)
-        document["timeline"] = _timeline(record)
+        stored = await services.store.events(task_id)
+        document["timeline"] = _timeline(record, stored)
+        copy = next((event for event in reversed(stored) if event.payload is not None), None)
+        if copy is not None and copy.payload is not None:
+            document["task_payload"] = _payload_json(
+                copy.payload, copy.payload_truncated, record.message_type, services
+            )
         if record.dead_reason is not None:
             found = await dlq.list_dead_letters(
                 services.broker, settings.dead_letter_queue, task_ids=[task_id], limit=1
@@ -372,12 +387,31 @@ def _dead_letter_json(view: dlq.DeadLetterView, services: Services) -> dict[str,
         document["body_preview"] = dlq.body_preview(view.body)
         return document
     document["payload"] = payload
-    route = services.task_routes.get(view.message_type)
-    if route is not None:
-        try:
-            route.model.model_validate(payload)
-            document["payload_valid"] = True
-        except ValidationError as exc:
-            document["payload_valid"] = False
-            document["payload_errors"] = _errors(exc)
+    document.update(_checked(payload, view.message_type, services))
     return document
+
+
+def _payload_json(
+    text: str, truncated: bool, message_type: str | None, services: Services
+) -> dict[str, Any]:
+    """A stored payload decoded and checked against its operation's schema; a truncated one
+    (over spectask.store.events.PAYLOAD_LIMIT) is not JSON any more: shown as its text."""
+    if truncated:
+        return {"truncated": True, "preview": text}
+    try:
+        payload: Any = json.loads(text)
+    except json.JSONDecodeError:
+        return {"truncated": False, "preview": text}
+    return {"truncated": False, "payload": payload, **_checked(payload, message_type, services)}
+
+
+def _checked(payload: Any, message_type: str | None, services: Services) -> dict[str, Any]:
+    """Whether `payload` passes its operation's schema, with the schema's errors if not."""
+    route = services.task_routes.get(message_type or "")
+    if route is None:
+        return {}
+    try:
+        route.model.model_validate(payload)
+    except ValidationError as exc:
+        return {"payload_valid": False, "payload_errors": _errors(exc)}
+    return {"payload_valid": True, "schema": route.model.__name__}

@@ -80,6 +80,9 @@ class WorkerStats:
     requeued: int = 0
     skipped_repeats: int = 0
     by_type: Counter[str] = field(default_factory=Counter)
+    # (message type, seconds) of each finished attempt; set by the worker's /metrics only,
+    # so a worker without it pays one None check per task
+    observe_duration: Callable[[str, float], None] | None = field(default=None, repr=False)
 
 
 class Role(Protocol):

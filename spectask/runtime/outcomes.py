@@ -92,6 +92,14 @@ class Outcomes(ABC):
         self._event_route = event_route
         self._event: EventHops = self._event_hop if event_route is not None else _no_event
 
+    def _observe(
+        self, context: TaskContext, started_at: datetime | None, finished_at: datetime
+    ) -> None:
+        """An attempt's duration into the /metrics histogram, if the worker serves one."""
+        observe = self.stats.observe_duration
+        if observe is not None and started_at is not None:
+            observe(context.message_type, (finished_at - started_at).total_seconds())
+
     @abstractmethod
     def succeeded(
         self, context: TaskContext, started_at: datetime, result: dict[str, Any] | None
@@ -135,6 +143,7 @@ class Outcomes(ABC):
             tier = choose_tier(retry, attempt)
             if tier is not None:
                 self.stats.retried += 1
+                self._observe(context, started_at, datetime.now(UTC))
                 log.info(
                     "task %s (%s) attempt %d failed, retrying in %.3gs: %s",
                     context.task_id,
@@ -282,6 +291,7 @@ class WorkerOutcomes(Outcomes):
         route = self._result_route
         finished_at = datetime.now(UTC)
         outcome = status or ("failed" if error else "succeeded")
+        self._observe(context, started_at, finished_at)
         # A failure has its WARNING line already (`failed`); the rest one INFO line each,
         # formatted only if it is shown (SPECTASK_LOG_TASKS, the log level).
         if self._log_tasks and outcome != "failed" and log.isEnabledFor(logging.INFO):

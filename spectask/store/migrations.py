@@ -103,6 +103,71 @@ _DIGEST_2 = "ALTER TABLE tasks ADD COLUMN task_digest TEXT"
 # indexed. SQLite compares text by code point already: its primary key serves as is.
 _ID_PATTERN_POSTGRES_3 = "CREATE INDEX tasks_by_id_pattern ON tasks (task_id text_pattern_ops)"
 
+# --- step 4 (released): each task's events, for the task page's timeline and payload -------
+# One row per observation (spectask.store.events); the unique key makes a redelivery write
+# nothing, and serves the per-task read; `at` serves the retention cleanup.
+_EVENTS_SQLITE_4 = """
+CREATE TABLE task_events (
+    seq INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id TEXT,
+    progress REAL,
+    message TEXT,
+    error TEXT,
+    payload TEXT,
+    payload_truncated INTEGER NOT NULL DEFAULT 0
+)"""
+
+_EVENTS_POSTGRES_4 = """
+CREATE TABLE task_events (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    at TIMESTAMPTZ NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id TEXT,
+    progress DOUBLE PRECISION,
+    message TEXT,
+    error JSONB,
+    payload TEXT,
+    payload_truncated BOOLEAN NOT NULL DEFAULT false
+)"""
+
+_EVENTS_INDEXES_4 = (
+    "CREATE UNIQUE INDEX task_events_once ON task_events (task_id, at, kind, source, attempt)",
+    "CREATE INDEX task_events_by_at ON task_events (at)",
+)
+
+# --- step 5 (released): task counts by type and state, kept as the tasks change ------------
+# spectask.store.counters: the dashboard reads a few rows instead of counting the table. On
+# PostgreSQL appliers only INSERT deltas (no row two collectors update, so no lock waits and
+# no deadlocks); one at a time folds them into task_counts. Both start from the table as is.
+_COUNTS_5 = """
+CREATE TABLE task_counts (
+    message_type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (message_type, state)
+)"""
+_COUNT_DELTAS_POSTGRES_5 = """
+CREATE TABLE task_count_deltas (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n INTEGER NOT NULL
+)"""
+# also what `recount` runs (the same text: one source)
+COUNTS_FROM_TASKS = (
+    "INSERT INTO task_counts (message_type, state, n) "
+    "SELECT COALESCE(message_type, ''), state, COUNT(*) FROM tasks "
+    "GROUP BY COALESCE(message_type, ''), state"
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -121,6 +186,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         description="task id prefix index (PostgreSQL text_pattern_ops)",
         sqlite=(),
         postgres=(_ID_PATTERN_POSTGRES_3,),
+    ),
+    Migration(
+        version=4,
+        description="task_events: each task's timeline and payload",
+        sqlite=(_EVENTS_SQLITE_4, *_EVENTS_INDEXES_4),
+        postgres=(_EVENTS_POSTGRES_4, *_EVENTS_INDEXES_4),
+    ),
+    Migration(
+        version=5,
+        description="task_counts: counts by type and state kept as tasks change",
+        sqlite=(_COUNTS_5, COUNTS_FROM_TASKS),
+        postgres=(_COUNTS_5, _COUNT_DELTAS_POSTGRES_5, COUNTS_FROM_TASKS),
     ),
 )
 

@@ -18,6 +18,13 @@ from spectask.protocol import models
 from spectask.protocol.models import EventKind as EventKind
 from spectask.store.records import ErrorDetail
 
+# Where an observation came from: the same kind can be said twice (a final failure by its
+# result and by its dead letter), and the task's timeline shows both (spectask.store.events).
+SOURCE_COPY = "copy"
+SOURCE_EVENT = "event"
+SOURCE_RESULT = "result"
+SOURCE_DEAD_LETTER = "dead_letter"
+
 
 @dataclass(frozen=True, slots=True)
 class Observation:
@@ -42,6 +49,11 @@ class Observation:
     started_at: datetime | None = None
     # which task the fact is about (spectask.runtime.digest); None when the sender does not say
     digest: str | None = None
+    # where the fact came from, for the task's timeline (spectask.store.events' SOURCE_*)
+    source: str = SOURCE_EVENT
+    # the task's payload as capped JSON text (broker copies only; spectask.store.events)
+    payload: str | None = field(default=None, hash=False, repr=False)
+    payload_truncated: bool = False
 
     def __post_init__(self) -> None:
         if not self.task_id:
@@ -129,6 +141,7 @@ def observation_from_result(result: models.TaskResult) -> Observation:
         submitted_at=result.submitted_at,
         started_at=result.started_at,
         digest=result.task_digest,
+        source=SOURCE_RESULT,
     )
 
 
@@ -173,6 +186,7 @@ def observation_from_dead_letter(
             traceback=headers.x_spectask_traceback,
         ),
         dead_reason=reason,
+        source=SOURCE_DEAD_LETTER,
     )
 
 

@@ -12,10 +12,12 @@ re-reads the (now locked) row and applies on top, so nothing is lost and there i
 from __future__ import annotations
 
 import builtins
+import logging
+import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -24,16 +26,18 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from spectask.protocol import models
-from spectask.store import rows
+from spectask.store import counters, events, rows
 from spectask.store.errors import StoreDataError, StoreSchemaError, StoreUnavailableError
-from spectask.store.migrations import SCHEMA_VERSION_POSTGRES, pending
+from spectask.store.migrations import COUNTS_FROM_TASKS, SCHEMA_VERSION_POSTGRES, pending
 from spectask.store.observations import (
+    EventKind,
     Observation,
     observation_from_event,
     observation_from_result,
 )
 from spectask.store.protocol import DEFAULT_LIST_LIMIT
 from spectask.store.records import TaskRecord
+from spectask.store.retention import PRUNE_INTERVAL, PruneClock
 from spectask.store.states import (
     STORED_STATES,
     TaskState,
@@ -45,6 +49,7 @@ from spectask.store.storable import storable
 from spectask.store.url import redact
 
 Connection = psycopg.AsyncConnection[DictRow]
+log = logging.getLogger(__name__)
 
 DEFAULT_POOL_SIZE = 4
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -63,6 +68,39 @@ _UPDATE = (
     + ", ".join(f"{column} = %({column})s" for column in _WRITTEN[1:])
     + ", updated_at = clock_timestamp() WHERE task_id = %(task_id)s RETURNING updated_at"
 )
+_INSERT_EVENT = "INSERT INTO task_events ({}) VALUES ({}) ON CONFLICT DO NOTHING".format(
+    ", ".join(events.COLUMNS), ", ".join(f"%({column})s" for column in events.COLUMNS)
+)
+# the newest PROGRESS_KEPT progress rows of a task stay; the subquery is the oldest kept
+_TRIM_PROGRESS = (
+    "DELETE FROM task_events WHERE task_id = %(task_id)s AND kind = 'progress' AND seq < ("
+    "SELECT seq FROM task_events WHERE task_id = %(task_id)s AND kind = 'progress' "
+    f"ORDER BY seq DESC LIMIT 1 OFFSET {events.PROGRESS_KEPT - 1})"
+)
+_SELECT_EVENTS = (
+    f"SELECT {events.SELECT_COLUMNS} FROM task_events WHERE task_id = %(id)s "
+    "ORDER BY at, seq LIMIT %(limit)s"
+)
+# SKIP LOCKED: collectors pruning at once take different rows instead of waiting on (or
+# deadlocking with) each other
+_PRUNE_EVENTS = (
+    "DELETE FROM task_events WHERE seq IN (SELECT seq FROM task_events WHERE at < %(before)s "
+    "LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+)
+_ADD_DELTA = "INSERT INTO task_count_deltas (message_type, state, n) VALUES (%s, %s, %s)"
+_COUNTS = (
+    "SELECT message_type, state, SUM(n) AS n FROM (SELECT message_type, state, n FROM "
+    "task_counts UNION ALL SELECT message_type, state, n FROM task_count_deltas) AS c "
+    "{where}GROUP BY message_type, state"
+)
+# one transaction: the deltas folded are the deltas deleted (spectask.store.counters)
+_FOLD_DELTAS = (
+    "WITH moved AS (DELETE FROM task_count_deltas WHERE seq IN (SELECT seq FROM "
+    "task_count_deltas ORDER BY seq LIMIT %(limit)s) RETURNING message_type, state, n), "
+    "summed AS (SELECT message_type, state, SUM(n) AS n FROM moved GROUP BY message_type, state) "
+    "INSERT INTO task_counts (message_type, state, n) SELECT message_type, state, n FROM summed "
+    "ON CONFLICT (message_type, state) DO UPDATE SET n = task_counts.n + excluded.n"
+)
 # A lost insert race costs one more round; more than a few means something else is wrong.
 _APPLY_ROUNDS = 3
 
@@ -70,9 +108,17 @@ _APPLY_ROUNDS = 3
 class PostgresTaskStore:
     """A `TaskStore` on PostgreSQL; open it with `await PostgresTaskStore.open(url)`."""
 
-    def __init__(self, url: str, pool: AsyncConnectionPool[Connection]) -> None:
+    def __init__(
+        self,
+        url: str,
+        pool: AsyncConnectionPool[Connection],
+        events_retention: timedelta | None = None,
+        prune_interval: float = PRUNE_INTERVAL,
+    ) -> None:
         self.url = redact(url)
         self._pool = pool
+        self._prune_clock = PruneClock(events_retention, prune_interval)
+        self._folded_at = -float("inf")
 
     @classmethod
     async def open(
@@ -81,8 +127,13 @@ class PostgresTaskStore:
         *,
         pool_size: int = DEFAULT_POOL_SIZE,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        events_retention: timedelta | None = None,
+        prune_interval: float = PRUNE_INTERVAL,
     ) -> PostgresTaskStore:
-        """Connect, migrate the schema, and start a small connection pool."""
+        """Connect, migrate the schema, and start a small connection pool.
+
+        `events_retention`: task events older than this are deleted (None keeps them), a
+        batch after an apply at most every `prune_interval` seconds."""
         try:
             # One direct connection first: its error says why (auth, no database, no server),
             # where a pool would only time out.
@@ -119,7 +170,7 @@ class PostgresTaskStore:
         except PoolTimeout as exc:
             await pool.close()
             raise StoreUnavailableError(f"PostgreSQL task store {redact(url)}: {exc}") from exc
-        return cls(url, pool)
+        return cls(url, pool, events_retention, prune_interval)
 
     async def apply(self, observation: Observation) -> TaskRecord:
         """Store one observation; StoreDataError if PostgreSQL refuses its values, and
@@ -131,7 +182,7 @@ class PostgresTaskStore:
                     async with conn.transaction():
                         applied = await _apply_once(conn, observation)
                     if applied is not None:
-                        return applied
+                        break
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise self._unavailable(exc) from exc
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
@@ -141,10 +192,69 @@ class PostgresTaskStore:
             raise StoreDataError(
                 observation.task_id, f"PostgreSQL refused it: {problem} ({type(exc).__name__})"
             ) from exc
-        raise StoreUnavailableError(
-            f"task {observation.task_id!r}: could neither insert nor lock its row "
-            f"in {_APPLY_ROUNDS} rounds; is something deleting rows from {self.url}?"
-        )
+        if applied is None:
+            raise StoreUnavailableError(
+                f"task {observation.task_id!r}: could neither insert nor lock its row "
+                f"in {_APPLY_ROUNDS} rounds; is something deleting rows from {self.url}?"
+            )
+        await self._maybe_fold()
+        await self._maybe_prune()
+        return applied
+
+    async def _maybe_fold(self) -> None:
+        """Fold the count deltas into task_counts, at most every COMPACT_INTERVAL seconds."""
+        if time.monotonic() - self._folded_at < counters.COMPACT_INTERVAL:
+            return
+        self._folded_at = time.monotonic()
+        try:
+            await self.fold_counts()
+        except StoreUnavailableError as exc:
+            log.warning("task count deltas not folded this time: %s", exc)
+
+    async def fold_counts(self, limit: int = counters.COMPACT_BATCH) -> bool:
+        """One fold of up to `limit` deltas; False if another store is folding right now."""
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                cursor = await conn.execute(
+                    "SELECT pg_try_advisory_xact_lock(%(key)s) AS got",
+                    {"key": counters.COMPACT_LOCK},
+                )
+                found = await cursor.fetchone()
+                if found is None or not found["got"]:
+                    return False
+                await conn.execute(_FOLD_DELTAS, {"limit": limit})
+                return True
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def recount(self) -> None:
+        """Rebuild the counts from the table. EXCLUSIVE on the deltas waits for the applies in
+        flight to commit and holds new ones (and folds) back until this one has."""
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute("LOCK TABLE task_count_deltas IN EXCLUSIVE MODE")
+                await conn.execute("DELETE FROM task_count_deltas")
+                await conn.execute("DELETE FROM task_counts")
+                await conn.execute(COUNTS_FROM_TASKS)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _maybe_prune(self) -> None:
+        await self._prune_clock.prune_if_due(self.prune_events)
+
+    async def prune_events(self, before: datetime, limit: int = events.PRUNE_BATCH) -> int:
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(_PRUNE_EVENTS, {"before": before, "limit": limit})
+                return cursor.rowcount
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def events(
+        self, task_id: str, limit: int = events.DEFAULT_EVENTS_LIMIT
+    ) -> builtins.list[events.StoredEvent]:
+        found = await self._fetch(_SELECT_EVENTS, {"id": task_id, "limit": limit})
+        return [_decode_event(row) for row in found]
 
     async def apply_event(self, event: models.TaskEvent) -> TaskRecord:
         return await self.apply(observation_from_event(event))
@@ -177,12 +287,11 @@ class PostgresTaskStore:
         return records
 
     async def counts_by_state(self, message_type: str | None = None) -> dict[TaskState, int]:
-        sql = "SELECT state, COUNT(*) AS n FROM tasks"
-        if message_type is not None:
-            sql += " WHERE message_type = %(type)s"
-        found = await self._fetch(sql + " GROUP BY state", {"type": message_type})
+        where = "" if message_type is None else "WHERE message_type = %(type)s "
+        found = await self._fetch(_COUNTS.format(where=where), {"type": message_type})
         counts: dict[TaskState, int] = dict.fromkeys(STORED_STATES, 0)
-        counts.update({from_storage_code(row["state"]): int(row["n"]) for row in found})
+        for row in found:
+            counts[from_storage_code(row["state"])] += int(row["n"])
         return counts
 
     async def changed_since(
@@ -194,8 +303,7 @@ class PostgresTaskStore:
         return [rows.from_row(row) for row in found]
 
     async def counts_by_type(self) -> dict[str, dict[TaskState, int]]:
-        sql = "SELECT message_type, state, COUNT(*) AS n FROM tasks GROUP BY message_type, state"
-        found = await self._fetch(sql, {})
+        found = await self._fetch(_COUNTS.format(where=""), {})
         return rows.type_counts([(r["message_type"], r["state"], r["n"]) for r in found])
 
     async def list(
@@ -248,13 +356,33 @@ async def _apply_once(conn: Connection, observation: Observation) -> TaskRecord 
     found = await cursor.fetchone()
     old = None if found is None else rows.from_row(found)
     new = advance(old, observation, now=datetime.now(UTC))
-    if new is old:
-        return new
-    cursor = await conn.execute(_INSERT if old is None else _UPDATE, _params(new))
-    written = await cursor.fetchone()
-    if written is None:
-        return None
-    return replace(new, updated_at=written["updated_at"].astimezone(UTC))
+    if new is not old:
+        cursor = await conn.execute(_INSERT if old is None else _UPDATE, _params(new))
+        written = await cursor.fetchone()
+        if written is None:
+            return None
+        # INSERT only: no row another collector locks (spectask.store.counters)
+        async with conn.cursor() as cursor:
+            await cursor.executemany(_ADD_DELTA, counters.deltas(old, new))
+        new = replace(new, updated_at=written["updated_at"].astimezone(UTC))
+    # under the task row's lock (taken or inserted above): one task's events never interleave
+    await conn.execute(_INSERT_EVENT, _event_params(observation))
+    if observation.kind is EventKind.PROGRESS:
+        await conn.execute(_TRIM_PROGRESS, {"task_id": observation.task_id})
+    return new
+
+
+def _event_params(observation: Observation) -> dict[str, Any]:
+    row = events.event_values(observation)
+    if row["error"] is not None:
+        row["error"] = Jsonb(row["error"])
+    return row
+
+
+def _decode_event(found: DictRow) -> events.StoredEvent:
+    row = dict(found)
+    row["at"] = row["at"].astimezone(UTC)
+    return events.from_values(row)
 
 
 def _params(record: TaskRecord) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Protocol
 
 from spectask.protocol import models
+from spectask.store.events import DEFAULT_EVENTS_LIMIT, PRUNE_BATCH, StoredEvent
 from spectask.store.observations import Observation
 from spectask.store.records import TaskRecord
 from spectask.store.states import TaskState
@@ -77,6 +78,23 @@ class TaskStore(Protocol):
 
     async def counts_by_type(self) -> dict[str, dict[TaskState, int]]:
         """How many tasks of each message type are in each state ('' for an unknown type)."""
+        ...
+
+    async def recount(self) -> None:
+        """Rebuild the counts by type and state from the table (spectask.store.counters): for
+        a database written by something that did not keep them (an older spectask, a bulk
+        load). Applies keep them exact otherwise."""
+        ...
+
+    async def events(
+        self, task_id: str, limit: int = DEFAULT_EVENTS_LIMIT
+    ) -> builtins.list[StoredEvent]:
+        """The task's stored events, oldest first (its timeline; see spectask.store.events)."""
+        ...
+
+    async def prune_events(self, before: datetime, limit: int = PRUNE_BATCH) -> int:
+        """Delete up to `limit` events older than `before`; how many went. Each apply also
+        runs this every minute with the store's retention, so callers rarely need to."""
         ...
 
     async def close(self) -> None:

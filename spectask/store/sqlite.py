@@ -14,24 +14,31 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from spectask.protocol import models
-from spectask.store import rows
+from spectask.store import counters, events, rows
 from spectask.store.errors import StoreDataError, StoreUnavailableError
-from spectask.store.migrations import SCHEMA_VERSION_SQLITE, pending
+from spectask.store.migrations import (
+    COUNTS_FROM_TASKS as _COUNTS_FROM_TASKS,
+    SCHEMA_VERSION_SQLITE,
+    pending,
+)
 from spectask.store.observations import (
+    EventKind,
     Observation,
     observation_from_event,
     observation_from_result,
 )
 from spectask.store.protocol import DEFAULT_LIST_LIMIT
 from spectask.store.records import TaskRecord
+from spectask.store.retention import PRUNE_INTERVAL, PruneClock
 from spectask.store.states import (
     STORED_STATES,
     TaskState,
@@ -43,6 +50,7 @@ from spectask.store.storable import storable
 from spectask.store.url import MEMORY
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_BUSY_TIMEOUT = 30.0
 _INSERT = "INSERT INTO tasks ({}) VALUES ({})".format(
@@ -52,24 +60,58 @@ _UPDATE = "UPDATE tasks SET {} WHERE task_id = ?".format(
     ", ".join(f"{column} = ?" for column in rows.COLUMNS[1:])
 )
 _SELECT = f"SELECT {rows.SELECT_COLUMNS} FROM tasks"
+_INSERT_EVENT = "INSERT INTO task_events ({}) VALUES ({}) ON CONFLICT DO NOTHING".format(
+    ", ".join(events.COLUMNS), ", ".join("?" for _ in events.COLUMNS)
+)
+# the newest PROGRESS_KEPT progress rows of a task stay; the subquery is the oldest kept
+_TRIM_PROGRESS = (
+    "DELETE FROM task_events WHERE task_id = ? AND kind = 'progress' AND seq < ("
+    "SELECT seq FROM task_events WHERE task_id = ? AND kind = 'progress' "
+    f"ORDER BY seq DESC LIMIT 1 OFFSET {events.PROGRESS_KEPT - 1})"
+)
+_SELECT_EVENTS = (
+    f"SELECT {events.SELECT_COLUMNS} FROM task_events WHERE task_id = ? ORDER BY at, seq LIMIT ?"
+)
+_ADD_COUNT = (
+    "INSERT INTO task_counts (message_type, state, n) VALUES (?, ?, ?) "
+    "ON CONFLICT (message_type, state) DO UPDATE SET n = n + excluded.n"
+)
+_PRUNE_EVENTS = (
+    "DELETE FROM task_events WHERE seq IN (SELECT seq FROM task_events WHERE at < ? LIMIT ?)"
+)
 
 
 class SqliteTaskStore:
     """A `TaskStore` on one SQLite file; open it with `await SqliteTaskStore.open(path)`."""
 
-    def __init__(self, path: str, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        path: str,
+        executor: ThreadPoolExecutor,
+        events_retention: timedelta | None = None,
+        prune_interval: float = PRUNE_INTERVAL,
+    ) -> None:
         self.path = path
         self._executor = executor
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._prune_clock = PruneClock(events_retention, prune_interval)
 
     @classmethod
     async def open(
-        cls, path: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+        cls,
+        path: str,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        events_retention: timedelta | None = None,
+        prune_interval: float = PRUNE_INTERVAL,
     ) -> SqliteTaskStore:
-        """Open (creating the directory and file if needed) and migrate the schema."""
+        """Open (creating the directory and file if needed) and migrate the schema.
+
+        `events_retention`: task events older than this are deleted (None keeps them), a
+        batch after an apply at most every `prune_interval` seconds."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spectask-store")
-        store = cls(path, executor)
+        store = cls(path, executor, events_retention, prune_interval)
         try:
             await store._run(store._open_sync, busy_timeout)
         except BaseException:
@@ -142,13 +184,16 @@ class SqliteTaskStore:
             found = conn.execute(_SELECT + " WHERE task_id = ?", (observation.task_id,)).fetchone()
             old = None if found is None else _decode(found)
             new = advance(old, observation, now=datetime.now(UTC))
-            if new is old:
-                return new
-            values = _encode(new)
-            if old is None:
-                conn.execute(_INSERT, values)
-            else:
-                conn.execute(_UPDATE, (*values[1:], values[0]))
+            if new is not old:
+                values = _encode(new)
+                if old is None:
+                    conn.execute(_INSERT, values)
+                else:
+                    conn.execute(_UPDATE, (*values[1:], values[0]))
+                conn.executemany(_ADD_COUNT, counters.deltas(old, new))
+            conn.execute(_INSERT_EVENT, _encode_event(observation))
+            if observation.kind is EventKind.PROGRESS:
+                conn.execute(_TRIM_PROGRESS, (observation.task_id, observation.task_id))
         return new
 
     async def apply(self, observation: Observation) -> TaskRecord:
@@ -156,13 +201,35 @@ class SqliteTaskStore:
         StoreUnavailableError if the file is locked or unusable (see `spectask.store.errors`)."""
         observation = storable(observation)
         try:
-            return await self._run(self._apply_sync, observation)
+            record = await self._run(self._apply_sync, observation)
         except (sqlite3.IntegrityError, sqlite3.DataError, OverflowError) as exc:
             # About the values (a CHECK or NOT NULL violation, an integer beyond 64 bits): the
             # same write would fail forever. A locked or unwritable file is OperationalError.
             raise StoreDataError(
                 observation.task_id, f"SQLite refused it: {exc} ({type(exc).__name__})"
             ) from exc
+        await self._maybe_prune()
+        return record
+
+    async def _maybe_prune(self) -> None:
+        await self._prune_clock.prune_if_due(self.prune_events)
+
+    def _prune_sync(self, before: datetime, limit: int) -> int:
+        conn = self._connection()
+        with _transaction(conn):
+            return conn.execute(_PRUNE_EVENTS, (_encode_time(before), limit)).rowcount
+
+    async def prune_events(self, before: datetime, limit: int = events.PRUNE_BATCH) -> int:
+        return await self._run(self._prune_sync, before, limit)
+
+    def _events_sync(self, task_id: str, limit: int) -> builtins.list[events.StoredEvent]:
+        found = self._connection().execute(_SELECT_EVENTS, (task_id, limit)).fetchall()
+        return [_decode_event(row) for row in found]
+
+    async def events(
+        self, task_id: str, limit: int = events.DEFAULT_EVENTS_LIMIT
+    ) -> builtins.list[events.StoredEvent]:
+        return await self._run(self._events_sync, task_id, limit)
 
     async def apply_event(self, event: models.TaskEvent) -> TaskRecord:
         return await self.apply(observation_from_event(event))
@@ -187,7 +254,7 @@ class SqliteTaskStore:
         return records
 
     def _counts_sync(self, message_type: str | None) -> dict[TaskState, int]:
-        sql, params = "SELECT state, COUNT(*) FROM tasks", tuple[str, ...]()
+        sql, params = "SELECT state, SUM(n) FROM task_counts", tuple[str, ...]()
         if message_type is not None:
             sql, params = sql + " WHERE message_type = ?", (message_type,)
         found = self._connection().execute(sql + " GROUP BY state", params).fetchall()
@@ -206,11 +273,20 @@ class SqliteTaskStore:
         return await self._run(self._query, sql, (_encode_time(after), limit))
 
     def _type_counts_sync(self) -> dict[str, dict[TaskState, int]]:
-        sql = "SELECT message_type, state, COUNT(*) FROM tasks GROUP BY message_type, state"
+        sql = "SELECT message_type, state, n FROM task_counts"
         return rows.type_counts(self._connection().execute(sql).fetchall())
 
     async def counts_by_type(self) -> dict[str, dict[TaskState, int]]:
         return await self._run(self._type_counts_sync)
+
+    def _recount_sync(self) -> None:
+        conn = self._connection()
+        with _transaction(conn):
+            conn.execute("DELETE FROM task_counts")
+            conn.execute(_COUNTS_FROM_TASKS)
+
+    async def recount(self) -> None:
+        await self._run(self._recount_sync)
 
     async def list(
         self,
@@ -286,6 +362,23 @@ def _encode(record: TaskRecord) -> tuple[Any, ...]:
         if row[column] is not None:
             row[column] = json.dumps(row[column], separators=(",", ":"), ensure_ascii=False)
     return tuple(row[column] for column in rows.COLUMNS)
+
+
+def _encode_event(observation: Observation) -> tuple[Any, ...]:
+    row = events.event_values(observation)
+    row["at"] = _encode_time(row["at"])
+    if row["error"] is not None:
+        row["error"] = json.dumps(row["error"], separators=(",", ":"), ensure_ascii=False)
+    row["payload_truncated"] = int(row["payload_truncated"])
+    return tuple(row[column] for column in events.COLUMNS)
+
+
+def _decode_event(found: sqlite3.Row) -> events.StoredEvent:
+    row = dict(zip(events.COLUMNS[1:], found, strict=True))
+    row["at"] = datetime.fromisoformat(row["at"])
+    if row["error"] is not None:
+        row["error"] = json.loads(row["error"])
+    return events.from_values(row)
 
 
 def _decode(found: sqlite3.Row) -> TaskRecord:

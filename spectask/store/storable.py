@@ -31,7 +31,7 @@ from spectask.store.records import ErrorDetail
 MAX_ATTEMPT = 2**31 - 1
 REPLACEMENT = "\ufffd"
 _UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
-_TEXT_FIELDS = ("message_type", "worker_id", "progress_message", "dead_reason")
+_TEXT_FIELDS = ("message_type", "worker_id", "progress_message", "dead_reason", "payload")
 
 
 def storable(observation: Observation) -> Observation:

@@ -209,7 +209,18 @@ async function loadTask(taskId, quietly = false) {
     h("h3", {}, "Timeline"),
     h("ol", { class: "timeline", id: "task-timeline" }, task.timeline.map((step) => h("li", { "data-event": step.event },
       h("strong", {}, step.event), step.at ? ` at ${step.at}` : "", step.attempt ? ` (attempt ${step.attempt})` : "",
-      step.progress !== undefined ? ` ${step.progress}% ${step.message || ""}` : "", step.error ? ` — ${step.error}` : "")))];
+      step.source === "result" || step.source === "dead_letter" ? ` [${step.source === "result" ? "result" : "dead letter"}]` : "",
+      step.worker_id ? ` on ${step.worker_id}` : "",
+      step.progress !== undefined ? ` ${step.progress}% ${step.message || ""}` : (step.message && !step.error ? ` — ${step.message}` : ""),
+      step.error ? ` — ${step.error}` : "")))];
+  const stored = task.task_payload;
+  if (stored) {
+    const check = stored.truncated ? "truncated: the stored copy keeps its first 64 KiB"
+      : stored.payload_valid === true ? `valid ${stored.schema}`
+      : stored.payload_valid === false ? `does not match its schema: ${stored.payload_errors.map((e) => `${e.path}: ${e.message}`).join("; ")}` : "";
+    parts.push(h("h3", {}, "Payload"), h("p", { class: "note", id: "task-payload-check" }, check),
+      h("div", { id: "task-payload" }, stored.payload !== undefined ? json(stored.payload) : h("pre", {}, stored.preview)));
+  }
   if (task.result) parts.push(h("h3", {}, "Result"), json(task.result));
   if (task.error) parts.push(h("h3", {}, "Error"), h("p", { class: "error" }, `${task.error.type}: ${task.error.message}`),
     task.error.traceback ? h("pre", {}, task.error.traceback) : null);
