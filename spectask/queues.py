@@ -31,7 +31,7 @@ from spectask.runtime.topology import QueueSpec, Topology
 from spectask.runtime.transport import NOT_FOUND
 from spectask.tables import format_table
 
-log = logging.getLogger("spectask.queues")
+log = logging.getLogger(__name__)
 
 MANAGEMENT = "management"
 PASSIVE = "passive"

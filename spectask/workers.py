@@ -29,7 +29,7 @@ from spectask.protocol.names import HEARTBEAT_MESSAGE_TYPE
 from spectask.runtime.broker import Broker
 from spectask.runtime.transport import NOT_FOUND, Channel, IncomingMessage
 
-log = logging.getLogger("spectask.workers")
+log = logging.getLogger(__name__)
 
 HEARTBEAT_STREAM = "spectask.heartbeats"  # the protocol's heartbeats channel (tests check it)
 MISSED_BEATS = 3

@@ -25,7 +25,7 @@ from spectask.store import TaskStore
 from spectask.store.records import TaskRecord
 from spectask.workers import WorkerWatch
 
-log = logging.getLogger("spectask.dashboard")
+log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
 QUEUE_EVERY = 2.0  # seconds between queue reads (a passive declare per queue adds up)

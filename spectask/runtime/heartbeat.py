@@ -29,7 +29,7 @@ from spectask.runtime.consumer import WorkerStats
 from spectask.runtime.topology import SendRoute
 from spectask.runtime.transport import Channel, Exchange
 
-log = logging.getLogger("spectask.worker")
+log = logging.getLogger(__name__)
 
 
 class Heartbeat:

@@ -30,7 +30,7 @@ from spectask.errors import ConfigError
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats
 
-log = logging.getLogger("spectask.worker")
+log = logging.getLogger(__name__)
 
 OUTCOMES = ("succeeded", "failed", "retried", "dead_lettered", "cancelled", "requeued")
 HEALTH_PATH = "/healthz"
