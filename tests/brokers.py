@@ -17,15 +17,17 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, TypeAlias
+from typing import NoReturn, TypeAlias, TypeVar
 
 import pytest
 
 from spectask.devbroker import LocalNode, amqp_url_reachable, find_rabbitmq_script
 from spectask.devbroker.cluster import LocalCluster
+
+Node = TypeVar("Node", bound=LocalNode)
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,19 @@ def require_controllable(node: BrokerNode) -> LocalNode:
     )
 
 
-def throwaway_node(name: str = "spectask-test") -> Iterator[LocalNode]:
-    """Start an isolated node in a fresh temp dir; on exit stop it, its epmd, and delete the dir."""
+def _local_node(base: Path, name: str) -> LocalNode:
+    return LocalNode(base, name=name)
+
+
+def throwaway_node(
+    name: str = "spectask-test",
+    make: Callable[[Path, str], Node] = _local_node,  # type: ignore[assignment]
+) -> Iterator[Node]:
+    """Start an isolated node in a fresh temp dir; on exit stop it, its epmd, and delete the dir.
+
+    `make(base, name)` builds the node: a LocalNode, or a subclass set up before it starts."""
     base = Path(tempfile.mkdtemp(prefix="spectask-rmq-"))
-    node = LocalNode(base, name=name)
+    node = make(base, name)
     try:
         node.start(timeout=120)
         yield node

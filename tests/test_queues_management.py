@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from spectask.devbroker.node import LocalNode
 from spectask.queues import MANAGEMENT, PASSIVE, QueueSource
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
-from tests.brokers import require_rabbitmq_installed
+from tests.brokers import require_rabbitmq_installed, throwaway_node
 from tests.cli_support import spectask
 from tests.dashboard_support import free_port
 from tests.workqueue_support import submit
@@ -50,15 +48,13 @@ class ManagedNode(LocalNode):
 @pytest.fixture(scope="module")
 def managed() -> Iterator[ManagedNode]:
     require_rabbitmq_installed()
-    base = Path(tempfile.mkdtemp(prefix="spectask-rmq-mgmt-"))
-    node = ManagedNode(base, name="spectask-mgmt")
-    node.http_port = free_port()
-    try:
-        node.start(timeout=120)
-        yield node
-    finally:
-        node.close()
-        shutil.rmtree(base, ignore_errors=True)
+
+    def make(base: Path, name: str) -> ManagedNode:
+        node = ManagedNode(base, name=name)
+        node.http_port = free_port()
+        return node
+
+    yield from throwaway_node("spectask-mgmt", make)
 
 
 async def test_queues_from_the_management_api(managed: ManagedNode) -> None:
