@@ -10,7 +10,9 @@ added optional field breaks no one: unknown fields are ignored unless `additiona
 false in the old schema: then an old consumer refuses a message that sets it, which breaks
 consumers. Removing or renaming a channel, message or operation, or changing an address or a
 binding, breaks both sides; adding one breaks no one. Descriptions, titles, examples and spectask's
-per-queue retry policy are not part of the wire contract and are ignored.
+per-queue retry policy are not part of the wire contract and are ignored. Sides are always the
+task message's: its result (`x-spectask-result`) is produced by the task's consumers, so a
+tightened result schema breaks consumers (workers whose old handlers return what is now refused).
 
 Both directories are read with the generator's loader (`spectask.codegen.load`), so cross-file
 `$ref`s resolve exactly as `spectask generate` resolves them. Each channel, operation, message and
@@ -63,6 +65,9 @@ SCHEMA_KEYWORDS = frozenset(
 )
 # spectask's retry policy is the deployment's choice, not something a client must match
 POLICY_KEY = "x-spectask-policy"
+# a task message's result schema; its producers are the task's consumers and the other way round
+RESULT_KEY = "x-spectask-result"
+SWAPPED = {PRODUCERS: CONSUMERS, CONSUMERS: PRODUCERS}
 SECTIONS = (
     ("channel", ("channels",)),
     ("operation", ("operations",)),
@@ -245,9 +250,15 @@ def _compare_entry(old: Entry, new: Entry) -> Iterator[Finding]:
             yield "", "changed", BOTH
         return
     if old.kind == "message":
-        for part in ("payload", "headers", "x-spectask-result"):
+        for part in ("payload", "headers"):
             if part in a or part in b:
                 yield from compare_schema(a.get(part, {}), b.get(part, {}), f" {part}")
+        if RESULT_KEY in a or RESULT_KEY in b:
+            # the result travels back: the task's consumers (workers) produce it
+            for where, detail, breaks in compare_schema(
+                a.get(RESULT_KEY, {}), b.get(RESULT_KEY, {}), " result"
+            ):
+                yield where, detail, SWAPPED.get(breaks, breaks) if breaks else None
         for field in ("contentType", "bindings", "correlationId"):
             if a.get(field) != b.get(field):
                 yield "", f"{field} changed from {a.get(field)!r} to {b.get(field)!r}", BOTH

@@ -304,3 +304,17 @@ def test_cli_exit_codes_and_lines(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "not a directory" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_a_tightened_result_schema_breaks_the_tasks_consumers(tmp_path: Path) -> None:
+    """Workers produce results: a result that lets fewer values through breaks them."""
+    report = report_for(tmp_path, lambda d: schemas(d)["ImageFormat"]["enum"].remove("TIFF"))
+    lines = report.lines()
+    assert (
+        "breaking for consumers: message ImageConvert result.format: enum value 'TIFF' removed"
+        in lines
+    )
+    assert (
+        "breaking for producers: message ImageConvert payload.format: enum value 'TIFF' removed"
+        in lines
+    )
