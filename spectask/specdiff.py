@@ -313,15 +313,8 @@ def compare_schema(old: Any, new: Any, where: str) -> Iterator[Finding]:
     yield from _compare_object(old, new, where)
     yield from _compare_bounds(old, new, where)
     for keyword in ("pattern", "format", "const"):
-        a, b = old.get(keyword), new.get(keyword)
-        if a == b:
-            continue
-        if a is None:
-            yield where, f"{keyword} {b!r} added", PRODUCERS
-        elif b is None:
-            yield where, f"{keyword} {a!r} removed", CONSUMERS
-        else:
-            yield where, f"{keyword} changed from {a!r} to {b!r}", BOTH
+        if old.get(keyword) != new.get(keyword):
+            yield _keyword_change(keyword, old.get(keyword), new.get(keyword), where)
     if bool(old.get("uniqueItems")) != bool(new.get("uniqueItems")):
         yield where, "uniqueItems changed", PRODUCERS if new.get("uniqueItems") else CONSUMERS
     if "items" in old or "items" in new:
@@ -409,17 +402,22 @@ def _compare_object(old: dict[str, Any], new: dict[str, Any], where: str) -> Ite
         yield where, "additionalProperties changed", BOTH
 
 
+def _keyword_change(keyword: str, a: Any, b: Any, where: str) -> Finding:
+    """A constraint added narrows (producers), one removed widens (consumers), else both."""
+    if a is None:
+        return where, f"{keyword} {b!r} added", PRODUCERS
+    if b is None:
+        return where, f"{keyword} {a!r} removed", CONSUMERS
+    return where, f"{keyword} changed from {a!r} to {b!r}", BOTH
+
+
 def _compare_bounds(old: dict[str, Any], new: dict[str, Any], where: str) -> Iterator[Finding]:
     for keyword, tighter in [(k, -1) for k in UPPER_BOUNDS] + [(k, 1) for k in LOWER_BOUNDS]:
         a, b = old.get(keyword), new.get(keyword)
         if a == b:
             continue
-        if a is None:
-            yield where, f"{keyword} {b!r} added", PRODUCERS
-        elif b is None:
-            yield where, f"{keyword} {a!r} removed", CONSUMERS
-        elif not (isinstance(a, int | float) and isinstance(b, int | float)):
-            yield where, f"{keyword} changed from {a!r} to {b!r}", BOTH
+        if not (isinstance(a, int | float) and isinstance(b, int | float)):
+            yield _keyword_change(keyword, a, b, where)
         elif (b - a) * tighter > 0:
             yield where, f"{keyword} tightened from {a!r} to {b!r}", PRODUCERS
         else:

@@ -318,3 +318,65 @@ def test_a_tightened_result_schema_breaks_the_tasks_consumers(tmp_path: Path) ->
         "breaking for producers: message ImageConvert payload.format: enum value 'TIFF' removed"
         in lines
     )
+
+
+def job_id(d: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = d["components"]["schemas"]["Job"]["properties"]["id"]
+    return result
+
+
+MORE_BREAKING: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    (
+        "maxLength added",
+        lambda d: job_id(d).update(maxLength=5),
+        "breaking for producers: schema Job.id: maxLength 5 added",
+    ),
+    (
+        "pattern added",
+        lambda d: job_id(d).update(pattern="^[a-z]+$"),
+        "breaking for producers: schema Job.id: pattern '^[a-z]+$' added",
+    ),
+    (
+        "type widened",
+        lambda d: job_id(d).update(type=["string", "null"]),
+        "breaking for consumers: schema Job.id: type widened from ['string'] to ['null', 'string']",
+    ),
+    (
+        "channel binding",
+        lambda d: d["channels"]["jobs"].update(bindings={"amqp": {"is": "queue"}}),
+        "breaking for producers and consumers: channel jobs: bindings changed "
+        "(exchange, queue, routing or arguments)",
+    ),
+    (
+        "operation action",
+        lambda d: d["operations"]["sendJob"].update(action="receive"),
+        "breaking for producers and consumers: operation sendJob: action changed from "
+        "'send' to 'receive'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [(edit, expected) for _, edit, expected in MORE_BREAKING],
+    ids=[name for name, _, _ in MORE_BREAKING],
+)
+def test_more_planted_breaking_changes(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    report = minimal_pair(tmp_path, edit)
+    assert expected in report.lines()
+    assert report.blocking
+
+
+def test_a_lower_max_length_is_tightened_and_a_higher_one_loosened(tmp_path: Path) -> None:
+    def with_limit(name: str, limit: int) -> Path:
+        changed: dict[str, Any] = yaml.safe_load(yaml.safe_dump(MINIMAL))
+        job_id(changed)["maxLength"] = limit
+        return write_spec(tmp_path / name, {"mini.asyncapi.yaml": changed})
+
+    base = read_spec(with_limit("base", 10))
+    lower = diff(base, read_spec(with_limit("lower", 3))).lines()
+    higher = diff(base, read_spec(with_limit("higher", 30))).lines()
+    assert "breaking for producers: schema Job.id: maxLength tightened from 10 to 3" in lower
+    assert "breaking for consumers: schema Job.id: maxLength loosened from 10 to 30" in higher
