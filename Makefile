@@ -16,7 +16,8 @@ ARGS ?=
 
 .PHONY: help venv install generate protocol broker broker-stop cluster cluster-stop worker1 \
         worker2 worker3 producer collector dashboard bench-dashboard browser asyncapi-tools \
-        deploy-tools test-workqueue test test-fast chaos demo bench lint clean
+        deploy-tools test-workqueue test test-fast chaos demo bench lint clean \
+        spec-diff release-spec
 
 help:
 	@echo "make demo            collector + 3 workers + a mixed batch on a real broker, then a summary"
@@ -33,6 +34,8 @@ help:
 	@echo "make chaos           faults during live batches (kills, broker crash, cut network, poison): a table"
 	@echo "make bench           interleaved pairs vs raw aio-pika: W=1,2,4, latency, CPU, RSS (ARGS=--quick)"
 	@echo "make deploy-tools    docker-compose for the offline checks of docker-compose.yml (README: Deploy)"
+	@echo "make spec-diff       spec/ against the released spec: fails on an unversioned breaking change"
+	@echo "make release-spec    record spec/ as the released spec (tests/fixtures/released-spec/)"
 	@echo "make lint / clean"
 
 venv: $(VENV)/bin/python
@@ -47,6 +50,16 @@ $(INSTALLED): pyproject.toml constraints.txt | $(VENV)/bin/python
 
 generate: $(INSTALLED)
 	$(PY) -m spectask.codegen --spec spec --out generated
+
+# Breaking changes caught (README: Spec compatibility): `make test` runs the same check in
+# tests/test_spec_diff.py. After a release, `make release-spec` makes today's spec/ the baseline.
+RELEASED_SPEC := tests/fixtures/released-spec
+spec-diff: $(INSTALLED)
+	$(PY) -m spectask.cli spec diff $(RELEASED_SPEC) spec
+
+release-spec: $(INSTALLED)
+	rm -rf $(RELEASED_SPEC) && mkdir -p $(RELEASED_SPEC)
+	cp spec/*.asyncapi.yaml $(RELEASED_SPEC)/
 
 # after editing spectask/protocol/spectask.asyncapi.yaml: its models, and this app's copy of it
 protocol: $(INSTALLED)

@@ -42,6 +42,10 @@ COMMANDS = {
     "workers": ("spectask.commands.workers", "workers online (or lost) from their heartbeats"),
     "dashboard": ("spectask.commands.dashboard", "the live web dashboard (and /metrics)"),
     "health": ("spectask.commands.health", "exit 0 if the named queues have consumers (probes)"),
+    "spec": (
+        "spectask.commands.spec",
+        "spec diff OLD NEW: breaking changes for producers/consumers",
+    ),
 }
 
 
