@@ -206,6 +206,12 @@ class Batch:
             failures.extend(settle(confirmed))
         queues = checked_queues()
         left = self._wait_drained(queues, timeout=60.0)
+        # A process restarted after its fault may still be starting; SIGTERM before it has
+        # installed its handlers is the default death (exit -15), which is no shutdown to judge.
+        running = [
+            s for s in (*self.workers, self.collector) if s.process and s.process.poll() is None
+        ]
+        self.wait_consuming(*running)
         self.exits.extend(stop_all([*self.workers, self.collector]))
         view = self.watcher.close()
         self.tail.close()
