@@ -152,7 +152,8 @@ async def test_broker_kill_repeats_pdfs_but_no_email(node: LocalNode, tmp_path: 
         f"e-mails, {interrupted} repeats of attempts the kill interrupted, same Message-ID"
     )
     assert email_reruns == 0, "a finished e-mail ran again"
-    assert all(results[task_id] == 1 for task_id in every), "a task has no result"
+    # PDFs declare no sideEffects: a finished one may run again after the kill (counted above)
+    assert all(results[task_id] >= 1 for task_id in every), "a task has no result"
     # every e-mail reached the inbox under its own Message-ID, so a receiver that drops a
     # Message-ID it has seen holds each one exactly once
     assert set(sent) == {f"<{task_id}@localhost>" for task_id in emails}
