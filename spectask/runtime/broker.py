@@ -25,7 +25,13 @@ from spectask.runtime.failover import URL_SEPARATOR, split_urls
 from spectask.runtime.publisher import Publisher
 from spectask.runtime.rpc import RpcClient
 from spectask.runtime.shutdown import within
-from spectask.runtime.topology import ArgumentValue, QueueSpec, Topology
+from spectask.runtime.topology import (
+    DEAD_LETTER_EXCHANGE,
+    DELIVERY_LIMIT,
+    ArgumentValue,
+    QueueSpec,
+    Topology,
+)
 from spectask.runtime.transport import (
     PRECONDITION_FAILED,
     Channel,
@@ -40,8 +46,6 @@ if TYPE_CHECKING:
 
 QUEUE_TYPE = "x-queue-type"
 MAX_PRIORITY = "x-max-priority"
-DELIVERY_LIMIT = "x-delivery-limit"
-DEAD_LETTER_EXCHANGE = "x-dead-letter-exchange"
 DEAD_LETTER_STRATEGY = "x-dead-letter-strategy"
 AT_LEAST_ONCE = "at-least-once"
 OVERFLOW = "x-overflow"
@@ -172,6 +176,7 @@ class Broker:
                 self.config.queue_type,
                 version,
                 without_priorities=self.config.quorum_without_priorities,
+                dead_letter_exchange=topology.dead_letter_exchange,
             )
             for spec in topology.queues
         }
@@ -268,6 +273,7 @@ def queue_arguments(
     server_version: Version | None,
     *,
     without_priorities: bool = False,
+    dead_letter_exchange: str = "",
 ) -> dict[str, ArgumentValue]:
     """The arguments to declare a queue with, for the deployment's queue type and broker.
 
@@ -281,6 +287,8 @@ def queue_arguments(
     still refuse the `x-max-priority` argument, so it is left out. `without_priorities`
     (SPECTASK_QUORUM_WITHOUT_PRIORITIES) is the user's explicit choice of replication over
     priorities on an older broker: the argument is left out there too (`declare` warns).
+    A quorum queue with a delivery limit dead-letters to `dead_letter_exchange` (the
+    protocol's), so a task that hit the limit is kept with reason `delivery_limit`, not dropped.
     """
     arguments = queue.arguments_dict()
     if queue_type == "quorum" and arguments.get(QUEUE_TYPE) == "classic":
@@ -294,6 +302,8 @@ def queue_arguments(
     if arguments.get(QUEUE_TYPE, "classic") == "classic":
         arguments.pop(DELIVERY_LIMIT, None)
         return arguments
+    if arguments[QUEUE_TYPE] == "quorum" and DELIVERY_LIMIT in arguments and dead_letter_exchange:
+        arguments.setdefault(DEAD_LETTER_EXCHANGE, dead_letter_exchange)
     if arguments[QUEUE_TYPE] == "quorum" and DEAD_LETTER_EXCHANGE in arguments:
         # A retry tier: RabbitMQ dead-letters at-most-once (a node failing between the expiry
         # and the republish loses the task) unless the quorum queue asks for at-least-once,

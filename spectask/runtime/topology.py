@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 ArgumentValue = str | int | bool
+DELIVERY_LIMIT = "x-delivery-limit"
+DEAD_LETTER_EXCHANGE = "x-dead-letter-exchange"
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,9 @@ class Topology:
     exchanges: tuple[ExchangeSpec, ...] = ()
     queues: tuple[QueueSpec, ...] = ()
     priorities: tuple[tuple[str, int], ...] = ()
+    # where the protocol's dead letters go: a quorum task queue dead-letters a task that hit
+    # its x-delivery-limit there (the broker's own dead letter, reason `delivery_limit`)
+    dead_letter_exchange: str = ""
 
     def priority(self, name: str) -> int:
         """The number for a priority name from the spec (`normal`, `urgent`, ...)."""
