@@ -29,6 +29,7 @@ from spectask.runtime.topology import (
     DEAD_LETTER_EXCHANGE,
     DELIVERY_LIMIT,
     ArgumentValue,
+    Naming,
     QueueSpec,
     Topology,
 )
@@ -74,6 +75,8 @@ class Broker:
     def __init__(self, connection: Connection, config: RuntimeConfig) -> None:
         self.connection = connection
         self.config = config
+        # every spec name this process uses goes through it (SPECTASK_NAME_PREFIX)
+        self.naming = Naming(config.name_prefix)
         self._publisher: Publisher | None = None
         self._rpc: RpcClient | None = None
 
@@ -149,13 +152,15 @@ class Broker:
     async def publisher(self) -> Publisher:
         """The process's shared confirmed publisher (one channel, many confirms in flight)."""
         if self._publisher is None:
-            self._publisher = Publisher(await self.channel(), self.config.confirm_timeout)
+            self._publisher = Publisher(
+                await self.channel(), self.config.confirm_timeout, naming=self.naming
+            )
         return self._publisher
 
     def rpc(self) -> RpcClient:
         """The process's request/reply client: one direct reply-to consumer, shared."""
         if self._rpc is None:
-            self._rpc = RpcClient(self.connection)
+            self._rpc = RpcClient(self.connection, naming=self.naming)
         return self._rpc
 
     def server_version(self) -> Version | None:
@@ -167,8 +172,10 @@ class Broker:
         """Declare every exchange, queue and binding; idempotent, so every process may call it.
 
         Queue arguments are settled first (`queue_arguments`), so a configuration the broker
-        cannot honour fails with a `ConfigError` before anything is declared.
+        cannot honour fails with a `ConfigError` before anything is declared. `topology` is the
+        spec's; it is declared under this process's names (`self.naming`).
         """
+        topology = self.naming.topology(topology)
         version = self.server_version()
         arguments = {
             spec.name: queue_arguments(

@@ -44,6 +44,14 @@ class RuntimeConfig(BaseSettings):
         description="Type of the spec's task queues (those whose arguments name an x-queue-type): "
         "quorum replicates them across a cluster; priorities on quorum queues need RabbitMQ 4.0.",
     )
+    name_prefix: str = Field(
+        default="",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]*$",
+        description="Put before the name of every exchange and queue spectask declares or uses "
+        "(e.g. `shop.`), so two applications can share a vhost; every process of one "
+        "application needs the same prefix.",
+    )
     confirm_timeout: float = Field(
         default=60.0,
         gt=0,

@@ -1,0 +1,136 @@
+"""SPECTASK_NAME_PREFIX: two applications with the same spec share one vhost (issue 11).
+
+Each application is a producer, a worker and the queue view of its own prefix, on both
+transports (`any_url`). Each submits its own batch; each worker must run exactly its own
+application's tasks and publish their results to its own `results` queue, and each queue view
+must list only its own names. Then the unit of the transform: every exchange and queue name of
+the generated topology and routes is prefixed once, and routing keys and the default exchange
+are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from generated import (
+    collector as generated_collector,
+    producer as generated_producer,
+    worker as generated_worker,
+)
+from generated.models import DataStatistics
+from generated.producer import ProducerClient
+from generated.topology import POLICIES, TOPOLOGY
+from generated.worker import WorkerApp
+from spectask.queues import QueueSource
+from spectask.runtime.broker import Broker
+from spectask.runtime.config import RuntimeConfig
+from spectask.runtime.context import TaskContext
+from spectask.runtime.topology import Naming
+from tests.cli_support import spectask
+from tests.runtime_support import drain
+
+pytestmark = pytest.mark.timeout(120)
+
+TASKS = 5
+
+
+class App:
+    """One application: its prefix, the tasks its worker ran, its worker's stop switch."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.ran: list[str] = []
+        self.stop = asyncio.Event()
+
+    def config(self, url: str) -> RuntimeConfig:
+        return RuntimeConfig(amqp_url=url, name_prefix=self.prefix, shutdown_timeout=5)
+
+
+@asynccontextmanager
+async def running_worker(app: App, url: str) -> AsyncIterator[Broker]:
+    worker = WorkerApp()
+
+    async def record(payload: Any, context: TaskContext) -> dict[str, Any]:
+        app.ran.append(context.task_id)
+        return {"count": len(payload.values)}
+
+    worker.process_data_aggregate(record)
+    worker.process_data_detect_patterns(record)
+    worker.process_data_statistics(record)
+    async with await Broker.connect(app.config(url), name=f"w-{app.prefix}") as broker:
+        run = asyncio.create_task(
+            worker.run(broker, worker_id=app.prefix, task_types=["data_analysis"], stop=app.stop)
+        )
+        try:
+            yield broker
+        finally:
+            app.stop.set()
+            await asyncio.wait_for(run, timeout=30)
+
+
+async def test_two_prefixes_on_one_vhost_do_not_see_each_others_tasks(any_url: str) -> None:
+    run = uuid.uuid4().hex[:8]
+    first, second = App(f"a{run}."), App(f"b{run}.")
+    async with running_worker(first, any_url), running_worker(second, any_url):
+        submitted: dict[str, list[str]] = {}
+        for app in (first, second):
+            async with await Broker.connect(app.config(any_url), name="p") as broker:
+                client = await ProducerClient.open(broker)
+                submitted[app.prefix] = [
+                    await client.submit_data_statistics(DataStatistics(values=[i, 1.0]))
+                    for i in range(TASKS)
+                ]
+                report = await QueueSource(broker, TOPOLOGY).report()
+                listed = [queue.name for queue in report.queues]
+                assert listed and all(name.startswith(app.prefix) for name in listed), listed
+        for app in (first, second):
+            results = await drain(any_url, f"{app.prefix}results", TASKS)
+            ids = sorted(json.loads(message.body)["task_id"] for message in results)
+            assert ids == sorted(submitted[app.prefix])
+    assert sorted(first.ran) == sorted(submitted[first.prefix])
+    assert sorted(second.ran) == sorted(submitted[second.prefix])
+
+
+def test_the_transform_prefixes_every_name_once() -> None:
+    naming = Naming("shop.")
+    topology = naming.topology(TOPOLOGY)
+    assert [e.name for e in topology.exchanges] == ["shop." + e.name for e in TOPOLOGY.exchanges]
+    assert [q.name for q in topology.queues] == ["shop." + q.name for q in TOPOLOGY.queues]
+    exchanges = {e.name for e in topology.exchanges}
+    for queue in topology.queues:
+        assert {b.exchange for b in queue.bindings} <= exchanges, queue
+        dead_letter_to = queue.arguments_dict().get("x-dead-letter-exchange")
+        assert dead_letter_to is None or dead_letter_to in exchanges, queue
+    assert topology.dead_letter_exchange == "shop.dead_letter"
+    for route in generated_producer.SEND_ROUTES + generated_worker.SEND_ROUTES:
+        named = naming.send(route)
+        assert named.exchange == "shop." + route.exchange
+        assert named.routing_key == route.routing_key  # keys are not names of things
+    queues = {q.name for q in topology.queues}
+    for receive in generated_worker.RECEIVE_ROUTES + generated_collector.RECEIVE_ROUTES:
+        named_receive = naming.receive(receive)
+        assert named_receive.queue in queues
+        assert {t.exchange for t in named_receive.policy.retry.tiers} <= exchanges
+    [status] = generated_producer.RPC_ROUTES
+    assert naming.rpc(status).exchange == "shop." + status.exchange
+    assert any(policy.retry.tiers for policy in POLICIES.values())  # the tiers were checked
+    unchanged = Naming("")
+    assert unchanged.topology(TOPOLOGY) is TOPOLOGY
+    assert unchanged.name("") == "" and naming.name("") == ""  # the default exchange
+
+
+def test_a_prefix_that_is_not_a_plain_name_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match="name_prefix"):
+        RuntimeConfig(name_prefix="a b")
+    env = {**os.environ, "SPECTASK_NAME_PREFIX": "a b", "AMQP_URL": "amqp://127.0.0.1:1/"}
+    done = spectask(env, "queues", "--app", "generated")
+    assert done.returncode != 0
+    assert "SPECTASK_NAME_PREFIX" in done.stderr and "Traceback" not in done.stderr, done.stderr
