@@ -1,9 +1,10 @@
 """SPECTASK_NAME_PREFIX: two applications with the same spec share one vhost (issue 11).
 
-Each application is a producer, a worker and the queue view of its own prefix, on both
-transports (`any_url`). Each submits its own batch; each worker must run exactly its own
-application's tasks and publish their results to its own `results` queue, and each queue view
-must list only its own names. Then the unit of the transform: every exchange and queue name of
+Each application is a producer, a worker, a collector with its own store and the queue view of
+its own prefix, on both transports (`any_url`). Each submits its own batch; each worker must
+run exactly its own application's tasks, each status RPC must answer SUCCEEDED for its own
+tasks and UNKNOWN for the other's, and each queue view must list only its own names. Then
+the unit of the transform: every exchange and queue name of
 the generated topology and routes is prefixed once, and routing keys and the default exchange
 are not.
 """
@@ -11,11 +12,11 @@ are not.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,13 +30,15 @@ from generated.models import DataStatistics
 from generated.producer import ProducerClient
 from generated.topology import POLICIES, TOPOLOGY
 from generated.worker import WorkerApp
+from spectask.collector import add_store_handlers, store_result
+from spectask.protocol.models import TaskState
 from spectask.queues import QueueSource
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.runtime.topology import Naming
+from spectask.store import open_store
 from tests.cli_support import spectask
-from tests.runtime_support import drain
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,25 +79,54 @@ async def running_worker(app: App, url: str) -> AsyncIterator[Broker]:
             await asyncio.wait_for(run, timeout=30)
 
 
-async def test_two_prefixes_on_one_vhost_do_not_see_each_others_tasks(any_url: str) -> None:
+@asynccontextmanager
+async def running_collector(app: App, url: str, store_url: str) -> AsyncIterator[None]:
+    collector = generated_collector.CollectorApp()
+    store = await open_store(store_url)
+    add_store_handlers(collector, store)
+    collector.collect_result(store_result(store))
+    stop = asyncio.Event()
+    async with await Broker.connect(app.config(url), name=f"c-{app.prefix}") as broker:
+        run = asyncio.create_task(collector.run(broker, worker_id=f"c-{app.prefix}", stop=stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.wait_for(run, timeout=30)
+            await store.close()
+
+
+async def test_two_prefixes_on_one_vhost_do_not_see_each_others_tasks(
+    any_url: str, tmp_path: Path
+) -> None:
     run = uuid.uuid4().hex[:8]
     first, second = App(f"a{run}."), App(f"b{run}.")
-    async with running_worker(first, any_url), running_worker(second, any_url):
+    async with AsyncExitStack() as stack:
+        for app in (first, second):
+            store_url = f"sqlite:///{tmp_path / (app.prefix + 'db')}"
+            await stack.enter_async_context(running_worker(app, any_url))
+            await stack.enter_async_context(running_collector(app, any_url, store_url))
         submitted: dict[str, list[str]] = {}
+        clients: dict[str, ProducerClient] = {}
         for app in (first, second):
-            async with await Broker.connect(app.config(any_url), name="p") as broker:
-                client = await ProducerClient.open(broker)
-                submitted[app.prefix] = [
-                    await client.submit_data_statistics(DataStatistics(values=[i, 1.0]))
-                    for i in range(TASKS)
-                ]
-                report = await QueueSource(broker, TOPOLOGY).report()
-                listed = [queue.name for queue in report.queues]
-                assert listed and all(name.startswith(app.prefix) for name in listed), listed
-        for app in (first, second):
-            results = await drain(any_url, f"{app.prefix}results", TASKS)
-            ids = sorted(json.loads(message.body)["task_id"] for message in results)
-            assert ids == sorted(submitted[app.prefix])
+            broker = await stack.enter_async_context(
+                await Broker.connect(app.config(any_url), name=f"p-{app.prefix}")
+            )
+            client = clients[app.prefix] = await ProducerClient.open(broker)
+            submitted[app.prefix] = [
+                await client.submit_data_statistics(DataStatistics(values=[i, 1.0]))
+                for i in range(TASKS)
+            ]
+            report = await QueueSource(broker, TOPOLOGY).report()
+            listed = [queue.name for queue in report.queues]
+            assert listed and all(name.startswith(app.prefix) for name in listed), listed
+        for app, other in ((first, second), (second, first)):
+            client = clients[app.prefix]
+            views = await client.wait(submitted[app.prefix], timeout=60)
+            assert {view.state for view in views.values()} == {TaskState.SUCCEEDED}
+            # the other application's tasks are unknown here: its collector stored them
+            reply = await client.get_status(submitted[other.prefix])
+            assert {view.state for view in reply.tasks} == {TaskState.UNKNOWN}
     assert sorted(first.ran) == sorted(submitted[first.prefix])
     assert sorted(second.ran) == sorted(submitted[second.prefix])
 

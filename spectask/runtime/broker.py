@@ -29,7 +29,6 @@ from spectask.runtime.topology import (
     DEAD_LETTER_EXCHANGE,
     DELIVERY_LIMIT,
     ArgumentValue,
-    Naming,
     QueueSpec,
     Topology,
 )
@@ -76,7 +75,7 @@ class Broker:
         self.connection = connection
         self.config = config
         # every spec name this process uses goes through it (SPECTASK_NAME_PREFIX)
-        self.naming = Naming(config.name_prefix)
+        self.naming = config.naming
         self._publisher: Publisher | None = None
         self._rpc: RpcClient | None = None
 

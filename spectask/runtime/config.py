@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from spectask.runtime.topology import Naming
+
 
 class RuntimeConfig(BaseSettings):
     """How a spectask process talks to RabbitMQ and how much work it takes on."""
@@ -120,3 +122,8 @@ class RuntimeConfig(BaseSettings):
         "handler, a crash fails only the task) or threads (cheaper; a time limit only stops "
         "waiting). Async handlers always run on the event loop.",
     )
+
+    @property
+    def naming(self) -> Naming:
+        """The spec's names as this deployment's broker holds them (`name_prefix`)."""
+        return Naming(self.name_prefix)
