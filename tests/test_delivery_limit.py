@@ -194,3 +194,21 @@ def test_only_the_newest_broker_death_names_the_reason() -> None:
     assert with_reason({"x-death": [expired]}) == {"x-death": [expired]}
     written = {"x-spectask-reason": "timeout", "x-death": [limit]}
     assert with_reason(written) == written
+
+
+def test_every_task_queue_has_a_delivery_limit_and_no_other_queue_does() -> None:
+    """The spec's policy (data_analysis: 3) or the default; result, dead-letter, collector and
+    retry queues have none (a limit on `dead_letter` would dead-letter into itself)."""
+    from generated.topology import POLICIES
+    from spectask.codegen.queues import DEFAULT_DELIVERY_LIMIT
+
+    limits = {
+        q.name: q.arguments_dict().get("x-delivery-limit")
+        for q in TOPOLOGY.queues
+        if "x-delivery-limit" in q.arguments_dict()
+    }
+    assert limits == {
+        f"tasks.{task_type}": 3 if task_type == "data_analysis" else DEFAULT_DELIVERY_LIMIT
+        for task_type in POLICIES
+    }
+    assert TOPOLOGY.dead_letter_exchange == "dead_letter"
