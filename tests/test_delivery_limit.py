@@ -1,8 +1,8 @@
 """A poison task that kills its worker, stopped by a quorum queue's delivery limit (issue 11).
 
 With SPECTASK_QUEUE_TYPE=quorum every task queue gets `x-delivery-limit` (the policy's
-`deliveryLimit`, else LIMIT) and the protocol's dead-letter exchange. Real
-worker processes serve `tests.poison_app`, whose handler ends its process (`os._exit`) on the
+`deliveryLimit`, here data_analysis's 5, else spectask.codegen.queues.DEFAULT_DELIVERY_LIMIT)
+and the protocol's dead-letter exchange. Real worker processes serve `tests.poison_app`, whose handler ends its process (`os._exit`) on the
 poison: each delivery kills one worker, the test starts another, and after the limit the broker
 itself dead-letters the task. The test then checks what a user sees: `spectask dlq list` and the
 collector's store both say `delivery_limit`, and the innocent task behind the poison succeeded.
@@ -39,7 +39,7 @@ QUORUM = {"SPECTASK_QUEUE_TYPE": "quorum", "SPECTASK_QUORUM_WITHOUT_PRIORITIES":
 WORKERS_AT_ONCE = 3
 DEADLINE = 240.0
 TASK_QUEUE = "tasks.data_analysis"
-# the spec's x-spectask-policy deliveryLimit of data_analysis (3: four deaths, not eleven)
+# the spec's x-spectask-policy deliveryLimit of data_analysis (5: six deaths, not eleven)
 LIMIT = int(
     next(q for q in TOPOLOGY.queues if q.name == TASK_QUEUE).arguments_dict()["x-delivery-limit"]
 )
@@ -197,7 +197,7 @@ def test_only_the_newest_broker_death_names_the_reason() -> None:
 
 
 def test_every_task_queue_has_a_delivery_limit_and_no_other_queue_does() -> None:
-    """The spec's policy (data_analysis: 3) or the default; result, dead-letter, collector and
+    """The spec's policy (data_analysis: 5) or the default; result, dead-letter, collector and
     retry queues have none (a limit on `dead_letter` would dead-letter into itself)."""
     from generated.topology import POLICIES
     from spectask.codegen.queues import DEFAULT_DELIVERY_LIMIT
@@ -208,7 +208,7 @@ def test_every_task_queue_has_a_delivery_limit_and_no_other_queue_does() -> None
         if "x-delivery-limit" in q.arguments_dict()
     }
     assert limits == {
-        f"tasks.{task_type}": 3 if task_type == "data_analysis" else DEFAULT_DELIVERY_LIMIT
+        f"tasks.{task_type}": 5 if task_type == "data_analysis" else DEFAULT_DELIVERY_LIMIT
         for task_type in POLICIES
     }
     assert TOPOLOGY.dead_letter_exchange == "dead_letter"
