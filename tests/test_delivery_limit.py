@@ -2,10 +2,11 @@
 
 With SPECTASK_QUEUE_TYPE=quorum every task queue gets `x-delivery-limit` (the policy's
 `deliveryLimit`, here data_analysis's 5, else spectask.codegen.queues.DEFAULT_DELIVERY_LIMIT)
-and the protocol's dead-letter exchange. Real worker processes serve `tests.poison_app`, whose handler ends its process (`os._exit`) on the
-poison: each delivery kills one worker, the test starts another, and after the limit the broker
-itself dead-letters the task. The test then checks what a user sees: `spectask dlq list` and the
-collector's store both say `delivery_limit`, and the innocent task behind the poison succeeded.
+and the protocol's dead-letter exchange. Real worker processes serve `tests.poison_app`, whose
+handler ends its process (`os._exit`) on the poison: each delivery kills one worker, the test
+starts another, and after the limit the broker itself dead-letters the task. The test then
+checks what a user sees: `spectask dlq list` and the collector's store both say
+`delivery_limit`, and the innocent task behind the poison succeeded.
 """
 
 from __future__ import annotations
