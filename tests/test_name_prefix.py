@@ -3,7 +3,8 @@
 Each application is a producer, a worker, a collector with its own store and the queue view of
 its own prefix, on both transports (`any_url`). Each submits its own batch; each worker must
 run exactly its own application's tasks, each status RPC must answer SUCCEEDED for its own
-tasks and UNKNOWN for the other's, and each queue view must list only its own names. Then
+tasks and UNKNOWN for the other's, and each queue view and worker watch (`spectask queues`,
+`spectask workers`) must list only its own names and worker. Then
 the unit of the transform: every exchange and queue name of
 the generated topology and routes is prefixed once, and routing keys and the default exchange
 are not.
@@ -38,6 +39,7 @@ from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.runtime.topology import Naming
 from spectask.store import open_store
+from spectask.workers import WorkerWatch
 from tests.cli_support import spectask
 
 pytestmark = pytest.mark.timeout(120)
@@ -120,6 +122,13 @@ async def test_two_prefixes_on_one_vhost_do_not_see_each_others_tasks(
             report = await QueueSource(broker, TOPOLOGY).report()
             listed = [queue.name for queue in report.queues]
             assert listed and all(name.startswith(app.prefix) for name in listed), listed
+            watch = WorkerWatch(broker)  # `spectask workers`: this application's stream only
+            await watch.start()
+            try:
+                await asyncio.wait_for(watch.received.wait(), timeout=30)
+                assert {view.heartbeat.worker_id for view in watch.board.views()} == {app.prefix}
+            finally:
+                await watch.close()
         for app, other in ((first, second), (second, first)):
             client = clients[app.prefix]
             views = await client.wait(submitted[app.prefix], timeout=60)
