@@ -13,7 +13,9 @@ are not.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -32,6 +34,7 @@ from generated.producer import ProducerClient
 from generated.topology import POLICIES, TOPOLOGY
 from generated.worker import WorkerApp
 from spectask.collector import add_store_handlers, store_result
+from spectask.errors import PermanentTaskError
 from spectask.protocol.models import TaskState
 from spectask.queues import QueueSource
 from spectask.runtime.broker import Broker
@@ -65,6 +68,8 @@ async def running_worker(app: App, url: str) -> AsyncIterator[Broker]:
 
     async def record(payload: Any, context: TaskContext) -> dict[str, Any]:
         app.ran.append(context.task_id)
+        if payload.values and payload.values[0] < 0:
+            raise PermanentTaskError("negative values are refused")  # a dead letter at once
         return {"count": len(payload.values)}
 
     worker.process_data_aggregate(record)
@@ -138,6 +143,29 @@ async def test_two_prefixes_on_one_vhost_do_not_see_each_others_tasks(
             assert {view.state for view in reply.tasks} == {TaskState.UNKNOWN}
     assert sorted(first.ran) == sorted(submitted[first.prefix])
     assert sorted(second.ran) == sorted(submitted[second.prefix])
+
+
+async def test_spectask_dlq_reads_the_dead_letters_of_its_own_prefix(amqp_url: str) -> None:
+    app = App(f"d{uuid.uuid4().hex[:8]}.")
+    async with running_worker(app, amqp_url):
+        async with await Broker.connect(app.config(amqp_url), name="p") as broker:
+            client = await ProducerClient.open(broker)
+            dead = await client.submit_data_statistics(DataStatistics(values=[-1.0]))
+        env = {**os.environ, "AMQP_URL": amqp_url, "SPECTASK_NAME_PREFIX": app.prefix}
+        deadline = time.monotonic() + 60
+        while True:
+            done = await asyncio.to_thread(
+                spectask, env, "dlq", "list", "--app", "generated", "--json"
+            )
+            assert done.returncode == 0, done.stderr
+            views = json.loads(done.stdout)
+            if views:
+                break
+            assert time.monotonic() < deadline, "no dead letter under the prefix"
+            await asyncio.sleep(0.2)
+    assert [(view["task_id"], view["reason"]) for view in views] == [(dead, "permanent")]
+    assert views[0]["origin_queue"] == f"{app.prefix}tasks.data_analysis"
+    assert views[0]["origin_exchange"] == f"{app.prefix}tasks"
 
 
 def test_the_transform_prefixes_every_name_once() -> None:
