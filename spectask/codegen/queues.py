@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from spectask.codegen import extensions
@@ -108,4 +109,8 @@ def parse_queue(
         bindings=tuple(sorted({binding for _, binding in bindings}, key=str)),
     )
     parsed_policy = extensions.parse_policy(policy, priorities, d) if policy is not None else None
+    results = amqp.child(extensions.RESULTS)
+    if results is not None:
+        mode = extensions.parse_result_mode(results, d)
+        parsed_policy = replace(parsed_policy or TaskPolicy(), result_mode=mode)
     return (queue if queue.name else None), parsed_policy, bindings

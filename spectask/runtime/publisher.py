@@ -16,9 +16,12 @@ import aio_pika
 import aiormq
 
 from spectask.errors import PublishError, UnroutableError
+from spectask.runtime.topology import ResultMode
 from spectask.runtime.transport import UNROUTABLE, Channel, Exchange
 
 DEFAULT_WINDOW = 256
+PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
+NOT_PERSISTENT = aio_pika.DeliveryMode.NOT_PERSISTENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,16 +41,25 @@ class OutgoingMessage:
     content_type: str = "application/json"
     # A reply to a caller that may be gone: transient, and not returned when unroutable.
     reply: bool = False
+    # How the delivery loop sends a task's result (`x-spectask-results`): CONFIRMED on its
+    # own, BATCHED in a ResultBatch (`spectask.runtime.batching`), NONE transient and
+    # unconfirmed. Every other hop is CONFIRMED.
+    result_mode: ResultMode = ResultMode.CONFIRMED
 
 
 class Publisher:
     """Publishes on one confirm channel; safe to share between tasks of one event loop."""
 
-    def __init__(self, channel: Channel, confirm_timeout: float | None = None) -> None:
+    def __init__(
+        self, channel: Channel, confirm_timeout: float | None = None, *, confirmed: bool = True
+    ) -> None:
         self._channel = channel
         # None: wait as long as the connection lives. A quorum queue that lost the majority of
         # its nodes neither confirms nor refuses: without a bound, a submit would hang forever.
-        self._confirm_timeout = confirm_timeout
+        self._confirm_timeout = confirm_timeout if confirmed else None
+        # False: a channel without publisher confirms (result mode `none`): a publish returns
+        # once its frames are written, transient and not mandatory (nobody hears a return).
+        self._confirmed = confirmed
         self._exchanges: dict[str, Exchange] = {}
 
     async def _exchange(self, name: str) -> Exchange:
@@ -63,13 +75,10 @@ class Publisher:
     async def publish(self, message: OutgoingMessage) -> None:
         """Publish and wait for the broker's confirm."""
         exchange = await self._exchange(message.exchange)
+        durable = self._confirmed and not message.reply
         amqp_message = aio_pika.Message(
             message.body,
-            delivery_mode=(
-                aio_pika.DeliveryMode.NOT_PERSISTENT
-                if message.reply
-                else aio_pika.DeliveryMode.PERSISTENT
-            ),
+            delivery_mode=PERSISTENT if durable else NOT_PERSISTENT,
             content_type=message.content_type,
             message_id=message.message_id,
             type=message.message_type,
@@ -81,7 +90,7 @@ class Publisher:
         )
         try:
             await asyncio.wait_for(
-                exchange.publish(amqp_message, message.routing_key, mandatory=not message.reply),
+                exchange.publish(amqp_message, message.routing_key, mandatory=durable),
                 self._confirm_timeout,
             )
         except TimeoutError:
