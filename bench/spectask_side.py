@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from bench.phases import RESULT_MODES, SPECTASK
@@ -29,6 +30,7 @@ from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.publisher import OutgoingMessage
+from spectask.runtime.topology import ResultMode
 from spectask.runtime.worker import WorkerStats, run_worker
 
 
@@ -94,7 +96,7 @@ class SpectaskCollector:
             run_worker(
                 broker,
                 topology=bench.topology,
-                routes=[bench.collect],
+                routes=[bench.collect, bench.collect_batch],  # batches: one call per result
                 handlers={bench.collect.operation: collect},
                 send_routes=[bench.collector_dead_letter],
                 worker_id="bench-collector",
@@ -125,6 +127,9 @@ async def process_statistics(payload: Any, context: TaskContext) -> dict[str, An
 async def _worker(args: argparse.Namespace) -> int:
     control = await Control.open()
     bench = bench_topology(args.run_id, SPECTASK)
+    # the task type's x-spectask-results, as a spec would say it
+    policy = replace(bench.process.policy, result_mode=ResultMode(args.result_mode))
+    process = replace(bench.process, policy=policy)
     config = RuntimeConfig(prefetch=args.prefetch, shutdown_timeout=args.drain_seconds)
     broker = await Broker.connect(config, name=f"spectask-bench-{args.worker_id}")
     async with broker:
@@ -134,9 +139,9 @@ async def _worker(args: argparse.Namespace) -> int:
         stats = await run_worker(
             broker,
             topology=bench.topology,
-            routes=[bench.process, bench.cancellations],
-            handlers={bench.process.operation: process_statistics},
-            send_routes=[bench.result, bench.dead_letter, bench.event],
+            routes=[process, bench.cancellations],
+            handlers={process.operation: process_statistics},
+            send_routes=[bench.result, bench.result_batch, bench.dead_letter, bench.event],
             worker_id=args.worker_id,
             stop=control.stop_event(args.max_seconds),
         )

@@ -24,6 +24,7 @@ from generated.topology import TOPOLOGY
 from spectask.protocol.names import (
     DEAD_LETTER_MESSAGE_TYPE,
     EVENT_MESSAGE_TYPE,
+    RESULT_BATCH_MESSAGE_TYPE,
     RESULT_MESSAGE_TYPE,
 )
 from spectask.runtime.topology import (
@@ -48,8 +49,10 @@ class BenchTopology:
     submit: SendRoute
     process: ReceiveRoute
     result: SendRoute
+    result_batch: SendRoute
     dead_letter: SendRoute
     collect: ReceiveRoute
+    collect_batch: ReceiveRoute
     collector_dead_letter: SendRoute
     event: SendRoute
     cancellations: ReceiveRoute
@@ -103,8 +106,10 @@ def bench_topology(run_id: str, side: str) -> BenchTopology:
     submit = _send(generated_producer.SEND_ROUTES, MESSAGE_TYPE)
     process = _receive(generated_worker.RECEIVE_ROUTES, MESSAGE_TYPE)
     result = _send(generated_worker.SEND_ROUTES, RESULT_MESSAGE_TYPE)
+    result_batch = _send(generated_worker.SEND_ROUTES, RESULT_BATCH_MESSAGE_TYPE)
     dead_letter = _send(generated_worker.SEND_ROUTES, DEAD_LETTER_MESSAGE_TYPE)
     collect = _receive(generated_collector.RECEIVE_ROUTES, RESULT_MESSAGE_TYPE)
+    collect_batch = _receive(generated_collector.RECEIVE_ROUTES, RESULT_BATCH_MESSAGE_TYPE)
     collector_dead_letter = _send(generated_collector.SEND_ROUTES, DEAD_LETTER_MESSAGE_TYPE)
     event = _send(generated_worker.SEND_ROUTES, EVENT_MESSAGE_TYPE)
     cancellations = _runtime_route(generated_worker.RECEIVE_ROUTES, CANCELLATIONS)
@@ -145,8 +150,10 @@ def bench_topology(run_id: str, side: str) -> BenchTopology:
         submit=replace(submit, exchange=rename(submit.exchange)),
         process=replace(process, queue=rename(process.queue)),
         result=replace(result, exchange=rename(result.exchange)),
+        result_batch=replace(result_batch, exchange=rename(result_batch.exchange)),
         dead_letter=replace(dead_letter, exchange=rename(dead_letter.exchange)),
         collect=replace(collect, queue=rename(collect.queue)),
+        collect_batch=replace(collect_batch, queue=rename(collect_batch.queue)),
         collector_dead_letter=replace(
             collector_dead_letter, exchange=rename(collector_dead_letter.exchange)
         ),

@@ -116,7 +116,7 @@ class RuntimeConfig(BaseSettings):
     result_batch_ms: float = Field(
         default=5.0,
         gt=0,
-        le=10000,
+        le=60000,
         description="Result mode batched: a ResultBatch is flushed at the latest this many "
         "milliseconds after its first result.",
     )
