@@ -101,7 +101,7 @@ def make_names(
     policy = TaskPolicy(time_limit=time_limit, result_mode=result_mode)
     receive = ReceiveRoute("processSum", queue, "num.sum", "num", Numbers, policy)
     send = SendRoute("submitSum", tasks, "num.sum", "num.sum", "num", Numbers, 5)
-    send_routes = (
+    send_routes: tuple[SendRoute, ...] = (
         SendRoute("publishResult", results, "result", "spectask.result", "spectask", Result),
         SendRoute("publishDeadLetter", dead, "dead", "spectask.dead_letter", "spectask", AnyBody),
     )
