@@ -179,6 +179,64 @@ async def test_consecutive_acks_go_out_as_one_multiple_frame(any_url: str) -> No
         await asyncio.sleep(POLL_SECONDS)
 
 
+class GatedAck:
+    """A delivery whose ack waits for `gate` (the rest is the delivery's own)."""
+
+    def __init__(self, message: Any, gate: asyncio.Event) -> None:
+        self._message = message
+        self._gate = gate
+        self.reached = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._message, name)
+
+    async def ack(self, multiple: bool = False) -> None:
+        self.reached.set()
+        await self._gate.wait()
+        await self._message.ack(multiple=multiple)
+
+
+async def test_acks_that_come_while_frames_are_sent_go_out_after_them(any_url: str) -> None:
+    """1, 2 and 4 are being acked (a multiple up to 2, then 4 alone) when 3 and 5 come: their
+    `multiple=True` up to 5 must not reach the broker before the ack of 4, which it would refuse
+    (an unknown tag closes the channel). All five are acked; nothing comes back."""
+    names = make_names()
+    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
+        await submit(broker, names, 5)
+    connection = await connect(any_url, robust=False)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=5)
+        queue = await channel.get_queue(names.queue)
+        delivered: list[Any] = []
+        window = AckWindow()
+        all_five = asyncio.get_running_loop().create_future()
+
+        async def take(message: Any) -> None:
+            window.track(message)
+            delivered.append(message)
+            if len(delivered) == 5:
+                all_five.set_result(None)
+
+        tag = await queue.consume(take)
+        await asyncio.wait_for(all_five, 20)
+        delivered.sort(key=lambda m: m.delivery_tag)
+        gate = asyncio.Event()
+        held = GatedAck(delivered[3], gate)  # the first sender stops before the ack of 4
+        first = asyncio.gather(*(window.ack(m) for m in (delivered[0], delivered[1], held)))
+        await held.reached.wait()
+        later = asyncio.gather(window.ack(delivered[2]), window.ack(delivered[4]))
+        for _ in range(5):  # time for a second sender, if there were one, to send its frame
+            await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, later)
+        assert window.settled == 5
+        await queue.cancel(tag)  # fails if the broker closed the channel
+        assert not channel.is_closed
+        await channel.close()
+    assert await depth(any_url, names.queue) == 0
+
+
 async def test_a_collector_stores_every_result_of_a_batch_and_status_answers_each(
     any_url: str, store_url: str
 ) -> None:

@@ -13,7 +13,8 @@ way (a nack). Tags are per AMQP channel, and a reconnected channel starts again 
 unsettled tags are kept per channel (the aio-pika message's `channel`): deliveries of another
 channel are never covered by one ack.
 
-Never an ack before its caller says so: `ack` is only called after a delivery's next hops are
+Frames go out from one sender at a time, in order (see `ack`). Never an ack before its caller
+says so: `ack` is only called after a delivery's next hops are
 confirmed, so sending the frames a loop turn later only ever delays an ack, never advances one.
 A lost ack is only logged (the broker redelivers the message), as before.
 """
@@ -69,10 +70,14 @@ class AckWindow:
         done = self._flushing = asyncio.get_running_loop().create_future()
         try:
             await asyncio.sleep(0)  # the other deliveries woken by the same confirm join
-            batch, self._pending = self._pending, []
-            self._flushing = None
-            await self._send(batch)
+            # One sender at a time, in order: a later `multiple=True` may cover a tag an
+            # earlier send still has to ack on its own, which the broker would refuse (and
+            # close the channel) if that frame came second.
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._send(batch)
         finally:
+            self._flushing = None
             done.set_result(None)
 
     async def _send(self, batch: list[IncomingMessage]) -> None:
