@@ -9,7 +9,6 @@ guessing when the tasks have run. It prints `consuming` once its queue has a con
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.runtime.topology import ResultMode
-from spectask.runtime.worker import run_worker
-from tests.runtime_support import make_names, wait_consumed
+from tests.runtime_support import InProcessWorkers, make_names
 
 
 async def main(base: str, handled: Path) -> None:
@@ -35,18 +33,10 @@ async def main(base: str, handled: Path) -> None:
 
     async with await Broker.connect(config, name="test-batch-worker") as broker:
         await broker.declare(names.topology)
-        worker = asyncio.create_task(
-            run_worker(
-                broker,
-                topology=names.topology,
-                routes=(names.receive,),
-                handlers={names.receive.operation: handler},
-                send_routes=names.send_routes,
-                worker_id="batch-worker",
-                stop=asyncio.Event(),
-            )
+        workers = InProcessWorkers()
+        _, worker = await workers.start(
+            broker, names, handler, worker_id="batch-worker", consuming=True
         )
-        await wait_consumed(config.amqp_url, [names.queue])
         print("consuming", flush=True)
         await worker
 

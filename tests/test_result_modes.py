@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -145,34 +146,44 @@ async def test_none_mode_results_are_transient_and_failures_stay_confirmed(
     assert await depth(any_url, names.dead_queue) == 2  # the failures' dead letters, confirmed
 
 
+@asynccontextmanager
+async def tracked_deliveries(url: str, count: int) -> AsyncIterator[tuple[Names, list[Any]]]:
+    """`count` tasks delivered on one channel (sorted by tag, tracked by `window`), unacked;
+    the consumer is cancelled and the channel closed after the block (unacked ones go back)."""
+    names = make_names()
+    async with await Broker.connect(RuntimeConfig(amqp_url=url)) as broker:
+        await submit(broker, names, count)
+    connection = await connect(url, robust=False)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=count)
+        queue = await channel.get_queue(names.queue)
+        delivered: list[Any] = []
+        all_of_them = asyncio.get_running_loop().create_future()
+
+        async def take(message: Any) -> None:
+            delivered.append(message)
+            if len(delivered) == count:
+                all_of_them.set_result(None)
+
+        tag = await queue.consume(take)
+        await asyncio.wait_for(all_of_them, 20)
+        delivered.sort(key=lambda m: m.delivery_tag)
+        yield names, delivered
+        await queue.cancel(tag)  # fails if the broker closed the channel
+        assert not channel.is_closed
+        await channel.close()
+
+
 async def test_consecutive_acks_go_out_as_one_multiple_frame(any_url: str) -> None:
     """Six deliveries; 1-3 and 5 acked in one loop turn: a multiple ack up to 3, a single one
     for 5; 4 and 6 stay unacked, so closing the channel gives exactly those two back."""
-    names = make_names()
-    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
-        await submit(broker, names, 6)
-    connection = await connect(any_url, robust=False)
-    async with connection:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=6)
-        queue = await channel.get_queue(names.queue)
-        delivered: list[Any] = []
-        window = AckWindow()
-        all_six = asyncio.get_running_loop().create_future()
-
-        async def take(message: Any) -> None:
+    window = AckWindow()
+    async with tracked_deliveries(any_url, 6) as (names, delivered):
+        for message in delivered:
             window.track(message)
-            delivered.append(message)
-            if len(delivered) == 6:
-                all_six.set_result(None)
-
-        tag = await queue.consume(take)
-        await asyncio.wait_for(all_six, 20)
-        delivered.sort(key=lambda m: m.delivery_tag)
         await asyncio.gather(*(window.ack(delivered[i]) for i in (0, 1, 2, 4)))
         assert (window.frames, window.settled) == (2, 4)
-        await queue.cancel(tag)
-        await channel.close()
     deadline = time.monotonic() + 10
     while await depth(any_url, names.queue) != 2:
         assert time.monotonic() < deadline, "the two unacked deliveries never came back"
@@ -200,27 +211,10 @@ async def test_acks_that_come_while_frames_are_sent_go_out_after_them(any_url: s
     """1, 2 and 4 are being acked (a multiple up to 2, then 4 alone) when 3 and 5 come: their
     `multiple=True` up to 5 must not reach the broker before the ack of 4, which it would refuse
     (an unknown tag closes the channel). All five are acked; nothing comes back."""
-    names = make_names()
-    async with await Broker.connect(RuntimeConfig(amqp_url=any_url)) as broker:
-        await submit(broker, names, 5)
-    connection = await connect(any_url, robust=False)
-    async with connection:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=5)
-        queue = await channel.get_queue(names.queue)
-        delivered: list[Any] = []
-        window = AckWindow()
-        all_five = asyncio.get_running_loop().create_future()
-
-        async def take(message: Any) -> None:
+    window = AckWindow()
+    async with tracked_deliveries(any_url, 5) as (names, delivered):
+        for message in delivered:
             window.track(message)
-            delivered.append(message)
-            if len(delivered) == 5:
-                all_five.set_result(None)
-
-        tag = await queue.consume(take)
-        await asyncio.wait_for(all_five, 20)
-        delivered.sort(key=lambda m: m.delivery_tag)
         gate = asyncio.Event()
         held = GatedAck(delivered[3], gate)  # the first sender stops before the ack of 4
         first = asyncio.gather(*(window.ack(m) for m in (delivered[0], delivered[1], held)))
@@ -231,9 +225,6 @@ async def test_acks_that_come_while_frames_are_sent_go_out_after_them(any_url: s
         gate.set()
         await asyncio.gather(first, later)
         assert window.settled == 5
-        await queue.cancel(tag)  # fails if the broker closed the channel
-        assert not channel.is_closed
-        await channel.close()
     assert await depth(any_url, names.queue) == 0
 
 
