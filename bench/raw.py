@@ -238,7 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prefetch", type=int, required=True)
     parser.add_argument("--max-seconds", type=float, default=3600.0)
     parser.add_argument("--drain-seconds", type=float, default=30.0)
-    parser.add_argument("--result-mode", choices=RESULT_MODES, default=RESULT_MODES[0])
+    parser.add_argument(
+        "--result-mode",
+        choices=RESULT_MODES,
+        default=RESULT_MODES[0],
+        help="ignored: the raw pipeline keeps its own guarantees in every phase",
+    )
     parser.add_argument(
         "--transient", action="store_true", help="transient, unconfirmed results (raw-transient)"
     )

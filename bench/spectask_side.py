@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from bench.phases import RESULT_MODES, SPECTASK
@@ -29,6 +30,7 @@ from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.publisher import OutgoingMessage
+from spectask.runtime.topology import ResultMode
 from spectask.runtime.worker import Handler, WorkerStats, run_worker
 
 
@@ -94,7 +96,7 @@ class SpectaskCollector:
             run_worker(
                 broker,
                 topology=bench.topology,
-                routes=[bench.collect],
+                routes=[bench.collect, bench.collect_batch],  # batches: one call per result
                 handlers={bench.collect.operation: collect},
                 send_routes=[bench.collector_dead_letter],
                 worker_id="bench-collector",
@@ -131,7 +133,7 @@ async def serve(
         topology=bench.topology,
         routes=[bench.process, bench.cancellations],
         handlers={bench.process.operation: handler},
-        send_routes=[bench.result, bench.dead_letter, bench.event],
+        send_routes=[bench.result, bench.result_batch, bench.dead_letter, bench.event],
         worker_id=worker_id,
         stop=stop,
     )
@@ -140,6 +142,9 @@ async def serve(
 async def _worker(args: argparse.Namespace) -> int:
     control = await Control.open()
     bench = bench_topology(args.run_id, SPECTASK)
+    # the task type's x-spectask-results, as a spec would say it
+    policy = replace(bench.process.policy, result_mode=ResultMode(args.result_mode))
+    bench = replace(bench, process=replace(bench.process, policy=policy))
     config = RuntimeConfig(prefetch=args.prefetch, shutdown_timeout=args.drain_seconds)
     broker = await Broker.connect(config, name=f"spectask-bench-{args.worker_id}")
     async with broker:

@@ -24,6 +24,7 @@ from generated.topology import TOPOLOGY
 from spectask.protocol.names import (
     DEAD_LETTER_MESSAGE_TYPE,
     EVENT_MESSAGE_TYPE,
+    RESULT_BATCH_MESSAGE_TYPE,
     RESULT_MESSAGE_TYPE,
 )
 from spectask.runtime.topology import (
@@ -44,8 +45,10 @@ class BenchTopology:
     submit: SendRoute
     process: ReceiveRoute
     result: SendRoute
+    result_batch: SendRoute
     dead_letter: SendRoute
     collect: ReceiveRoute
+    collect_batch: ReceiveRoute
     collector_dead_letter: SendRoute
     event: SendRoute
     cancellations: ReceiveRoute
@@ -96,8 +99,10 @@ def bench_topology(run_id: str, side: str) -> BenchTopology:
     submit = _send(generated_producer.SEND_ROUTES, MESSAGE_TYPE)
     process = _receive(generated_worker.RECEIVE_ROUTES, MESSAGE_TYPE)
     result = _send(generated_worker.SEND_ROUTES, RESULT_MESSAGE_TYPE)
+    result_batch = _send(generated_worker.SEND_ROUTES, RESULT_BATCH_MESSAGE_TYPE)
     dead_letter = _send(generated_worker.SEND_ROUTES, DEAD_LETTER_MESSAGE_TYPE)
     collect = _receive(generated_collector.RECEIVE_ROUTES, RESULT_MESSAGE_TYPE)
+    collect_batch = _receive(generated_collector.RECEIVE_ROUTES, RESULT_BATCH_MESSAGE_TYPE)
     collector_dead_letter = _send(generated_collector.SEND_ROUTES, DEAD_LETTER_MESSAGE_TYPE)
     event = _send(generated_worker.SEND_ROUTES, EVENT_MESSAGE_TYPE)
     cancellations = _runtime_route(generated_worker.RECEIVE_ROUTES, CANCELLATIONS)
@@ -125,8 +130,10 @@ def bench_topology(run_id: str, side: str) -> BenchTopology:
         submit=naming.send(submit),
         process=naming.receive(process),
         result=naming.send(result),
+        result_batch=naming.send(result_batch),
         dead_letter=naming.send(dead_letter),
         collect=naming.receive(collect),
+        collect_batch=naming.receive(collect_batch),
         collector_dead_letter=naming.send(collector_dead_letter),
         event=naming.send(event),
         cancellations=naming.receive(cancellations),

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 import aio_pika
 from pydantic import BaseModel, ConfigDict, Field
 
-from spectask.protocol.names import REASON_HEADER
+from spectask.protocol.models import ResultBatch
+from spectask.protocol.names import REASON_HEADER, RESULT_BATCH_MESSAGE_TYPE
 from spectask.runtime import memory
 from spectask.runtime.broker import Broker
 from spectask.runtime.consumer import WorkerStats
@@ -22,6 +23,7 @@ from spectask.runtime.topology import (
     ExchangeSpec,
     QueueSpec,
     ReceiveRoute,
+    ResultMode,
     SendRoute,
     TaskPolicy,
     Topology,
@@ -74,8 +76,15 @@ class Names:
     send_routes: tuple[SendRoute, ...]
 
 
-def make_names(time_limit: float = 30.0) -> Names:
-    base = unique_name("rt")
+def make_names(
+    time_limit: float = 30.0,
+    *,
+    result_mode: ResultMode = ResultMode.CONFIRMED,
+    base: str | None = None,
+) -> Names:
+    """A fresh topology (or the one named `base`: another process's), its task type's results
+    sent the way `result_mode` says."""
+    base = base or unique_name("rt")
     tasks, results, dead = f"{base}.tasks", f"{base}.results", f"{base}.dead"
     queue, result_queue, dead_queue = f"{base}.q", f"{base}.rq", f"{base}.dq"
     topology = Topology(
@@ -89,13 +98,24 @@ def make_names(time_limit: float = 30.0) -> Names:
         ),
         priorities=(("normal", 5), ("urgent", 10)),
     )
-    policy = TaskPolicy(time_limit=time_limit)
+    policy = TaskPolicy(time_limit=time_limit, result_mode=result_mode)
     receive = ReceiveRoute("processSum", queue, "num.sum", "num", Numbers, policy)
     send = SendRoute("submitSum", tasks, "num.sum", "num.sum", "num", Numbers, 5)
-    send_routes = (
+    send_routes: tuple[SendRoute, ...] = (
         SendRoute("publishResult", results, "result", "spectask.result", "spectask", Result),
         SendRoute("publishDeadLetter", dead, "dead", "spectask.dead_letter", "spectask", AnyBody),
     )
+    if result_mode is ResultMode.BATCHED:
+        send_routes += (
+            SendRoute(
+                "publishResultBatch",
+                results,
+                "result_batch",
+                RESULT_BATCH_MESSAGE_TYPE,
+                "spectask",
+                ResultBatch,
+            ),
+        )
     return Names(
         tasks, queue, results, result_queue, dead, dead_queue, topology, receive, send, send_routes
     )

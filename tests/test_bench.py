@@ -94,7 +94,7 @@ def test_quick_bench_prints_every_phase_and_a_verdict_per_bar(
         env={**os.environ, "AMQP_URL": amqp_url},
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=420,  # a burst run per result mode and worker count: 27 of them
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr

@@ -92,6 +92,7 @@ def test_roles_get_the_protocols_operations(
         "collectDeadLetter",
         "collectEvent",
         "collectResult",
+        "collectResultBatch",
         "collectSubmitted",
     }
     assert {r.operation for r in worker.SEND_ROUTES} == {
@@ -99,6 +100,7 @@ def test_roles_get_the_protocols_operations(
         "publishEvent",
         "publishHeartbeat",
         "publishResult",
+        "publishResultBatch",
     }
     assert not hasattr(worker, "WorkerClient")  # nobody but the runtime publishes results
     assert not hasattr(collector, "CollectorClient")

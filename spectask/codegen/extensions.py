@@ -16,7 +16,7 @@ from spectask.codegen.diagnostics import Diagnostics, JsonPath
 from spectask.codegen.fields import Rule, check_fields, is_int, is_number
 from spectask.codegen.load import SpecSet
 from spectask.codegen.nodes import Node
-from spectask.runtime.topology import RetryPolicy, TaskPolicy
+from spectask.runtime.topology import ResultMode, RetryPolicy, TaskPolicy
 
 PREFIX = "x-spectask-"
 PRIORITIES = "x-spectask-priorities"
@@ -24,8 +24,15 @@ RETRY = "x-spectask-retry"
 PROTOCOL = "x-spectask-protocol"
 ROLES = "x-spectask-roles"
 COPIES = "x-spectask-copies"
+RESULTS = "x-spectask-results"
 ROOT_KEYS = (PRIORITIES, RETRY, PROTOCOL)
-CHANNEL_KEYS = ("x-spectask-bindings", "x-spectask-arguments", "x-spectask-policy", COPIES)
+CHANNEL_KEYS = (
+    "x-spectask-bindings",
+    "x-spectask-arguments",
+    "x-spectask-policy",
+    COPIES,
+    RESULTS,
+)
 # Keys whose values are JSON Schemas: property names there (`x-spectask-attempt`) are data.
 _SCHEMA_KEYS = frozenset({"schemas", "payload", "headers"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -159,3 +166,17 @@ def parse_policy(node: Node, priorities: Mapping[str, int], d: Diagnostics) -> T
         default_priority=default_priority,
         side_effects=frozenset(values.get("sideEffects", ())),
     )
+
+
+def parse_result_mode(node: Node, d: Diagnostics) -> ResultMode:
+    """`x-spectask-results`: how the queue's task types report their results."""
+    modes = [mode.value for mode in ResultMode]
+    if node.value not in modes:
+        d.error(
+            node,
+            f"{RESULTS} must be one of {', '.join(modes)}, got {node.value!r}",
+            "confirmed (the default) confirms each result before its ack; batched confirms "
+            "many in one message; none acks after the handler (see the README's Result modes)",
+        )
+        return ResultMode.CONFIRMED
+    return ResultMode(node.value)

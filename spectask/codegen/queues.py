@@ -120,6 +120,10 @@ def parse_queue(
     parsed_policy = extensions.parse_policy(policy, priorities, d) if policy is not None else None
     if parsed_policy is not None and policy is not None:
         queue = replace(queue, arguments=_with_delivery_limit(queue.arguments, policy))
+    results = amqp.child(extensions.RESULTS)
+    if results is not None:
+        mode = extensions.parse_result_mode(results, d)
+        parsed_policy = replace(parsed_policy or TaskPolicy(), result_mode=mode)
     return (queue if queue.name else None), parsed_policy, bindings
 
 

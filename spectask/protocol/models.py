@@ -277,3 +277,10 @@ class TaskEvent(BaseModel):
             pattern="^[0-9a-f]{32}$",
         ),
     ] = None
+
+
+class ResultBatch(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    results: Annotated[list[TaskResult], Field(max_length=10000, min_length=1)]

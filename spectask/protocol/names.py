@@ -16,6 +16,7 @@ from spectask.protocol.models import StatusRequest, TaskState
 
 # AMQP `type` of each protocol message (components.messages.*.bindings.amqp.messageType)
 RESULT_MESSAGE_TYPE: Final = "spectask.result"
+RESULT_BATCH_MESSAGE_TYPE: Final = "spectask.result_batch"
 DEAD_LETTER_MESSAGE_TYPE: Final = "spectask.dead_letter"
 EVENT_MESSAGE_TYPE: Final = "spectask.event"
 CANCEL_MESSAGE_TYPE: Final = "spectask.cancel"

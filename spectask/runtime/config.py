@@ -116,6 +116,20 @@ class RuntimeConfig(BaseSettings):
         description="One INFO line per task a worker finishes (id, type, attempt, duration, "
         "outcome); retries and failures are logged either way.",
     )
+    result_batch_size: int = Field(
+        default=64,
+        ge=1,
+        le=10000,
+        description="Result mode batched: a ResultBatch is flushed once it holds this many "
+        "results (keep it at most SPECTASK_PREFETCH, or the timer flushes every batch).",
+    )
+    result_batch_ms: float = Field(
+        default=5.0,
+        gt=0,
+        le=60000,
+        description="Result mode batched: a ResultBatch is flushed at the latest this many "
+        "milliseconds after its first result.",
+    )
     isolation: Literal["process", "thread"] = Field(
         default="process",
         description="Where sync handlers run: a pool of processes (a time limit stops the "

@@ -13,7 +13,12 @@ it never acks, nacks or publishes. This module owns:
 - `settle`: publish the next hops with confirms, then ack. A delivery is acked only after its
   next hops are confirmed by the broker; if a publish fails the delivery is requeued (after a
   backoff). A crash in between therefore gives a duplicate, never a loss. A lost ack is only
-  logged: the broker redelivers the message;
+  logged: the broker redelivers the message. A task's result goes the way its task type's
+  result mode says (`x-spectask-results`, `ResultMode`): confirmed on its own, in a confirmed
+  ResultBatch (`spectask.runtime.batching`: the ack waits for the batch's confirm), or, mode
+  `none`, transient on a channel without confirms (the ack follows the write). Acks that
+  become due in the same loop turn go out together (`spectask.runtime.acks`: `multiple=True`
+  over consecutive delivery tags);
 - RequeueLater: a role that cannot take a delivery now (a collector's store is down, say)
   gives it back to its queue after a backoff that grows while such failures continue;
 - the last resort (`_unhandled`): any other exception of a role, or of publishing its hops,
@@ -40,16 +45,18 @@ from typing import Any, Protocol, runtime_checkable
 
 import aiormq
 
-from spectask.errors import PublishError
+from spectask.errors import PublishError, SpectaskError
 from spectask.protocol.names import SUBMITTED_AT_HEADER
+from spectask.runtime.acks import AckWindow
+from spectask.runtime.batching import ResultBatcher
 from spectask.runtime.broker import Broker
 from spectask.runtime.context import NO_SIGNALS, Signals, TaskContext
 from spectask.runtime.digest import task_digest
 from spectask.runtime.headers import attempt_of
 from spectask.runtime.publisher import OutgoingMessage, Publisher
 from spectask.runtime.shutdown import within
-from spectask.runtime.topology import ReceiveRoute
-from spectask.runtime.transport import IncomingMessage, Queue
+from spectask.runtime.topology import ReceiveRoute, ResultMode, SendRoute
+from spectask.runtime.transport import Channel, IncomingMessage, Queue
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +162,15 @@ class DeliveryLoop:
         backoff: Backoff,
         resources: Sequence[Resource] = (),
         name: str | None = None,
+        result_modes: frozenset[ResultMode] = frozenset(),
+        result_batch_route: SendRoute | None = None,
     ) -> None:
+        if ResultMode.BATCHED in result_modes and result_batch_route is None:
+            raise SpectaskError(
+                "a task type has x-spectask-results: batched but the service spec has no send "
+                "operation with message type spectask.result_batch; refresh the protocol copy "
+                "(`spectask protocol spec/`) and regenerate"
+            )
         self._broker = broker
         self._name = name or f"worker {worker_id}"  # how its log lines name the process
         self._config = broker.config
@@ -166,6 +181,12 @@ class DeliveryLoop:
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._last_delivery = time.monotonic()
         self._publisher: Publisher | None = None
+        self._result_modes = result_modes
+        self._result_batch_route = result_batch_route
+        self._batcher: ResultBatcher | None = None
+        self._unconfirmed: Publisher | None = None
+        self._unconfirmed_channel: Channel | None = None
+        self.acks = AckWindow()
         self.stats = stats
 
     @property
@@ -175,6 +196,19 @@ class DeliveryLoop:
 
     async def run(self, *, stop: asyncio.Event, burst: bool = False) -> WorkerStats:
         self._publisher = await self._broker.publisher()
+        config = self._config
+        if self._result_batch_route is not None and ResultMode.BATCHED in self._result_modes:
+            self._batcher = ResultBatcher(
+                self._publisher,
+                self._result_batch_route,
+                size=min(config.result_batch_size, config.prefetch),
+                max_wait=config.result_batch_ms / 1000,
+            )
+        if ResultMode.NONE in self._result_modes:
+            self._unconfirmed_channel = await self._broker.connection.channel(
+                publisher_confirms=False
+            )
+            self._unconfirmed = Publisher(self._unconfirmed_channel, confirmed=False)
         started: list[Resource] = []
         consumers: list[tuple[Queue, str]] = []
         try:
@@ -192,6 +226,8 @@ class DeliveryLoop:
             finally:
                 await self._shutdown(consumers)
                 await within(channel.close(), "closing the channel")
+                if self._unconfirmed_channel is not None:
+                    await within(self._unconfirmed_channel.close(), "closing the result channel")
         finally:
             for resource in reversed(started):
                 await within(resource.close(), f"closing {type(resource).__name__}")
@@ -238,6 +274,8 @@ class DeliveryLoop:
                 asyncio.gather(*(queue.cancel(tag) for queue, tag in consumers)),
                 "cancelling the consumers",
             )
+        if self._batcher is not None:
+            self._batcher.flush()  # the deliveries waiting for a batch need not wait its timer
         if not self._in_flight:
             return
         _, pending = await asyncio.wait(
@@ -248,6 +286,8 @@ class DeliveryLoop:
             for task in pending:
                 task.cancel()
             await within(asyncio.gather(*pending, return_exceptions=True), "requeueing them")
+        if self._batcher is not None:
+            await within(self._batcher.close(), "publishing the last result batch")
 
     async def _on_message(
         self, message: IncomingMessage, role: Role, salvage: Salvage | None = None
@@ -256,6 +296,7 @@ class DeliveryLoop:
         assert task is not None
         self._in_flight.add(task)
         self._last_delivery = time.monotonic()
+        self.acks.track(message)
         try:
             try:
                 next_hops = await role.handle(message)
@@ -286,10 +327,14 @@ class DeliveryLoop:
         if next_hops:
             assert self._publisher is not None
             try:
-                if len(next_hops) == 1:
-                    await self._publisher.publish(next_hops[0])
-                else:
+                if len(next_hops) > 1:
                     await publish_all(self._publisher, next_hops)
+                elif (hop := next_hops[0]).result_mode is ResultMode.CONFIRMED:
+                    await self._publisher.publish(hop)
+                elif hop.result_mode is ResultMode.BATCHED and self._batcher is not None:
+                    await self._batcher.add(hop)
+                else:
+                    await (self._unconfirmed or self._publisher).publish(hop)
             except PublishError as exc:
                 log.error(
                     "task %s: next hop not confirmed, requeueing: %s", message.message_id, exc
@@ -300,12 +345,7 @@ class DeliveryLoop:
             except Exception as exc:
                 await self._unhandled(message, "publishing its next hops", exc, salvage)
                 return
-        try:
-            await message.ack()
-        except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
-            log.warning(
-                "task %s: ack lost (%s); the broker will redeliver it", message.message_id, exc
-            )
+        await self.acks.ack(message)
 
     async def _unhandled(
         self, message: IncomingMessage, stage: str, error: Exception, salvage: Salvage | None
@@ -349,6 +389,7 @@ class DeliveryLoop:
 
     async def _requeue(self, message: IncomingMessage) -> None:
         self.stats.requeued += 1
+        self.acks.forget(message)
         # If the channel is already gone, the broker requeues unacked deliveries itself.
         with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError):
             await message.nack(requeue=True)

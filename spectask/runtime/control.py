@@ -54,6 +54,7 @@ class TaskSignals:
     __slots__ = (
         "_callbacks",
         "_cancelled",
+        "_interval",
         "_loop",
         "_sink",
         "_throttle",
@@ -72,7 +73,8 @@ class TaskSignals:
         started_at: datetime | None = None,
     ) -> None:
         self._sink = sink
-        self._throttle = Throttle(interval)
+        self._interval = interval
+        self._throttle: Throttle | None = None  # made at the first report: most tasks make none
         self._loop = loop
         self._cancelled = False
         self._callbacks: list[Callable[[], None]] | None = None
@@ -84,7 +86,10 @@ class TaskSignals:
     def report(self, percent: float, message: str | None) -> None:
         """From the handler, on the loop or in a thread: throttled, then to the sink."""
         check_percent(percent)
-        if self._throttle.allow():
+        throttle = self._throttle
+        if throttle is None:
+            throttle = self._throttle = Throttle(self._interval)
+        if throttle.allow():
             self._deliver(percent, message)
 
     def forward(self, percent: float, message: str | None) -> None:

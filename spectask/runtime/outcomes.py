@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from spectask.protocol.names import ATTEMPT_HEADER
 from spectask.runtime.consumer import NextHops, RequeueLater, WorkerStats
@@ -46,7 +47,7 @@ from spectask.runtime.events import event_document
 from spectask.runtime.headers import attempt_of
 from spectask.runtime.publisher import OutgoingMessage
 from spectask.runtime.retry import choose_tier, failure_headers
-from spectask.runtime.topology import ReceiveRoute, RetryTier, SendRoute
+from spectask.runtime.topology import ReceiveRoute, ResultMode, RetryTier, SendRoute
 from spectask.runtime.transport import IncomingMessage
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,13 @@ class Outcomes(ABC):
 
     @abstractmethod
     def succeeded(
-        self, context: TaskContext, started_at: datetime, result: dict[str, Any] | None
+        self,
+        context: TaskContext,
+        started_at: datetime,
+        result: dict[str, Any] | None,
+        mode: ResultMode = ResultMode.CONFIRMED,
     ) -> NextHops:
-        """The next hops of a successful attempt."""
+        """The next hops of a successful attempt (its result sent the way `mode` says)."""
 
     @abstractmethod
     def _final(
@@ -258,9 +263,13 @@ class WorkerOutcomes(Outcomes):
         self._log_tasks = log_tasks
 
     def succeeded(
-        self, context: TaskContext, started_at: datetime, result: dict[str, Any] | None
+        self,
+        context: TaskContext,
+        started_at: datetime,
+        result: dict[str, Any] | None,
+        mode: ResultMode = ResultMode.CONFIRMED,
     ) -> NextHops:
-        return (self._result(context, started_at, result, None),)
+        return (self._result(context, started_at, result, None, mode=mode),)
 
     def _final(
         self,
@@ -287,6 +296,7 @@ class WorkerOutcomes(Outcomes):
         *,
         status: str | None = None,
         dead_reason: DeadReason | None = None,
+        mode: ResultMode = ResultMode.CONFIRMED,
     ) -> OutgoingMessage:
         route = self._result_route
         finished_at = datetime.now(UTC)
@@ -323,7 +333,18 @@ class WorkerOutcomes(Outcomes):
             document["dead_reason"] = dead_reason.value
         if context.digest and "task_digest" in route.model.model_fields:
             document["task_digest"] = context.digest
-        return validated(route, document, context.task_id, route.routing_key)
+        # Built here from checked values (an id, an attempt from valid headers, the handler's
+        # JSON object): serialized as the TaskResult schema has it, not validated again
+        # (tests/test_result_modes.py checks the body against the schema).
+        body = to_json({key: value for key, value in document.items() if value is not None})
+        return OutgoingMessage(
+            exchange=route.exchange,
+            routing_key=route.routing_key,
+            body=body,
+            message_id=context.task_id,
+            message_type=route.message_type,
+            result_mode=mode,
+        )
 
 
 class CollectorOutcomes(Outcomes):
@@ -331,7 +352,11 @@ class CollectorOutcomes(Outcomes):
     unless it is about the message itself (`unstorable`): that one goes to a dead letter."""
 
     def succeeded(
-        self, context: TaskContext, started_at: datetime, result: dict[str, Any] | None
+        self,
+        context: TaskContext,
+        started_at: datetime,
+        result: dict[str, Any] | None,
+        mode: ResultMode = ResultMode.CONFIRMED,
     ) -> NextHops:
         return ()
 

@@ -14,12 +14,16 @@ from typing import Any
 
 import aio_pika
 import aiormq
+from aiormq import spec
 
 from spectask.errors import PublishError, UnroutableError
-from spectask.runtime.topology import Naming
-from spectask.runtime.transport import UNROUTABLE, Channel, Exchange
+from spectask.runtime.topology import Naming, ResultMode
+from spectask.runtime.transport import UNROUTABLE, Channel, RawChannel
 
 DEFAULT_WINDOW = 256
+Properties = spec.Basic.Properties
+PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
+NOT_PERSISTENT = int(aio_pika.DeliveryMode.NOT_PERSISTENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,10 @@ class OutgoingMessage:
     content_type: str = "application/json"
     # A reply to a caller that may be gone: transient, and not returned when unroutable.
     reply: bool = False
+    # How the delivery loop sends a task's result (`x-spectask-results`): CONFIRMED on its
+    # own, BATCHED in a ResultBatch (`spectask.runtime.batching`), NONE transient and
+    # unconfirmed. Every other hop is CONFIRMED.
+    result_mode: ResultMode = ResultMode.CONFIRMED
 
 
 class Publisher:
@@ -50,6 +58,7 @@ class Publisher:
         confirm_timeout: float | None = None,
         *,
         naming: Naming | None = None,
+        confirmed: bool = True,
     ) -> None:
         self._channel = channel
         # the process's names: the producer (`TaskPublisher`) names the spec's routes with it;
@@ -57,42 +66,51 @@ class Publisher:
         self.naming = naming or Naming()
         # None: wait as long as the connection lives. A quorum queue that lost the majority of
         # its nodes neither confirms nor refuses: without a bound, a submit would hang forever.
-        self._confirm_timeout = confirm_timeout
-        self._exchanges: dict[str, Exchange] = {}
+        self._confirm_timeout = confirm_timeout if confirmed else None
+        # False: a channel without publisher confirms (result mode `none`): a publish returns
+        # once its frames are written, transient and not mandatory (nobody hears a return).
+        self._confirmed = confirmed
+        self._raw: RawChannel | None = None
 
-    async def _exchange(self, name: str) -> Exchange:
-        exchange = self._exchanges.get(name)
-        if exchange is None:
-            if name == "":
-                exchange = self._channel.default_exchange
-            else:
-                exchange = await self._channel.get_exchange(name, ensure=False)
-            self._exchanges[name] = exchange
-        return exchange
+    async def _raw_channel(self) -> RawChannel:
+        """The channel under aio-pika's robust one, looked up again only once it has closed
+        (a reconnect opens a new one; waiting for it counts against the confirm timeout)."""
+        raw = self._raw
+        if raw is None or raw.is_closed:
+            raw = self._raw = await asyncio.wait_for(
+                self._channel.get_underlay_channel(), self._confirm_timeout
+            )
+        return raw
 
     async def publish(self, message: OutgoingMessage) -> None:
-        """Publish and wait for the broker's confirm."""
-        exchange = await self._exchange(message.exchange)
-        amqp_message = aio_pika.Message(
-            message.body,
-            delivery_mode=(
-                aio_pika.DeliveryMode.NOT_PERSISTENT
-                if message.reply
-                else aio_pika.DeliveryMode.PERSISTENT
-            ),
+        """Publish and wait for the broker's confirm.
+
+        Straight on the channel under aio-pika's (aiormq's `basic_publish`, which keeps the
+        confirm, `mandatory` and the return as an error): building an `aio_pika.Message` per
+        publish cost ~25 us, its properties alone ~2. Only the properties a message has are
+        sent (no priority 0, no empty headers table): fewer bytes for every reader to decode.
+        """
+        durable = self._confirmed and not message.reply
+        properties = Properties(
             content_type=message.content_type,
+            delivery_mode=PERSISTENT if durable else NOT_PERSISTENT,
             message_id=message.message_id,
-            type=message.message_type,
-            priority=message.priority,
-            headers=dict(message.headers),
+            message_type=message.message_type,
+            priority=message.priority or None,
+            headers=dict(message.headers) if message.headers else None,
             correlation_id=message.correlation_id,
             reply_to=message.reply_to,
             timestamp=message.timestamp,
         )
         try:
-            await asyncio.wait_for(
-                exchange.publish(amqp_message, message.routing_key, mandatory=not message.reply),
-                self._confirm_timeout,
+            raw = await self._raw_channel()
+            await raw.basic_publish(
+                message.body,
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                properties=properties,
+                mandatory=durable,
+                timeout=self._confirm_timeout,
             )
         except TimeoutError:
             raise PublishError(

@@ -362,7 +362,8 @@ class TaskRole:
         result: dict[str, Any] | None,
     ) -> NextHops:
         """A TASK's success: its result (where the service publishes results)."""
-        hops = self._outcomes.succeeded(context, started_at, result)  # may raise: not a success
+        # may raise: not a success
+        hops = self._outcomes.succeeded(context, started_at, result, route.policy.result_mode)
         self._backoff.failures = 0
         self._stats.succeeded += 1
         return hops

@@ -73,6 +73,22 @@ class RetryPolicy:
     tiers: tuple[RetryTier, ...] = ()
 
 
+class ResultMode(enum.Enum):
+    """How a task type's results reach the collector (`x-spectask-results` on its queue).
+
+    - CONFIRMED (the default): one persistent result per task, confirmed before its ack;
+    - BATCHED: the results of many tasks in one persistent ResultBatch, confirmed before any
+      of them is acked (the same guarantee, a fraction of the broker's work);
+    - NONE: acked as soon as the handler returns; a success's result is published transient
+      and unconfirmed (what the README's "Result modes" section says may be lost). Failures,
+      retries, dead letters and cancellations keep their confirmed path in every mode.
+    """
+
+    CONFIRMED = "confirmed"
+    BATCHED = "batched"
+    NONE = "none"
+
+
 @dataclass(frozen=True)
 class TaskPolicy:
     """Per task type reliability policy, from the spec's `x-spectask-policy`."""
@@ -84,6 +100,7 @@ class TaskPolicy:
     # a card). A delivery of one that may repeat finished work (AMQP redelivered) is checked
     # against the task store first (`spectask.runtime.repeats`), so it does not act twice.
     side_effects: frozenset[str] = frozenset()
+    result_mode: ResultMode = ResultMode.CONFIRMED
 
 
 @dataclass(frozen=True)

@@ -150,9 +150,24 @@ class Queue(Protocol):
 
 
 class RawChannel(Protocol):
-    """The channel under aio-pika's robust one, whose passive declares bypass its cache."""
+    """The channel under aio-pika's robust one (aiormq's): its passive declares bypass aio-pika's
+    cache, and `basic_publish` takes the AMQP properties as they go on the wire (the hot path's
+    publish, `spectask.runtime.publisher`)."""
+
+    @property
+    def is_closed(self) -> bool: ...
 
     async def queue_declare(self, queue: str = ..., *, passive: bool = ...) -> Any: ...
+    async def basic_publish(
+        self,
+        body: bytes,
+        *,
+        exchange: str = ...,
+        routing_key: str = ...,
+        properties: Any = ...,
+        mandatory: bool = ...,
+        timeout: float | None = ...,
+    ) -> object: ...
 
 
 class Channel(Protocol):
@@ -187,7 +202,8 @@ class Channel(Protocol):
     async def exchange_delete(self, exchange_name: str) -> object: ...
     def close(self) -> Awaitable[None]: ...
     async def get_underlay_channel(self) -> RawChannel:
-        """Only `make demo` uses this (to poll queue depths); prefer `declare_queue`."""
+        """The channel under this one: `make demo` polls queue depths on it, the publisher
+        publishes on it; prefer `declare_queue` for anything else."""
         ...
 
 

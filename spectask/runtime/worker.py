@@ -24,6 +24,7 @@ from spectask.protocol.names import (
     DEAD_LETTER_MESSAGE_TYPE,
     EVENT_MESSAGE_TYPE,
     HEARTBEAT_MESSAGE_TYPE,
+    RESULT_BATCH_MESSAGE_TYPE,
     RESULT_MESSAGE_TYPE,
 )
 from spectask.runtime.broker import Broker
@@ -35,6 +36,7 @@ from spectask.runtime.metrics import WorkerMetrics
 from spectask.runtime.outcomes import CollectorOutcomes, outcomes_for
 from spectask.runtime.repeats import RepeatCheck
 from spectask.runtime.responder import Responder
+from spectask.runtime.result_batches import batch_intake
 from spectask.runtime.tap import TapRole
 from spectask.runtime.task import Attempts, TaskRole
 from spectask.runtime.topology import ReceiveRoute, RouteKind, SendRoute, Topology
@@ -111,6 +113,7 @@ async def run_worker(
         )
     cancel_route = next(iter(runtime_routes), None)
     selected = select_routes([r for r in routes if r.kind is not RouteKind.RUNTIME], task_types)
+    handlers = batch_intake(selected, handlers)  # a collector's result handler takes batches too
     check_handlers(selected, handlers)
     dead_letter_route = _send_route(send_routes, DEAD_LETTER_MESSAGE_TYPE)
     if dead_letter_route is None:
@@ -126,6 +129,7 @@ async def run_worker(
         routes=selected,
         handlers=handlers,
         result_route=_send_route(send_routes, RESULT_MESSAGE_TYPE),
+        result_batch_route=_send_route(send_routes, RESULT_BATCH_MESSAGE_TYPE),
         dead_letter_route=dead_letter_route,
         event_route=_send_route(send_routes, EVENT_MESSAGE_TYPE),
         cancel_route=cancel_route,
@@ -145,6 +149,7 @@ def _service(
     event_route: SendRoute | None,
     cancel_route: ReceiveRoute | None,
     heartbeat_route: SendRoute | None = None,
+    result_batch_route: SendRoute | None = None,
 ) -> DeliveryLoop:
     """The delivery loop over `routes`' queues, each with its role (see the module docstring)."""
     config = broker.config
@@ -232,5 +237,10 @@ def _service(
         backoff=backoff,
         resources=resources,
         name=worker_id if isinstance(outcomes, CollectorOutcomes) else f"worker {worker_id}",
+        # a service without results (a collector) has no result mode to honour
+        result_modes=frozenset(route.policy.result_mode for route in routes)
+        if result_route is not None
+        else frozenset(),
+        result_batch_route=result_batch_route,
     )
     return loop

@@ -236,6 +236,31 @@ class MemoryChannel:
 
     # --- publishing ---------------------------------------------------------------------------
 
+    async def basic_publish(
+        self,
+        body: bytes,
+        *,
+        exchange: str = "",
+        routing_key: str = "",
+        properties: Any = None,
+        mandatory: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        """aiormq's publish with wire properties (what `spectask.runtime.publisher` calls)."""
+        message = aio_pika.Message(
+            body,
+            headers=properties.headers,
+            content_type=properties.content_type,
+            delivery_mode=properties.delivery_mode,
+            priority=properties.priority,
+            correlation_id=properties.correlation_id,
+            reply_to=properties.reply_to,
+            message_id=properties.message_id,
+            timestamp=properties.timestamp,
+            type=properties.message_type,
+        )
+        await self.publish(exchange, message, routing_key, mandatory=mandatory)
+
     async def publish(
         self,
         exchange: str,

@@ -1,0 +1,118 @@
+"""Acks of one consumer channel, sent together: consecutive deliveries in one `multiple=True`.
+
+RabbitMQ confirms a worker's result publishes in bulk (one `basic.ack multiple` for many), so
+the deliveries waiting on those confirms resume in the same turn of the event loop; a batch of
+results (`spectask.runtime.batching`) releases all of its deliveries at once. Each of them
+asks `AckWindow.ack`; the first one yields a single loop turn so the others join, then one
+frame settles them: `multiple=True` on the highest delivery tag below which every delivery
+still unsettled on the channel is among those being acked, one plain ack each for the rest.
+
+A `multiple=True` ack covers *every* unsettled tag up to it, so the window must know them all:
+the delivery loop calls `track` for each delivery and `forget` when one is settled some other
+way (a nack). Tags are per AMQP channel, and a reconnected channel starts again at 1, so the
+unsettled tags are kept per channel (the aio-pika message's `channel`): deliveries of another
+channel are never covered by one ack.
+
+Frames go out from one sender at a time, in order (see `ack`). Never an ack before its caller
+says so: `ack` is only called after a delivery's next hops are
+confirmed, so sending the frames a loop turn later only ever delays an ack, never advances one.
+A lost ack is only logged (the broker redelivers the message), as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiormq
+
+from spectask.runtime.transport import IncomingMessage
+
+log = logging.getLogger(__name__)
+
+
+def _channel_of(message: IncomingMessage) -> object:
+    # aio-pika's messages know their aiormq channel; the in-memory transport has one channel
+    return getattr(message, "channel", None)
+
+
+class AckWindow:
+    """Unsettled deliveries of a consumer channel, and their acks sent together."""
+
+    __slots__ = ("_flushing", "_pending", "_unsettled", "frames", "settled")
+
+    def __init__(self) -> None:
+        self._unsettled: dict[object, set[int]] = {}
+        self._pending: list[IncomingMessage] = []
+        self._flushing: asyncio.Future[None] | None = None
+        self.frames = 0  # ack frames sent (what a test checks `multiple=True` saved)
+        self.settled = 0  # deliveries those frames acked
+
+    def track(self, message: IncomingMessage) -> None:
+        """A delivery arrived: unsettled until it is acked here or `forget` is called."""
+        tag = message.delivery_tag
+        if tag is not None:
+            self._unsettled.setdefault(_channel_of(message), set()).add(tag)
+
+    def forget(self, message: IncomingMessage) -> None:
+        """A delivery was settled some other way (nacked, requeued)."""
+        tags = self._unsettled.get(_channel_of(message))
+        if tags is not None and message.delivery_tag is not None:
+            tags.discard(message.delivery_tag)
+
+    async def ack(self, message: IncomingMessage) -> None:
+        """Ack `message` together with the other deliveries acked in this loop turn."""
+        self._pending.append(message)
+        flushing = self._flushing
+        if flushing is not None:
+            await flushing
+            return
+        done = self._flushing = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.sleep(0)  # the other deliveries woken by the same confirm join
+            # One sender at a time, in order: a later `multiple=True` may cover a tag an
+            # earlier send still has to ack on its own, which the broker would refuse (and
+            # close the channel) if that frame came second.
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._send(batch)
+        finally:
+            self._flushing = None
+            done.set_result(None)
+
+    async def _send(self, batch: list[IncomingMessage]) -> None:
+        by_channel: dict[object, list[IncomingMessage]] = {}
+        for message in batch:
+            by_channel.setdefault(_channel_of(message), []).append(message)
+        for channel, messages in by_channel.items():
+            unsettled = self._unsettled.get(channel, set())
+            acked = {m.delivery_tag for m in messages}
+            # the longest run of the lowest unsettled tags that are all being acked now
+            highest: int | None = None
+            for tag in sorted(unsettled):
+                if tag not in acked:
+                    break
+                highest = tag
+            unsettled.difference_update(t for t in acked if t is not None)
+            singles = messages
+            if highest is not None and len(messages) > 1:
+                last = next(m for m in messages if m.delivery_tag == highest)
+                top = highest
+                singles = [m for m in messages if m.delivery_tag is None or m.delivery_tag > top]
+                await self._ack(last, multiple=True, count=len(messages) - len(singles))
+            for message in singles:
+                await self._ack(message, multiple=False, count=1)
+
+    async def _ack(self, message: IncomingMessage, *, multiple: bool, count: int) -> None:
+        try:
+            await message.ack(multiple=multiple)
+        except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
+            log.warning(
+                "task %s: ack lost (%s); the broker will redeliver %s",
+                message.message_id,
+                exc,
+                f"it and {count - 1} more" if count > 1 else "it",
+            )
+            return
+        self.frames += 1
+        self.settled += count
