@@ -106,6 +106,11 @@ class RuntimeConfig(BaseSettings):
         description="One INFO line per task a worker finishes (id, type, attempt, duration, "
         "outcome); retries and failures are logged either way.",
     )
+    spec_docs_dir: str = Field(
+        default="out/spec-docs",
+        description="Where `make docs` writes the spec's HTML documentation and the dashboard "
+        "serves it from (/docs/spec/), relative to the working directory.",
+    )
     isolation: Literal["process", "thread"] = Field(
         default="process",
         description="Where sync handlers run: a pool of processes (a time limit stops the "
