@@ -13,7 +13,6 @@ under CI=true.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ import yaml
 from jsonschema import Draft7Validator
 
 from spectask.protocol.document import PATH as PROTOCOL_PATH
-from tests.brokers import in_ci
-from tests.test_official_parser import parser_command
+from tests.node_support import require
+from tests.test_official_parser import check
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "tools" / "asyncapi" / "node_modules" / "@asyncapi" / "specs" / "schemas"
@@ -40,11 +39,7 @@ def load(path: Path) -> dict[str, Any]:
 def validator(version: str) -> Draft7Validator:
     """The official schema of one AsyncAPI version, with its formats checked."""
     path = SCHEMAS / f"{version}.json"
-    if not SCHEMAS.is_dir():
-        reason = "the AsyncAPI JSON Schemas are not installed (make asyncapi-tools)"
-        if in_ci():
-            pytest.fail(f"{reason} (CI=true: it must not be skipped)", pytrace=False)
-        pytest.skip(reason)
+    require(SCHEMAS, "asyncapi-tools")
     assert path.is_file(), f"@asyncapi/specs has no schema for AsyncAPI {version}"
     schema = json.loads(path.read_text())
     return Draft7Validator(schema, format_checker=Draft7Validator.FORMAT_CHECKER)
@@ -106,7 +101,7 @@ def bundle(path: Path) -> dict[str, Any]:
             place(root, fragment, value)
         return {"$ref": f"#{fragment}"}
 
-    places = [("channels", name) for name in root.get("channels", {})]
+    places: list[tuple[str, ...]] = [("channels", name) for name in root.get("channels", {})]
     places += [("operations", name) for name in root.get("operations", {})]
     for kind, entries in root.get("components", {}).items():
         places += [("components", kind, name) for name in entries]
@@ -179,12 +174,6 @@ def test_the_official_parser_reads_the_bundled_documents(tmp_path: Path) -> None
     for path in DOCUMENTS:
         paths.append(tmp_path / path.name)
         paths[-1].write_text(json.dumps(bundle(path)))
-    done = subprocess.run(
-        [*parser_command(), *map(str, paths)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = check(*paths)
     expected = [*(f"{path}: parsed" for path in paths), "0 errors or warnings"]
     assert done.stdout.splitlines() == expected, done.stdout + done.stderr

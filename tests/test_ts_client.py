@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.brokers import in_ci
 from tests.mail_support import Inbox, serving
+from tests.node_support import node, require
 from tests.test_collectors_compete import CollectorProcess
 from tests.workqueue_support import WorkerProcess, reset_topology, wait_ready
 
@@ -34,25 +33,20 @@ ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "tools" / "ts-client"
 SPEC = ROOT / "spec"
 MODELS = CLIENT / "src" / "models"
+MAIN = CLIENT / "dist" / "main.js"
 
 pytestmark = pytest.mark.timeout(420)
 
 
-def node_client() -> list[str]:
-    node = shutil.which("node")
-    if node is None or not (CLIENT / "dist" / "main.js").is_file():
-        reason = "the TypeScript client is not built (make ts-client)"
-        if in_ci():
-            pytest.fail(f"{reason} (CI=true: it must not be skipped)", pytrace=False)
-        pytest.skip(reason)
-    return [node, str(CLIENT / "dist" / "main.js")]
+def client(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the built client (skipped, or failed in CI, if it is not built)."""
+    require(MAIN, "ts-client")
+    return node(MAIN, *args, timeout=timeout)
 
 
-def client(*args: str, timeout: float = 300) -> dict[str, Any]:
-    """Run the client; its one line of JSON, or the test fails with its stderr."""
-    done = subprocess.run(
-        [*node_client(), *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
+def client_json(*args: str) -> dict[str, Any]:
+    """The client's one line of JSON, or the test fails with its stderr."""
+    done = client(*args)
     assert done.returncode == 0, done.stdout + done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
@@ -74,7 +68,7 @@ def task_operations() -> dict[str, str]:
 
 def test_every_generated_model_is_named_by_a_title() -> None:
     """Item 13: modelina names every model (no AnonymousSchema_N) after the schemas."""
-    node_client()
+    require(MAIN, "ts-client")
     names = {path.stem for path in MODELS.glob("*.ts")} - {"index"}
     assert not {n for n in names if n.startswith("AnonymousSchema")}, sorted(names)
     assert set(task_operations().values()) <= names
@@ -95,13 +89,15 @@ async def test_the_typescript_client_runs_every_operation(
         monkeypatch.setenv("SPECTASK_MAIL_ALLOWED_DOMAINS", "example.org")
         try:
             await collector.wait_ready()
-            queued = await asyncio.to_thread(client, "queue-and-cancel", str(SPEC), amqp_url)
+            queued = await asyncio.to_thread(client_json, "queue-and-cancel", str(SPEC), amqp_url)
             workers = [
                 WorkerProcess(f"ts-w{i}", amqp_url, output_dir=tmp_path, log_dir=tmp_path)
                 for i in (1, 2)
             ]
             await asyncio.to_thread(wait_ready, *workers)
-            seen = await asyncio.to_thread(client, "run", str(SPEC), amqp_url, queued["cancelled"])
+            seen = await asyncio.to_thread(
+                client_json, "run", str(SPEC), amqp_url, queued["cancelled"]
+            )
         finally:
             for worker in workers:
                 worker.stop()
@@ -133,20 +129,14 @@ async def test_the_typescript_client_runs_every_operation(
 
 def test_a_schema_without_a_title_fails_the_model_build(tmp_path: Path) -> None:
     """The build refuses what would be an AnonymousSchema_N model, naming the message."""
-    node = node_client()[0]
+    require(MAIN, "ts-client")
     (tmp_path / "x.asyncapi.yaml").write_text(
         "asyncapi: 3.1.0\ninfo: {title: t, version: 1.0.0}\n"
         "channels: {c: {address: c, messages: {m: {$ref: '#/components/messages/M'}}}}\n"
         "components:\n  messages:\n    M:\n      payload: {type: object, properties: {a: "
         "{type: object, properties: {b: {type: string}}}}}\n"
     )
-    done = subprocess.run(
-        [node, str(CLIENT / "generate-models.mjs"), str(tmp_path), str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = node(CLIENT / "generate-models.mjs", tmp_path, tmp_path / "out", timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "x.asyncapi.yaml m has a schema without a title" in done.stderr, done.stderr
 
@@ -160,9 +150,7 @@ def test_a_broken_spec_or_broker_is_one_line(tmp_path: Path) -> None:
         "usage: main.js queue-and-cancel|run": ("nonsense", str(SPEC), "amqp://127.0.0.1:1/"),
     }
     for expected, args in cases.items():
-        done = subprocess.run(
-            [*node_client(), *args], capture_output=True, text=True, timeout=120, check=False
-        )
+        done = client(*args, timeout=120)
         assert done.returncode == 1 and done.stdout == "", done.stdout + done.stderr
         lines = done.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith("ts-client: "), done.stderr
