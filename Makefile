@@ -17,7 +17,7 @@ ARGS ?=
 .PHONY: help venv install generate protocol broker broker-stop cluster cluster-stop worker1 \
         worker2 worker3 producer collector dashboard bench-dashboard browser asyncapi-tools \
         deploy-tools test-workqueue test test-fast chaos demo bench bench-scaling lint clean \
-        spec-diff release-spec
+        spec-diff release-spec docs docs-tools ts-client
 
 help:
 	@echo "make demo            collector + 3 workers + a mixed batch on a real broker, then a summary"
@@ -35,6 +35,8 @@ help:
 	@echo "make bench           interleaved pairs vs raw aio-pika: W=1,2,4, latency, CPU, RSS (ARGS=--quick)"
 	@echo "make bench-scaling   tasks/s vs 1,2,4,8 worker processes, node and 3-node cluster (ARGS=--quick)"
 	@echo "make deploy-tools    docker-compose for the offline checks of docker-compose.yml (README: Deploy)"
+	@echo "make docs            HTML documentation of spec/ (official AsyncAPI generator) in out/spec-docs"
+	@echo "make ts-client       the TypeScript client of tools/ts-client: models from spec/, compiled"
 	@echo "make spec-diff       spec/ against the released spec: fails on an unversioned breaking change"
 	@echo "make release-spec    record spec/ as the released spec (tests/fixtures/released-spec/)"
 	@echo "make lint / clean"
@@ -136,11 +138,39 @@ test-workqueue: $(GENERATED)
 ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.package-lock.json
 asyncapi-tools: $(ASYNCAPI_TOOLS)
 $(ASYNCAPI_TOOLS): tools/asyncapi/package.json tools/asyncapi/package-lock.json
-	command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q nodejs npm)
-	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix tools/asyncapi --ignore-scripts --no-audit --no-fund
+	$(NPM_CI) tools/asyncapi
 	touch $@
 
-test: lint browser asyncapi-tools deploy-tools
+# node and npm from Debian where missing; then the lock file's packages, no install script, no
+# browser download (html-template depends on puppeteer, for PDFs we do not make)
+NPM_CI := command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q nodejs npm); \
+	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund --prefix
+
+# HTML documentation of spec/ (README: The spec as HTML): the official @asyncapi/generator with
+# @asyncapi/html-template, pinned by tools/asyncapi-docs' lock file; the dashboard serves it.
+DOCS_TOOLS := tools/asyncapi-docs/node_modules/.package-lock.json
+docs-tools: $(DOCS_TOOLS)
+$(DOCS_TOOLS): tools/asyncapi-docs/package.json tools/asyncapi-docs/package-lock.json
+	$(NPM_CI) tools/asyncapi-docs
+	touch $@
+
+docs: $(DOCS_TOOLS) $(INSTALLED)
+	node tools/asyncapi-docs/docs.mjs spec "$$($(PY) -c 'from spectask.runtime.config import \
+		RuntimeConfig; print(RuntimeConfig().spec_docs_dir)')"
+
+# The TypeScript client (tests/test_ts_client.py): its models generated from spec/ by
+# @asyncapi/modelina, compiled by tsc; everything pinned by tools/ts-client's lock file.
+TS_TOOLS := tools/ts-client/node_modules/.package-lock.json
+TS_CLIENT := tools/ts-client/dist/client.js
+ts-client: $(TS_CLIENT)
+$(TS_TOOLS): tools/ts-client/package.json tools/ts-client/package-lock.json
+	$(NPM_CI) tools/ts-client
+	touch $@
+$(TS_CLIENT): $(TS_TOOLS) $(SPEC) $(wildcard tools/ts-client/src/*.ts tools/ts-client/*.mjs) \
+		tools/ts-client/tsconfig.json
+	npm run --prefix tools/ts-client build
+
+test: lint browser asyncapi-tools deploy-tools docs-tools ts-client
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) -m pytest $(ARGS)
 
 # Faults during live batches on a throwaway node (tests/test_chaos.py); `make test` runs it too.
@@ -157,4 +187,4 @@ clean:
 	-[ -x $(PY) ] && $(PY) -m spectask.devbroker stop
 	-[ -x $(PY) ] && $(PY) -m spectask.devbroker cluster-stop
 	rm -rf generated $(VENV) .rabbitmq out .pytest_cache .mypy_cache .ruff_cache *.egg-info \
-		tools/asyncapi/node_modules
+		tools/*/node_modules tools/ts-client/dist tools/ts-client/src/models

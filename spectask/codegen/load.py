@@ -205,7 +205,7 @@ def load(directory: Path, diagnostics: Diagnostics) -> SpecSet:
             continue
         if not isinstance(data, dict):
             diagnostics.at(
-                path.name, (), "document is not a mapping", "start with `asyncapi: 3.0.0`"
+                path.name, (), "document is not a mapping", "start with `asyncapi: 3.1.0`"
             )
             broken.add(path.name)
             continue

@@ -35,7 +35,7 @@ _TAKEN_STEMS = frozenset({"models", "topology"})
 def _check_document(doc: Document, d: Diagnostics) -> None:
     version = doc.root.child("asyncapi")
     if version is None or not isinstance(version.value, str) or not version.value.startswith("3."):
-        d.error(version or doc.root, "asyncapi must be a 3.x version", "write asyncapi: 3.0.0")
+        d.error(version or doc.root, "asyncapi must be a 3.x version", "write asyncapi: 3.1.0")
     stem = doc.name.removesuffix(SPEC_GLOB[1:])
     if doc.is_service and (
         not _STEM.match(stem) or keyword.iskeyword(stem) or stem in _TAKEN_STEMS

@@ -13,10 +13,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
@@ -123,6 +130,21 @@ class PurgeRequest(BaseModel):
     confirm: bool = False
 
 
+def _mount_spec_docs(api: FastAPI, folder: Path) -> None:
+    """The spec's HTML documentation at /docs/spec/ (README: The spec as HTML), if `make docs`
+    wrote it; otherwise that address says how to get it instead of a bare 404."""
+    if (folder / "index.html").is_file():
+        api.mount("/docs/spec", StaticFiles(directory=str(folder), html=True), name="spec-docs")
+        return
+
+    @api.get("/docs/spec", include_in_schema=False)
+    @api.get("/docs/spec/", include_in_schema=False)
+    async def no_spec_docs() -> Response:
+        return PlainTextResponse(
+            f"no spec documentation in {folder}: run `make docs` there", status_code=404
+        )
+
+
 def _record_json(record: Any) -> dict[str, Any]:
     view = status_view(record.task_id, record).model_dump(mode="json", exclude_none=True)
     view["state"] = view["state"].lower()
@@ -198,6 +220,7 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     if settings.token:
         api.middleware("http")(token_middleware(settings.token))
     api.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    _mount_spec_docs(api, Path((settings.runtime or RuntimeConfig()).spec_docs_dir))
 
     @api.get("/", include_in_schema=False)
     async def page() -> FileResponse:

@@ -130,6 +130,11 @@ class RuntimeConfig(BaseSettings):
         description="Result mode batched: a ResultBatch is flushed at the latest this many "
         "milliseconds after its first result.",
     )
+    spec_docs_dir: str = Field(
+        default="out/spec-docs",
+        description="Where `make docs` writes the spec's HTML documentation and the dashboard "
+        "serves it from (/docs/spec/), relative to the working directory.",
+    )
     isolation: Literal["process", "thread"] = Field(
         default="process",
         description="Where sync handlers run: a pool of processes (a time limit stops the "

@@ -15,6 +15,7 @@ for (const path of process.argv.slice(2)) {
     if (d.severity <= 1) bad += 1;
   }
   if (document === undefined) bad += 1;
+  else console.log(`${path}: parsed`);
 }
 console.log(`${bad} errors or warnings`);
 process.exit(bad ? 1 : 0);
