@@ -183,11 +183,11 @@ def test_item12_what_travels_vhosts_attempts_and_cancels_are_said() -> None:
     declared = {f.name for spec in (ExchangeSpec, QueueSpec) for f in fields(spec)}
     assert "vhost" not in declared
     attempt = found["TaskHeaders"]["properties"]["x-spectask-attempt"]
-    assert "A value in range is taken as given, on a first delivery too" in words(
+    assert "On a fresh submit it is ignored, whatever it says" in words(
         attempt["description"]
-    )  # tests/test_poison.py's valid_headers submit attempt 2 and read it back
+    )  # tests/test_contract_items.py's item 12 submits attempt 3 and sees attempt 1 run
     cancel = words(document["operations"]["cancelTasks"]["summary"])
-    assert "its state stays QUEUED, RETRYING or STARTED" in cancel
+    assert "a status request right after the cancel reads CANCELLED, not QUEUED" in cancel
 
 
 def snake(name: str) -> str:
