@@ -36,6 +36,7 @@ from spectask.store.observations import (
     Observation,
     observation_from_dead_letter,
 )
+from spectask.store.records import ErrorDetail
 from spectask.store.states import TERMINAL_STATES
 from spectask.store.storable import storable_id
 
@@ -119,7 +120,8 @@ def cancel_observations(
 
     An id never seen stays UNKNOWN (a typo must not become a task); a final task keeps its
     state (a late cancel changes nothing). The observation is about the record's attempt,
-    at the time the cancel was requested, and says who asked.
+    at the time the cancel was requested, and says who asked (in the record's error, as a
+    worker's cancelled event does).
     """
     said = f"cancel requested by {cancel.requested_by or 'a client'}"
     if cancel.reason:
@@ -130,7 +132,7 @@ def cancel_observations(
             kind=EventKind.CANCELLED,
             at=cancel.requested_at,
             attempt=max(1, record.attempts),
-            progress_message=said,
+            error=ErrorDetail(type=EventKind.CANCELLED.value, message=said),
             source=SOURCE_CANCEL,
         )
         for task_id, record in records.items()
