@@ -36,6 +36,7 @@ from spectask.store.observations import (
     Observation,
     observation_from_dead_letter,
 )
+from spectask.store.records import ErrorDetail
 from spectask.store.states import TERMINAL_STATES
 from spectask.store.storable import storable_id
 
@@ -119,16 +120,21 @@ def cancel_observations(
 
     An id never seen stays UNKNOWN (a typo must not become a task); a final task keeps its
     state (a late cancel changes nothing). The observation is about the record's attempt,
-    at the time the cancel was requested. It carries no error: the record's error is left for
-    the worker's cancelled result, which says what happened (skipped before it ran, stopped
-    while running) and fills that gap when it arrives.
+    at the time the cancel was requested, and says who asked and why in the record's error
+    (type `cancelled`, as a worker's cancelled result has it); what the worker then did
+    (skipped the task, stopped it) is in the task's timeline, from the worker's result.
     """
+    said = f"cancel requested by {cancel.requested_by or 'a client'}"
+    if cancel.reason:
+        said += f": {cancel.reason}"
+    error = ErrorDetail(type=EventKind.CANCELLED.value, message=said)
     return [
         Observation(
             task_id=task_id,
             kind=EventKind.CANCELLED,
             at=cancel.requested_at,
             attempt=max(1, record.attempts),
+            error=error,
             source=SOURCE_CANCEL,
         )
         for task_id, record in records.items()

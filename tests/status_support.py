@@ -29,6 +29,7 @@ from spectask.runtime.rpc import REPLY_TO
 from spectask.runtime.topology import ReceiveRoute
 from spectask.runtime.worker import run_worker
 from spectask.store import TaskStore, open_store
+from spectask.store.observations import SOURCE_RESULT, EventKind
 from tests.runtime_support import POLL_SECONDS, wait_consumed
 
 # how long a pika caller waits for its status reply
@@ -228,3 +229,17 @@ def publish_with_pika(url: str, body: bytes, properties: Mapping[str, Any]) -> N
         )
     finally:
         connection.close()
+
+
+async def worker_cancelled(store: TaskStore, task_id: str, timeout: float = 20.0) -> str:
+    """What the worker's cancelled result said, from the task's timeline, once it is there.
+
+    The record is CANCELLED before that (the collector's copy of the cancel); this is the
+    worker's own word that it skipped or stopped the task."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for event in await store.events(task_id):
+            if event.kind is EventKind.CANCELLED and event.source == SOURCE_RESULT:
+                return event.error.message if event.error is not None else ""
+        assert time.monotonic() < deadline, f"no cancelled result from a worker for {task_id}"
+        await asyncio.sleep(POLL_SECONDS)
