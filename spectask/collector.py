@@ -1,7 +1,8 @@
 """The collector's service: the task store fed from the broker, and status answered from it.
 
 Every observation is written to the store before its delivery is acked: the broker's copy of
-each task (QUEUED), each dead letter (DEAD), lifecycle events (RETRYING, STARTED, ...).
+each task (QUEUED), each dead letter (DEAD), lifecycle events (RETRYING, STARTED, ...) and
+each cancellation (an unfinished task CANCELLED at once, not when a worker gets to it).
 `spectask collect` adds the results on top, with its own reporting. A store that is down
 (`StoreUnavailableError`, or any unexpected error) leaves the message in its queue, requeued
 with backoff, never lost. A message whose values the store cannot hold (`StoreDataError`: an
@@ -18,6 +19,7 @@ dead-letter copies of those are not applied to the record of the task that has t
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,11 +31,14 @@ from spectask.runtime.deaths import with_reason
 from spectask.store import TaskRecord, TaskStore
 from spectask.store.events import capped_payload
 from spectask.store.observations import (
+    SOURCE_CANCEL,
     SOURCE_COPY,
     EventKind,
     Observation,
     observation_from_dead_letter,
 )
+from spectask.store.records import ErrorDetail
+from spectask.store.states import TERMINAL_STATES
 from spectask.store.storable import storable_id
 
 log = logging.getLogger(__name__)
@@ -109,6 +114,35 @@ def dead_observation(context: TaskContext, *, now: datetime) -> Observation | No
     )
 
 
+def cancel_observations(
+    cancel: models.TaskCancel, records: Mapping[str, TaskRecord]
+) -> list[Observation]:
+    """CANCELLED for each cancelled task the store holds unfinished (see collectCancel).
+
+    An id never seen stays UNKNOWN (a typo must not become a task); a final task keeps its
+    state (a late cancel changes nothing). The observation is about the record's attempt,
+    at the time the cancel was requested, and says who asked and why in the record's error
+    (type `cancelled`, as a worker's cancelled result has it); what the worker then did
+    (skipped the task, stopped it) is in the task's timeline, from the worker's result.
+    """
+    said = f"cancel requested by {cancel.requested_by or 'a client'}"
+    if cancel.reason:
+        said += f": {cancel.reason}"
+    error = ErrorDetail(type=EventKind.CANCELLED.value, message=said)
+    return [
+        Observation(
+            task_id=task_id,
+            kind=EventKind.CANCELLED,
+            at=cancel.requested_at,
+            attempt=max(1, record.attempts),
+            error=error,
+            source=SOURCE_CANCEL,
+        )
+        for task_id, record in records.items()
+        if record.state not in TERMINAL_STATES
+    ]
+
+
 def add_store_handlers(app: Any, store: TaskStore) -> None:
     """The status RPC answered from `store`, in request order; task copies, dead letters and
     events written to it (results are the caller's, who may also want to print them)."""
@@ -126,6 +160,12 @@ def add_store_handlers(app: Any, store: TaskStore) -> None:
     async def on_event(event: models.TaskEvent, context: TaskContext) -> None:
         await store.apply_event(event)
 
+    async def on_cancel(cancel: models.TaskCancel, context: TaskContext) -> None:
+        ids = [i for i in dict.fromkeys(cancel.task_ids) if storable_id(i)]
+        records = await store.get_many(ids) if ids else {}
+        for observation in cancel_observations(cancel, records):
+            await store.apply(observation)
+
     async def on_status(request: models.StatusRequest, context: TaskContext) -> models.StatusReply:
         # An id no store can hold (a NUL in it) was never stored: UNKNOWN, without a query
         # the database would refuse (which would stall the status queue).
@@ -135,6 +175,7 @@ def add_store_handlers(app: Any, store: TaskStore) -> None:
     app.collect_submitted(on_submitted)
     app.collect_dead_letter(on_dead_letter)
     app.collect_event(on_event)
+    app.collect_cancel(on_cancel)
     app.answer_status(on_status)
 
 

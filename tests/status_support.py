@@ -8,8 +8,10 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
+import pika
 
 from generated import models
 from generated.collector import RECEIVE_ROUTES as COLLECTOR_ROUTES, CollectorApp
@@ -17,15 +19,21 @@ from generated.producer import ProducerClient
 from generated.topology import TOPOLOGY
 from generated.worker import SEND_ROUTES as WORKER_SEND_ROUTES
 from spectask.collector import add_store_handlers
+from spectask.protocol.names import STATUS_EXCHANGE, STATUS_ROUTING_KEY
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats
 from spectask.runtime.context import TaskContext
 from spectask.runtime.execution import Handler
+from spectask.runtime.rpc import REPLY_TO
 from spectask.runtime.topology import ReceiveRoute
 from spectask.runtime.worker import run_worker
 from spectask.store import TaskStore, open_store
+from spectask.store.observations import SOURCE_RESULT, EventKind
 from tests.runtime_support import POLL_SECONDS, wait_consumed
+
+# how long a pika caller waits for its status reply
+REPLY_SECONDS = 10.0
 
 
 async def app_worker(
@@ -182,3 +190,56 @@ async def publish_events(broker: Broker, events: list[dict[str, object]]) -> Non
             f"data_analysis.{event['event']}",
         )
     await channel.close()
+
+
+def ask_with_pika(
+    url: str, body: bytes, properties: Mapping[str, Any]
+) -> tuple[pika.BasicProperties, bytes]:
+    """One status request published with pika to where getStatus sends it; its reply."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        replies: list[tuple[pika.BasicProperties, bytes]] = []
+        channel.basic_consume(
+            REPLY_TO, lambda _ch, _m, props, reply: replies.append((props, reply)), auto_ack=True
+        )
+        channel.basic_publish(
+            STATUS_EXCHANGE,
+            STATUS_ROUTING_KEY,
+            body,
+            pika.BasicProperties(reply_to=REPLY_TO, correlation_id="call-1", **properties),
+        )
+        deadline = time.monotonic() + REPLY_SECONDS
+        while not replies:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no reply within {REPLY_SECONDS} s to {body!r}")
+            connection.process_data_events(time_limit=POLL_SECONDS)
+        return replies[0]
+    finally:
+        connection.close()
+
+
+def publish_with_pika(url: str, body: bytes, properties: Mapping[str, Any]) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(
+            STATUS_EXCHANGE, STATUS_ROUTING_KEY, body, pika.BasicProperties(**properties)
+        )
+    finally:
+        connection.close()
+
+
+async def worker_cancelled(store: TaskStore, task_id: str, timeout: float = 20.0) -> str:
+    """What the worker's cancelled result said, from the task's timeline, once it is there.
+
+    The record is CANCELLED before that (the collector's copy of the cancel); this is the
+    worker's own word that it skipped or stopped the task."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for event in await store.events(task_id):
+            if event.kind is EventKind.CANCELLED and event.source == SOURCE_RESULT:
+                return event.error.message if event.error is not None else ""
+        assert time.monotonic() < deadline, f"no cancelled result from a worker for {task_id}"
+        await asyncio.sleep(POLL_SECONDS)

@@ -89,6 +89,7 @@ def test_roles_get_the_protocols_operations(
     producer = importlib.import_module("appgen.producer")
     assert {r.operation for r in collector.RECEIVE_ROUTES} == {
         "answerStatus",
+        "collectCancel",
         "collectDeadLetter",
         "collectEvent",
         "collectResult",

@@ -1,4 +1,6 @@
-"""Issue 9 item 4 / issue 12 item 5: a task id reused by a DIFFERENT task is refused visibly.
+"""Issue 9 item 4 / issue 12 item 5: a task id reused by a DIFFERENT task is refused visibly
+(the end-to-end case is tests/test_contract_items.py's item 5; these are the store's and the
+producer's parts).
 
 Before: the second task ran, its result was dropped by the store (first outcome kept) and its
 worker_id switched in, without a word. Now the collector compares which task each message is
@@ -10,26 +12,18 @@ body: a resubmit, a redelivery) is the ordinary at-least-once case: no dead lett
 
 from __future__ import annotations
 
-import asyncio
-import json
-import uuid
-from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from generated import models
 from generated.worker import RECEIVE_ROUTES
 from spectask.errors import TaskValidationError
-from spectask.protocol import names
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.digest import task_digest
 from spectask.store import DuplicateTaskIdError, EventKind, Observation, TaskStore, open_store
-from tests.runtime_support import dead_letters_with
-from tests.status_support import app_worker, collector, producer_client, wait_states
-from workloads.app import build_worker
+from tests.status_support import producer_client
 
 pytestmark = pytest.mark.timeout(120)
 AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -59,66 +53,6 @@ async def test_the_store_refuses_another_task_under_a_used_id(store_url: str) ->
         assert stored is not None and stored.state.value == "STARTED"
     finally:
         await store.close()
-
-
-async def test_a_reused_id_is_a_duplicate_id_dead_letter_and_keeps_the_first_task(
-    amqp_url: str, tmp_path: Path
-) -> None:
-    task_id = f"dup-{uuid.uuid4().hex[:10]}"
-    store_url = f"sqlite:///{tmp_path / 'tasks.db'}"
-    async with collector(amqp_url, store_url):
-        broker = await Broker.connect(RuntimeConfig(amqp_url=amqp_url), name="test-dup")
-        async with broker:
-            client = await producer_client(broker)
-            channel = await broker.connection.channel()
-            await (await channel.get_queue("dead_letter", ensure=False)).purge()
-            stop = asyncio.Event()
-            handlers = build_worker().handlers
-            worker = asyncio.create_task(
-                app_worker(broker, DATA, handlers, worker_id="w-dup", stop=stop)
-            )
-            try:
-                payload = models.DataStatistics(values=[1.0, 2.0, 3.0])
-                await client.submit_data_statistics(payload, task_id=task_id)
-                await wait_states(client, {task_id: "SUCCEEDED"})
-                # the same task again: an ordinary repeat, no dead letter, same record
-                await client.submit_data_statistics(payload, task_id=task_id)
-                # other tasks under the same id: another body, then another type
-                other = models.DataStatistics(values=[10.0, 20.0])
-                await client.submit_data_statistics(other, task_id=task_id)
-                patterns = models.DataDetectPatterns(values=[1.0, 2.0, 3.0, 4.0])
-                await client.submit_data_detect_patterns(patterns, task_id=task_id)
-                dead = await dead_letters_with(amqp_url, "duplicate_id", 4, task_id=task_id)
-            finally:
-                stop.set()
-                stats = await worker
-    assert stats.processed == 4  # every one ran: a worker cannot know
-    types = Counter(message.type for message in dead)
-    assert types == {
-        "data_analysis.statistics": 1,
-        "data_analysis.detect_patterns": 1,
-        names.RESULT_MESSAGE_TYPE: 2,
-    }
-    copy = next(m for m in dead if m.type == "data_analysis.statistics")
-    assert json.loads(copy.body) == {"values": [10.0, 20.0]}
-    results = [
-        models.TaskResult.model_validate_json(m.body)
-        for m in dead
-        if m.type == names.RESULT_MESSAGE_TYPE
-    ]
-    # the second tasks' results are kept in the dead letters, not dropped
-    assert sorted(r.message_type for r in results) == [
-        "data_analysis.detect_patterns",
-        "data_analysis.statistics",
-    ]
-    store = await open_store(store_url)
-    try:
-        record = await store.get(task_id)
-    finally:
-        await store.close()
-    assert record is not None and record.message_type == "data_analysis.statistics"
-    assert record.result is not None and record.result["mean"] == 2.0
-    assert record.worker_id == "w-dup" and record.attempts == 1
 
 
 @pytest.mark.parametrize("task_id", ["", "a\0b", "x" * 256, "é" * 128])

@@ -20,6 +20,7 @@ from spectask.codegen.schema import schema_name
 from spectask.runtime.topology import BindingSpec, ExchangeSpec, QueueSpec, TaskPolicy
 
 EXCHANGE_TYPES = ("topic", "direct", "fanout", "headers")
+RESULT = "x-spectask-result"
 Origin = tuple[str, JsonPath]
 
 
@@ -32,6 +33,8 @@ class Message:
     name: str
     message_type: str
     schema: str
+    # `x-spectask-result`: the schema of what its handler returns (TaskResult.result)
+    result_schema: str | None = None
 
     @property
     def task_type(self) -> str:
@@ -115,7 +118,24 @@ def parse_message(spec: SpecSet, node: Node, diagnostics: Diagnostics) -> Messag
         )
         return None
     name = node.value.get("name", node.path[-1])
-    return Message(node.file, node.path, str(name), kind.value, schema) if schema else None
+    result = _result_schema(spec, node, diagnostics)
+    return Message(node.file, node.path, str(name), kind.value, schema, result) if schema else None
+
+
+def _result_schema(spec: SpecSet, message: Node, diagnostics: Diagnostics) -> str | None:
+    """The component schema a message's `x-spectask-result` names, if it has one."""
+    node = message.child(RESULT)
+    if node is None:
+        return None
+    target = spec.resolve(node)
+    name = schema_name(target) if target is not None else None
+    if name is None:
+        diagnostics.error(
+            node,
+            f"{RESULT} must be a $ref to a schema in components.schemas",
+            "write x-spectask-result: {$ref: '#/components/schemas/<Result>'}",
+        )
+    return name
 
 
 def parse_channel(

@@ -47,6 +47,8 @@ class SendOp:
     # a protocol send of a receiving service (a worker's results): the runtime publishes it,
     # so the generated client has no method for it
     runtime_only: bool = False
+    # the model of what the task's handler returns (`x-spectask-result`), for typed results
+    result_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,15 @@ class Service:
         models |= {op.reply_model for op in self.send_ops if op.reply_model}
         models |= {op.reply_model for op in self.receive_ops if op.reply_model}
         models |= {op.status_view for op in self.send_ops if op.status_view}
+        models |= {op.result_model for op in self.typed_result_ops if op.result_model}
         return tuple(sorted(models))
+
+    @property
+    def typed_result_ops(self) -> tuple[SendOp, ...]:
+        """Client submits whose result has a schema: each gets a typed `result_of_*` method."""
+        if self.status_op is None:
+            return ()
+        return tuple(op for op in self.client_send_ops if op.result_model)
 
     @property
     def plain_send_ops(self) -> tuple[SendOp, ...]:

@@ -21,6 +21,8 @@ _ID = re.compile(r"^[a-z][A-Za-z0-9]*$")
 _LOCAL_CHANNEL = re.compile(r"^#/channels/([^/]+)$")
 # Names the generated classes use themselves; an operation must not shadow them.
 RESERVED = frozenset({"run", "handlers", "submit_many", "wait"})
+# and the prefixes of the methods generated beside each submit (`prepare_x`, `result_of_x`)
+RESERVED_PREFIXES = ("prepare_", "result_of_")
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,11 @@ def _check_id(node: Node, operation_id: str, diagnostics: Diagnostics) -> bool:
             "it becomes a Python method name; write e.g. submitImageResize",
         )
         return False
-    if snake in RESERVED or snake.startswith("prepare_"):
+    if snake in RESERVED or snake.startswith(RESERVED_PREFIXES):
         diagnostics.error(
             node,
             f"operation id {operation_id!r} clashes with a generated method ({snake})",
-            f"rename it; {', '.join(sorted(RESERVED))} and prepare_* are taken",
+            f"rename it; {', '.join(sorted(RESERVED))}, prepare_* and result_of_* are taken",
         )
         return False
     return True

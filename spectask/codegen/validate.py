@@ -228,6 +228,7 @@ def _service(
                     params,
                     op.runtime,
                     status_view,
+                    result_model=message.result_schema,
                 )
             )
         else:

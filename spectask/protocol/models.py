@@ -16,7 +16,7 @@ class TaskHeaders(BaseModel):
         int | None,
         Field(
             alias="x-spectask-attempt",
-            description="1 for the first attempt (a JSON/AMQP integer, not a string); optional on a submission (absent means 1). The worker that retries a task sets attempt + 1 when it sends it to its delay tier. A value in range is taken as given, on a first delivery too: a task submitted with attempt n has maxAttempts - n + 1 attempts left. The worker cannot tell a delay tier's delivery from a client's (the broker's x-death headers can be forged as easily), and a client shortens only its own task's budget, so spectask trusts it; a value out of range is an invalid_headers dead letter.",
+            description="1 for the first attempt (a JSON/AMQP integer, not a string). Written by spectask only: the worker that retries a task sets attempt + 1 when it sends it to its delay tier, and the value counts only on a delivery that came back from a delay tier (the broker's newest x-death record has reason `expired`). On a fresh submit it is ignored, whatever it says: every submitted task starts at attempt 1 with its policy's whole retry budget (a client cannot shrink it). A value that is not an integer in range is an invalid_headers dead letter.",
             ge=1,
             le=1000000,
         ),
@@ -72,6 +72,7 @@ class DeadLetterReason(StrEnum):
     UNSTORABLE = "unstorable"
     DUPLICATE_ID = "duplicate_id"
     DELIVERY_LIMIT = "delivery_limit"
+    DEFAULT_EXCHANGE = "default_exchange"
 
 
 DeadLetterBody = TypeAliasType(

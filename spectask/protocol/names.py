@@ -23,6 +23,8 @@ CANCEL_MESSAGE_TYPE: Final = "spectask.cancel"
 STATUS_REQUEST_MESSAGE_TYPE: Final = "spectask.status_request"
 STATUS_REPLY_MESSAGE_TYPE: Final = "spectask.status_reply"
 TASK_COPY_MESSAGE_TYPE: Final = "spectask.task.*"
+# the first word of every protocol message type: the "task type" of the protocol's own routes
+PROTOCOL_TASK_TYPE: Final = "spectask"
 
 # where status requests go (channels.statusRequests: its binding to the rpc exchange)
 STATUS_EXCHANGE: Final = "rpc"

@@ -26,6 +26,9 @@ from spectask.protocol.models import TaskHeaders
 from spectask.protocol.names import ATTEMPT_HEADER
 
 MAX_SHOWN_CHARS = 60
+# the broker's dead-lettering record, and its reason for a message whose TTL ran out
+X_DEATH_HEADER = "x-death"
+EXPIRED_REASON = "expired"
 
 _STRICT = ConfigDict(strict=True)
 
@@ -131,13 +134,30 @@ _ATTEMPT = TASK_HEADERS.check(ATTEMPT_HEADER)
 
 
 def attempt_of(headers: Mapping[str, Any]) -> int:
-    """The delivery's attempt: its `x-spectask-attempt` if valid, else 1 (absent or refused).
+    """The delivery's attempt: its `x-spectask-attempt` if valid and earned, else 1.
 
     So a context, a dead letter or a retry never carries an attempt the protocol refuses (a
-    task with an invalid one is dead-lettered before it runs; a tap still reads it as 1).
+    task with an invalid one is dead-lettered before it runs; a tap still reads it as 1), and
+    a fresh submit always starts at attempt 1: only a delivery that came back from a delay
+    tier (see `came_back_from_delay`) keeps the attempt its retrying worker wrote, so a
+    client cannot shrink its task's retry budget by setting the header itself.
     """
     value = headers.get(ATTEMPT_HEADER)
-    if value is None or not _ATTEMPT.valid(value):
+    if value is None or not _ATTEMPT.valid(value) or not came_back_from_delay(headers):
         return 1
     attempt: int = value
     return attempt
+
+
+def came_back_from_delay(headers: Mapping[str, Any]) -> bool:
+    """Whether the broker's newest `x-death` record is an expired delay (a retry tier's TTL).
+
+    The broker writes that record when it dead-letters the task from its delay tier back to
+    the tasks exchange; a task a client published has none (the protocol's TaskHeaders say
+    so; a client that forges the broker's record is on its own).
+    """
+    deaths = headers.get(X_DEATH_HEADER)
+    if not isinstance(deaths, list | tuple) or not deaths or not isinstance(deaths[0], Mapping):
+        return False
+    reason = deaths[0].get("reason")
+    return (reason.decode() if isinstance(reason, bytes) else reason) == EXPIRED_REASON

@@ -8,8 +8,10 @@ handler's reply to `reply_to` (`spectask.runtime.responder`). That choice is per
 queue, because nothing stops a spec from putting both kinds of operation on one queue.
 
 Input that cannot run at all — too large, an unknown message type, a content type that is not
-JSON (or none), no task id (a request needs none), a header that breaks the protocol's TaskHeaders
-(`spectask.runtime.headers`: an attempt that is not an integer in range, ...), a body that is
+JSON (or none), no task id (a request needs none), a task published through the default
+exchange straight to its queue (the collector's copy never saw it), a header that breaks the
+protocol's TaskHeaders (`spectask.runtime.headers`: an attempt that is not an integer in
+range, ...), a body that is
 not valid JSON or breaks the schema (strictly: no bool for a number, no number for a string) —
 is dead-lettered here, before any handler runs; a REQUEST route's is refused instead, with a
 reply that says why (`spectask.runtime.responder`). Every other ending is an outcome
@@ -39,6 +41,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from spectask.errors import PermanentTaskError, TaskCancelledError
+from spectask.protocol.names import PROTOCOL_TASK_TYPE as OWN
 from spectask.runtime.broker import Broker
 from spectask.runtime.cancellation import CancellationWatch, CancelRegistry
 from spectask.runtime.config import RuntimeConfig
@@ -255,6 +258,14 @@ class TaskRole:
                 served,
                 DeadReason.SCHEMA_VIOLATION,
                 "the message has no message_id (task id)",
+            )
+        if not message.exchange and served.refuse is None and served.route.task_type != OWN:
+            return self._reject(
+                message,
+                served,
+                DeadReason.DEFAULT_EXCHANGE,
+                f"published through the default exchange straight to {queue}; "
+                "submit tasks to their exchange (the submit operation's cc[0] as routing key)",
             )
         invalid = TASK_HEADERS.error(message.headers)
         if invalid is not None:

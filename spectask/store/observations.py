@@ -24,6 +24,7 @@ SOURCE_COPY = "copy"
 SOURCE_EVENT = "event"
 SOURCE_RESULT = "result"
 SOURCE_DEAD_LETTER = "dead_letter"
+SOURCE_CANCEL = "cancel"
 
 
 @dataclass(frozen=True, slots=True)
