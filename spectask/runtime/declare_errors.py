@@ -16,10 +16,11 @@ from spectask.errors import ConfigError
 
 APPLY_COMMAND = "spectask topology apply"
 # RabbitMQ's wording (rabbit_misc:assert_args_equivalence / assert_field_equivalence)
+_SHOWN = r"none|the value '[^']*'(?: of type '[^']*')?|'[^']*'"
 _INEQUIVALENT = re.compile(
     r"inequivalent arg '(?P<field>[^']+)' for (?P<kind>exchange|queue) '(?P<name>[^']*)' "
-    r"in vhost '(?P<vhost>[^']*)': received (?P<received>.+?) but current is (?P<current>.+?)"
-    r"['\")]*$"
+    rf"in vhost '(?P<vhost>[^']*)': received (?P<received>{_SHOWN}) but current is "
+    rf"(?P<current>{_SHOWN})"
 )
 _VALUE = re.compile(r"^(?:the value )?'(?P<value>[^']*)'(?: of type '[^']*')?$")
 
@@ -45,16 +46,17 @@ def refused(kind: str, name: str, wanted: str, exc: BaseException) -> ConfigErro
         has = (
             f"the broker has {field} {_value(match.group('current'))}, "
             f"the spec wants {_value(match.group('received'))}"
-        )
+        ) + (f" (spec: {wanted})" if kind == "queue" else "")
     else:
-        has = f"the broker has it with other settings ({str(exc).strip() or type(exc).__name__})"
+        reason = str(exc).strip() or type(exc).__name__
+        has = f"the spec wants {wanted}, the broker refused it ({reason})"
     delete = (
         f"rabbitmqctl delete_queue {name}"
         if kind == "queue"
         else f"rabbitmqadmin delete exchange name={name}"
     )
     return ConfigError(
-        f"{kind} {name!r} already exists with other settings: {has} (spec: {wanted}); "
+        f"{kind} {name!r} already exists with other settings: {has}; "
         f"fix: if it is this application's, drain and delete it ({delete}) and run "
         f"`{APPLY_COMMAND}`; if another application owns it, give this one a virtual host "
         "of its own (AMQP_URL's path)"
