@@ -151,3 +151,15 @@ async def test_a_role_cannot_do_what_it_does_not_need(
     urls: dict[str, str], role: str, action: str
 ) -> None:
     assert "ACCESS_REFUSED" in await refused_to(urls[role], action)
+
+
+def test_the_readme_table_is_the_tested_one() -> None:
+    """README's "Running in production" table says exactly what this module grants."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = {}
+    for line in readme.splitlines():
+        cells = [cell.strip() for cell in line.replace(r"\|", "\0").strip("|").split("|")]
+        if len(cells) == 4 and cells[0].split(" ")[0] in ROLES:
+            rules = tuple(cell.strip("`").replace("\0", "|") for cell in cells[1:])
+            table[cells[0].split(" ")[0]] = rules
+    assert table == ROLES
