@@ -10,6 +10,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 
 import aio_pika
 import pytest
@@ -18,6 +19,8 @@ from generated.topology import TOPOLOGY
 from spectask.errors import ConfigError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
+from spectask.runtime.topology import Topology
+from spectask.topology_check import check
 from tests.cli_support import spectask
 from tests.secure_support import ManagementNode, management_node
 
@@ -163,3 +166,43 @@ async def test_a_queue_with_other_arguments_is_one_line(
     assert "queue 'tasks.image_processing' already exists with other settings" in line
     assert "the broker has x-max-priority '3', the spec wants '10'" in line
     assert "rabbitmqctl delete_queue tasks.image_processing" in line
+
+
+def prefixed(topology: Topology, prefix: str) -> Topology:
+    """The kind of transform a name prefix is: every exchange and queue renamed."""
+    return replace(
+        topology,
+        exchanges=tuple(replace(e, name=prefix + e.name) for e in topology.exchanges),
+        queues=tuple(
+            replace(
+                q,
+                name=prefix + q.name,
+                arguments=tuple(
+                    (k, prefix + str(v) if k == "x-dead-letter-exchange" else v)
+                    for k, v in q.arguments
+                ),
+                bindings=tuple(replace(b, exchange=prefix + b.exchange) for b in q.bindings),
+            )
+            for q in topology.queues
+        ),
+    )
+
+
+async def test_check_compares_the_topology_value_so_a_prefix_applies(
+    node: ManagementNode, vhost_url: str
+) -> None:
+    """Two applications in one vhost: each one's check sees only its own names."""
+    config = RuntimeConfig(amqp_url=vhost_url, management_url=node.management_url)
+    first, second = prefixed(TOPOLOGY, "one-"), prefixed(TOPOLOGY, "two-")
+    broker = await Broker.connect(config)
+    async with broker:
+        await broker.declare(first)
+        await broker.declare(second)
+        assert (await check(broker, first)).differences == []
+        channel = await broker.channel()
+        await channel.queue_delete("two-results")
+        await channel.declare_queue("one-stray", durable=True)
+        found = [str(d) for d in (await check(broker, first)).differences]
+        assert found == ["extra queue 'one-stray': not in the spec"]
+        found = [str(d) for d in (await check(broker, second)).differences]
+        assert found == ["missing queue 'two-results'"]
