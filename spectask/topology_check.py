@@ -9,13 +9,10 @@ queue exists; the report says which source it used and what that source cannot s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import urllib.error
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
-
-import aiormq
 
 from spectask.queues import _get_json, management_base
 from spectask.runtime.broker import Broker
@@ -27,7 +24,6 @@ from spectask.runtime.topology_diff import (
     LiveTopology,
     compare,
 )
-from spectask.runtime.transport import NOT_FOUND
 
 MANAGEMENT = "management"
 PASSIVE = "passive"
@@ -100,26 +96,16 @@ def _from_management(url: str, configured: str | None) -> tuple[str, LiveTopolog
 
 
 async def _from_passive(broker: Broker, topology: Topology) -> LiveTopology:
-    """One passive declare per exchange and queue; a 404 closes the channel, so reopen it."""
-    exchanges: dict[str, LiveExchange] = {}
-    queues: dict[str, LiveQueue] = {}
-    channel = await broker.connection.channel()
-    try:
-        for exchange in topology.exchanges:
-            try:
-                await channel.declare_exchange(exchange.name, passive=True)
-                exchanges[exchange.name] = LiveExchange(exchange.name)
-            except NOT_FOUND:
-                channel = await broker.connection.channel()
-        for queue in topology.queues:
-            try:
-                await channel.declare_queue(queue.name, passive=True)
-                queues[queue.name] = LiveQueue(queue.name)
-            except NOT_FOUND:
-                channel = await broker.connection.channel()
-    finally:
-        with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError):
-            await channel.close()
+    """Exists or not, from one passive declare per exchange and queue (`Broker.missing`)."""
+    missing = set(await broker.missing(topology))
+    exchanges = {
+        e.name: LiveExchange(e.name)
+        for e in topology.exchanges
+        if ("exchange", e.name) not in missing
+    }
+    queues = {
+        q.name: LiveQueue(q.name) for q in topology.queues if ("queue", q.name) not in missing
+    }
     return LiveTopology(exchanges, queues, bindings=None, complete=False)
 
 

@@ -57,14 +57,6 @@ def urls(node: ManagementNode) -> dict[str, str]:
     return {role: node.add_user(vhost, f"{role}-{vhost}", *rules) for role, rules in ROLES.items()}
 
 
-@pytest.fixture
-def commands() -> Iterator[list[Command]]:
-    started: list[Command] = []
-    yield started
-    for command in started:
-        command.close()
-
-
 def env_for(url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
@@ -78,7 +70,7 @@ def env_for(url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def test_the_roles_run_the_system_with_least_privilege(
-    urls: dict[str, str], tmp_path: Path, commands: list[Command]
+    urls: dict[str, str], tmp_path: Path
 ) -> None:
     # a producer in declare mode (the dev default) is told what to do instead of ACCESS_REFUSED
     refused = spectask(env_for(urls["producer"], tmp_path, SPECTASK_TOPOLOGY="declare"), "produce")
@@ -96,7 +88,15 @@ def test_the_roles_run_the_system_with_least_privilege(
 
     worker = Command(tmp_path, "worker", "worker", "w1", env=env_for(urls["worker"], tmp_path))
     collector = Command(tmp_path, "collector", "collect", env=env_for(urls["collector"], tmp_path))
-    commands += [worker, collector]
+    try:
+        run_batch(urls, tmp_path, worker, collector)
+    finally:
+        worker.close()
+        collector.close()
+
+
+def run_batch(urls: dict[str, str], tmp_path: Path, worker: Command, collector: Command) -> None:
+    """The producer's batch, with --wait (status RPC), then one `spectask status`."""
     worker.wait_for("consuming")
     collector.wait_for("consuming")
 

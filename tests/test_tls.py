@@ -9,8 +9,6 @@ Every refusal is one line with its fix, from the `spectask` command as a user ru
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,18 +30,6 @@ SECRET = "tls-secret-pw"
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsNode]:
     yield from tls_node(tmp_path_factory.mktemp("tls"))
-
-
-def devbroker(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "spectask.devbroker", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def client_files(node: TlsNode) -> str:
@@ -145,7 +131,7 @@ async def test_tls_files_on_a_plain_url_are_refused(node: TlsNode) -> None:
 
 def test_broker_status_never_prints_the_password(tmp_path: Path) -> None:
     LocalNode(tmp_path / "node").prepare()  # its state file, as `make broker` leaves it
-    done = devbroker({**os.environ}, "status", "--dir", str(tmp_path / "node"))
+    done = spectask({**os.environ}, "broker", "status", "--dir", str(tmp_path / "node"))
     assert done.returncode == 1, done  # not running, and it says so
     assert "not running amqp://guest:***@127.0.0.1:" in done.stdout, done.stdout
     assert "guest:guest" not in done.stdout + done.stderr
@@ -155,11 +141,11 @@ def test_make_broker_shows_your_url_without_its_password(node: TlsNode) -> None:
     """`make broker` runs `ensure --redact`; the targets capture the URL from plain `ensure`."""
     url = trusted(node)
     env = {**os.environ, "AMQP_URL": url}
-    shown = devbroker(env, "ensure", "--redact")
+    shown = spectask(env, "broker", "ensure", "--redact")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip() == url.replace("guest:guest@", "guest:***@")
     assert "guest:guest" not in shown.stdout + shown.stderr
-    captured = devbroker(env, "ensure")
+    captured = spectask(env, "broker", "ensure")
     assert captured.stdout.strip() == url
     makefile = (ROOT / "Makefile").read_text()
     assert (

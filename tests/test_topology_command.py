@@ -206,3 +206,17 @@ async def test_check_compares_the_topology_value_so_a_prefix_applies(
         assert found == ["extra queue 'one-stray': not in the spec"]
         found = [str(d) for d in (await check(broker, second)).differences]
         assert found == ["missing queue 'two-results'"]
+
+
+@pytest.mark.memory
+async def test_check_mode_on_the_in_memory_broker() -> None:
+    """SPECTASK_TOPOLOGY=check behaves the same on the in-memory transport (make test-fast)."""
+    checking = await Broker.in_memory(RuntimeConfig(topology="check"))
+    async with checking:
+        with pytest.raises(ConfigError, match=r"exchange 'control'.* and \d+ more are missing"):
+            await checking.declare(TOPOLOGY)
+        applying = await Broker.connect(RuntimeConfig(amqp_url=checking.url))
+        async with applying:
+            await applying.declare(TOPOLOGY)
+        await checking.declare(TOPOLOGY)  # now everything is there
+        assert await checking.missing(TOPOLOGY) == []

@@ -267,7 +267,13 @@ class Broker:
     async def check_declared(self, topology: Topology) -> None:
         """SPECTASK_TOPOLOGY=check: passive declares only (no configure permission needed);
         every missing exchange or queue is named in one `ConfigError`."""
-        missing: list[str] = []
+        missing = [f"{kind} {name!r}" for kind, name in await self.missing(topology)]
+        if missing:
+            raise declare_errors.missing(missing, connect_errors.vhost_of(self._first_url()))
+
+    async def missing(self, topology: Topology) -> list[tuple[str, str]]:
+        """(`exchange`|`queue`, name) of each one the broker lacks, by passive declares."""
+        found: list[tuple[str, str]] = []
         entities = [("exchange", spec.name) for spec in topology.exchanges] + [
             ("queue", spec.name) for spec in topology.queues
         ]
@@ -280,12 +286,11 @@ class Broker:
                     else:
                         await channel.declare_queue(name, passive=True)
                 except NOT_FOUND:
-                    missing.append(f"{kind} {name!r}")
+                    found.append((kind, name))
                     channel = await self.connection.channel()  # a 404 closed the old one
         finally:
             await within(channel.close(), "closing the checking channel")
-        if missing:
-            raise declare_errors.missing(missing, connect_errors.vhost_of(self._first_url()))
+        return found
 
     def _first_url(self) -> str:
         return (split_urls(self.config.amqp_url) or [self.config.amqp_url])[0]
