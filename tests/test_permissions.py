@@ -18,6 +18,9 @@ import aio_pika
 import aiormq
 import pytest
 
+from generated.topology import TOPOLOGY
+from spectask.runtime.broker import Broker
+from spectask.runtime.config import RuntimeConfig
 from tests.cli_support import spectask
 from tests.process_support import Command
 from tests.secure_support import ManagementNode, management_node
@@ -31,13 +34,13 @@ ROLES = {
     "producer": (NOTHING, "^(tasks|rpc|control)$", NOTHING),
     "worker": (
         NOTHING,
-        r"^(results|events|dead_letter|workers|control|retry\..*|amq\.default)$",
+        r"^(results|events|dead_letter|workers|retry\..*|amq\.default)$",
         r"^(tasks\..*|spectask\.cancellations)$",
     ),
     "collector": (
         NOTHING,
         r"^(dead_letter|amq\.default)$",
-        r"^(results|dead_letter|collector\..*|spectask\.status)$",
+        r"^(results|collector\..*|spectask\.status)$",
     ),
     "dashboard": (NOTHING, "^(tasks|rpc|control)$", r"^spectask\.heartbeats$"),
 }
@@ -163,3 +166,21 @@ def test_the_readme_table_is_the_tested_one() -> None:
             rules = tuple(cell.strip("`").replace("\0", "|") for cell in cells[1:])
             table[cells[0].split(" ")[0]] = rules
     assert table == ROLES
+
+
+@pytest.mark.parametrize(
+    ("role", "exchange"),
+    [("worker", "retry.1000ms"), ("worker", "dead_letter"), ("collector", "dead_letter")],
+)
+async def test_a_role_may_publish_where_its_failures_go(
+    urls: dict[str, str], role: str, exchange: str
+) -> None:
+    """Paths the batch above does not take (a retry, a dead letter): confirmed, not refused."""
+    operator = await Broker.connect(RuntimeConfig(amqp_url=urls["operator"]))
+    async with operator:
+        await operator.declare(TOPOLOGY)  # idempotent; in case this test runs alone
+    connection = await aio_pika.connect(urls[role])
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        target = await channel.get_exchange(exchange)
+        await target.publish(aio_pika.Message(b"{}"), routing_key="permissions.probe")
