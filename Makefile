@@ -16,7 +16,7 @@ ARGS ?=
 
 .PHONY: help venv install generate protocol broker broker-stop cluster cluster-stop worker1 \
         worker2 worker3 producer collector dashboard bench-dashboard browser asyncapi-tools \
-        deploy-tools test-workqueue test test-fast chaos demo bench lint clean \
+        deploy-tools test-workqueue test test-fast chaos demo bench bench-scaling lint clean \
         spec-diff release-spec
 
 help:
@@ -33,6 +33,7 @@ help:
 	@echo "make test-workqueue  the work-queue acceptance test"
 	@echo "make chaos           faults during live batches (kills, broker crash, cut network, poison): a table"
 	@echo "make bench           interleaved pairs vs raw aio-pika: W=1,2,4, latency, CPU, RSS (ARGS=--quick)"
+	@echo "make bench-scaling   tasks/s vs 1,2,4,8 worker processes, node and 3-node cluster (ARGS=--quick)"
 	@echo "make deploy-tools    docker-compose for the offline checks of docker-compose.yml (README: Deploy)"
 	@echo "make spec-diff       spec/ against the released spec: fails on an unversioned breaking change"
 	@echo "make release-spec    record spec/ as the released spec (tests/fixtures/released-spec/)"
@@ -115,6 +116,10 @@ demo: $(GENERATED)
 
 bench: $(GENERATED)
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) bench/run.py $(ARGS)
+
+# throughput vs worker processes on one node and a fresh 3-node cluster (README: Scaling)
+bench-scaling: $(GENERATED)
+	url=$$($(BROKER)); AMQP_URL=$$url $(PY) -m bench.scaling $(ARGS)
 
 lint: $(GENERATED)
 	$(VENV)/bin/ruff check .

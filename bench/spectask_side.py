@@ -29,7 +29,7 @@ from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.publisher import OutgoingMessage
-from spectask.runtime.worker import WorkerStats, run_worker
+from spectask.runtime.worker import Handler, WorkerStats, run_worker
 
 
 class SpectaskProducer:
@@ -122,6 +122,21 @@ async def process_statistics(payload: Any, context: TaskContext) -> dict[str, An
     return summarize(payload.values)
 
 
+async def serve(
+    broker: Broker, bench: BenchTopology, handler: Handler, worker_id: str, stop: asyncio.Event
+) -> WorkerStats:
+    """One bench worker: `run_worker` on the round trip's task queue, as production runs it."""
+    return await run_worker(
+        broker,
+        topology=bench.topology,
+        routes=[bench.process, bench.cancellations],
+        handlers={bench.process.operation: handler},
+        send_routes=[bench.result, bench.dead_letter, bench.event],
+        worker_id=worker_id,
+        stop=stop,
+    )
+
+
 async def _worker(args: argparse.Namespace) -> int:
     control = await Control.open()
     bench = bench_topology(args.run_id, SPECTASK)
@@ -131,14 +146,8 @@ async def _worker(args: argparse.Namespace) -> int:
         await broker.publisher()  # open the confirm channel before the clock starts
         control.send("ready")
         await control.wait_go(args.max_seconds)
-        stats = await run_worker(
-            broker,
-            topology=bench.topology,
-            routes=[bench.process, bench.cancellations],
-            handlers={bench.process.operation: process_statistics},
-            send_routes=[bench.result, bench.dead_letter, bench.event],
-            worker_id=args.worker_id,
-            stop=control.stop_event(args.max_seconds),
+        stats = await serve(
+            broker, bench, process_statistics, args.worker_id, control.stop_event(args.max_seconds)
         )
     control.report(
         {

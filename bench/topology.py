@@ -2,7 +2,7 @@
 
 The bench runs on a shared broker where workers and tests may be using the production queues
 (`tasks.*`, `results`), so it never touches them: it takes the generated routes of one task's
-round trip, renames their exchanges and queues with `dataclasses.replace`, declares exactly
+round trip, renames their exchanges and queues with the runtime's `Naming`, declares exactly
 those, and deletes them at the end. Queue arguments (x-max-priority 10, queue type) are kept.
 Both sides get their own copy, so a leftover of one can never be counted by the other.
 """
@@ -27,17 +27,13 @@ from spectask.protocol.names import (
     RESULT_MESSAGE_TYPE,
 )
 from spectask.runtime.topology import (
-    ArgumentValue,
-    BindingSpec,
+    Naming,
     QueueSpec,
     ReceiveRoute,
     SendRoute,
     Topology,
 )
 from spectask.runtime.worker import CANCELLATIONS
-
-RENAMED_ARGUMENTS = ("x-dead-letter-exchange",)
-"""Queue arguments whose value is an exchange name and must follow the renaming."""
 
 
 @dataclass(frozen=True)
@@ -97,9 +93,6 @@ def bench_topology(run_id: str, side: str) -> BenchTopology:
     """The same for every process of a run: workers rebuild it from the run id and side."""
     prefix = f"bench-{run_id}-{side}."
 
-    def rename(name: str) -> str:
-        return prefix + name if name else name
-
     submit = _send(generated_producer.SEND_ROUTES, MESSAGE_TYPE)
     process = _receive(generated_worker.RECEIVE_ROUTES, MESSAGE_TYPE)
     result = _send(generated_worker.SEND_ROUTES, RESULT_MESSAGE_TYPE)
@@ -124,34 +117,19 @@ def bench_topology(run_id: str, side: str) -> BenchTopology:
     wanted_exchanges |= {binding.exchange for queue in queues for binding in queue.bindings}
     exchanges = [exchange for exchange in TOPOLOGY.exchanges if exchange.name in wanted_exchanges]
 
-    def rename_queue(queue: QueueSpec) -> QueueSpec:
-        arguments: tuple[tuple[str, ArgumentValue], ...] = tuple(
-            (key, rename(value) if key in RENAMED_ARGUMENTS and isinstance(value, str) else value)
-            for key, value in queue.arguments
-        )
-        bindings = tuple(
-            BindingSpec(exchange=rename(binding.exchange), routing_key=binding.routing_key)
-            for binding in queue.bindings
-        )
-        return replace(queue, name=rename(queue.name), arguments=arguments, bindings=bindings)
-
-    topology = replace(
-        TOPOLOGY,
-        exchanges=tuple(replace(exchange, name=rename(exchange.name)) for exchange in exchanges),
-        queues=tuple(rename_queue(queue) for queue in queues),
-    )
+    naming = Naming(prefix)  # the runtime's own transform (SPECTASK_NAME_PREFIX)
     return BenchTopology(
-        topology=topology,
-        submit=replace(submit, exchange=rename(submit.exchange)),
-        process=replace(process, queue=rename(process.queue)),
-        result=replace(result, exchange=rename(result.exchange)),
-        dead_letter=replace(dead_letter, exchange=rename(dead_letter.exchange)),
-        collect=replace(collect, queue=rename(collect.queue)),
-        collector_dead_letter=replace(
-            collector_dead_letter, exchange=rename(collector_dead_letter.exchange)
+        topology=naming.topology(
+            replace(TOPOLOGY, exchanges=tuple(exchanges), queues=tuple(queues))
         ),
-        event=replace(event, exchange=rename(event.exchange)),
-        cancellations=replace(cancellations, queue=rename(cancellations.queue)),
+        submit=naming.send(submit),
+        process=naming.receive(process),
+        result=naming.send(result),
+        dead_letter=naming.send(dead_letter),
+        collect=naming.receive(collect),
+        collector_dead_letter=naming.send(collector_dead_letter),
+        event=naming.send(event),
+        cancellations=naming.receive(cancellations),
     )
 
 

@@ -25,6 +25,7 @@ from pydantic import RootModel, ValidationError
 
 from spectask.protocol import models
 from spectask.runtime.context import TaskContext
+from spectask.runtime.deaths import with_reason
 from spectask.store import TaskRecord, TaskStore
 from spectask.store.events import capped_payload
 from spectask.store.observations import (
@@ -96,7 +97,7 @@ def dead_observation(context: TaskContext, *, now: datetime) -> Observation | No
     if not context.task_id:
         return None
     try:
-        headers = models.DeadLetterHeaders.model_validate(dict(context.headers))
+        headers = models.DeadLetterHeaders.model_validate(with_reason(context.headers))
     except ValidationError as exc:
         log.warning("dead letter %s has unreadable headers: %s", context.task_id, exc)
         return None

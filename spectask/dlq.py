@@ -44,6 +44,7 @@ from spectask.protocol.names import (
     TRACEBACK_HEADER as TRACEBACK,
 )
 from spectask.runtime.broker import Broker
+from spectask.runtime.deaths import with_reason
 from spectask.runtime.publisher import OutgoingMessage
 from spectask.runtime.transport import NOT_FOUND, IncomingMessage, Queue
 
@@ -136,7 +137,8 @@ class DeadLetterView:
 
     @classmethod
     def from_message(cls, message: IncomingMessage, position: int) -> DeadLetterView:
-        headers = dict(message.headers or {})
+        stored = dict(message.headers or {})
+        headers = with_reason(stored)  # a broker's own dead letter (delivery_limit) too
         return cls(
             position=position,
             task_id=message.message_id or "",
@@ -154,7 +156,7 @@ class DeadLetterView:
             body=bytes(message.body),
             content_type=message.content_type,
             priority=message.priority,
-            headers=headers,
+            headers=stored,
         )
 
     @property

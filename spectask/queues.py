@@ -132,7 +132,8 @@ class QueueSource:
     def __init__(self, broker: Broker, topology: Topology) -> None:
         self._broker = broker
         order = {"queue": 0, "stream": 1, "delay": 2}  # the work first, retry tiers last
-        self._queues = sorted(topology.queues, key=lambda q: (order[queue_kind(q)], q.name))
+        queues = broker.naming.topology(topology).queues  # as declared on this broker
+        self._queues = sorted(queues, key=lambda q: (order[queue_kind(q)], q.name))
         self._configured = broker.config.management_url
         self._api_down_until = 0.0
         self._api_error: str | None = None

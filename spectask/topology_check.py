@@ -110,7 +110,9 @@ async def _from_passive(broker: Broker, topology: Topology) -> LiveTopology:
 
 
 async def check(broker: Broker, topology: Topology) -> TopologyReport:
-    """Compare the broker with `topology`; the management API first, else passive declares."""
+    """Compare the broker with `topology` (the spec's, under this process's names: a
+    SPECTASK_NAME_PREFIX applies); the management API first, else passive declares."""
+    topology = broker.naming.topology(topology)
     arguments = broker.queue_arguments(topology)
     try:
         vhost, live = await asyncio.to_thread(

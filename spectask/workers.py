@@ -105,12 +105,13 @@ class WorkerWatch:
         """Subscribe; a clear error when no worker has ever declared the stream."""
         channel = self._channel = await self._broker.connection.channel()
         await channel.set_qos(prefetch_count=STREAM_PREFETCH)  # a stream consumer needs one
+        stream = self._broker.naming.name(HEARTBEAT_STREAM)
         try:
-            queue = await channel.get_queue(HEARTBEAT_STREAM, ensure=True)
+            queue = await channel.get_queue(stream, ensure=True)
         except NOT_FOUND:
             self._channel = None
             raise HeartbeatStreamMissingError(
-                f"the heartbeat stream {HEARTBEAT_STREAM!r} does not exist: no worker of this "
+                f"the heartbeat stream {stream!r} does not exist: no worker of this "
                 "spectask version has started on this broker (a worker declares it)"
             ) from None
         since = datetime.now(UTC) - LOOKBACK

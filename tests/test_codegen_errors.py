@@ -217,6 +217,12 @@ CASES = {
         "$.channels.echoQueue.bindings.amqp.x-spectask-policy.maxAttempts",
         "maxAttempts must be an integer >= 1",
     ),
+    "deliveryLimit below 1": Case(
+        COMMON,
+        put((*POLICY, "deliveryLimit"), 0),
+        "$.channels.echoQueue.bindings.amqp.x-spectask-policy.deliveryLimit",
+        "deliveryLimit must be an integer >= 1",
+    ),
     "negative delay": Case(
         COMMON,
         put((*POLICY, "backoff", "initial"), -1),

@@ -282,21 +282,26 @@ def test_slot_processes_do_not_outlive_a_killed_worker(tmp_path: Path) -> None:
         victim.stdout.close()
 
 
-async def test_process_pool_overhead_is_small() -> None:
-    """Trivial tasks through the process pool vs the thread pool (numbers in the test output)."""
-    rates: dict[str, float] = {}
-    isolations: tuple[Literal["thread", "process"], ...] = ("thread", "process")
-    for isolation in isolations:
-        runner = HandlerRunner(4, isolation)
-        try:
-            await asyncio.gather(*(runner.run(as_model, STATS, CONTEXT, 30) for _ in range(8)))
-            started = time.perf_counter()
-            await asyncio.gather(*(runner.run(as_model, STATS, CONTEXT, 30) for _ in range(1000)))
-            rates[isolation] = 1000 / (time.perf_counter() - started)
-        finally:
-            runner.close()
-    print(f"trivial sync handler, concurrency 4: {rates}")
-    assert rates["process"] > 500, rates
+async def test_process_pool_reuses_its_slots_for_every_task() -> None:
+    """1,000 trivial tasks run in the pool's 4 slot processes: no process is spawned per task.
+
+    Spawning per task is what would make the pool slow; this counts processes rather than timing
+    them, so it holds on a loaded machine. The rate is printed for information only.
+    """
+    runner = HandlerRunner(4, "process")
+    try:
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(runner.run(describe, STATS, CONTEXT, 30) for _ in range(1000))
+        )
+        rate = 1000 / (time.perf_counter() - started)
+    finally:
+        runner.close()
+    print(f"trivial sync handler through 4 slot processes: {rate:.0f}/s")
+    pids = {result["pid"] for result in results if result is not None}
+    assert len([result for result in results if result is not None]) == 1000
+    assert 1 <= len(pids) <= 4, pids
+    assert os.getpid() not in pids
 
 
 # --- through the worker ----------------------------------------------------------------------

@@ -10,7 +10,6 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 
 import aio_pika
 import pytest
@@ -19,7 +18,6 @@ from generated.topology import TOPOLOGY
 from spectask.errors import ConfigError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
-from spectask.runtime.topology import Topology
 from spectask.topology_check import check
 from tests.cli_support import spectask
 from tests.secure_support import ManagementNode, management_node
@@ -140,12 +138,15 @@ async def test_a_foreign_exchange_of_another_type_is_one_line(
     code, _, err = run(node, vhost_url, "topology", "apply")
     assert code == 1
     [line] = err.strip().splitlines()
-    assert line.startswith("error: exchange 'tasks' already exists with other settings: ")
+    assert line.startswith(
+        "error: RabbitMQ refused to declare exchange 'tasks': it already exists with other "
+        "settings: "
+    )
     assert "the broker has type 'direct', the spec wants 'topic'" in line
     assert "a virtual host of its own" in line
     broker = await Broker.connect(RuntimeConfig(amqp_url=vhost_url))
     async with broker:
-        with pytest.raises(ConfigError, match="exchange 'tasks' already exists"):
+        with pytest.raises(ConfigError, match="exchange 'tasks': it already exists"):
             await broker.declare(TOPOLOGY)  # every process in declare mode says the same
 
 
@@ -163,48 +164,26 @@ async def test_a_queue_with_other_arguments_is_one_line(
     code, _, err = run(node, vhost_url, "topology", "apply")
     assert code == 1
     [line] = err.strip().splitlines()
-    assert "queue 'tasks.image_processing' already exists with other settings" in line
+    assert "queue 'tasks.image_processing': it already exists with other settings" in line
     assert "the broker has x-max-priority '3', the spec wants '10'" in line
     assert "rabbitmqctl delete_queue tasks.image_processing" in line
 
 
-def prefixed(topology: Topology, prefix: str) -> Topology:
-    """The kind of transform a name prefix is: every exchange and queue renamed."""
-    return replace(
-        topology,
-        exchanges=tuple(replace(e, name=prefix + e.name) for e in topology.exchanges),
-        queues=tuple(
-            replace(
-                q,
-                name=prefix + q.name,
-                arguments=tuple(
-                    (k, prefix + str(v) if k == "x-dead-letter-exchange" else v)
-                    for k, v in q.arguments
-                ),
-                bindings=tuple(replace(b, exchange=prefix + b.exchange) for b in q.bindings),
-            )
-            for q in topology.queues
-        ),
-    )
-
-
-async def test_check_compares_the_topology_value_so_a_prefix_applies(
-    node: ManagementNode, vhost_url: str
-) -> None:
-    """Two applications in one vhost: each one's check sees only its own names."""
+async def test_check_follows_the_name_prefix(node: ManagementNode, vhost_url: str) -> None:
+    """Two applications in one vhost (SPECTASK_NAME_PREFIX): each check sees only its own."""
     config = RuntimeConfig(amqp_url=vhost_url, management_url=node.management_url)
-    first, second = prefixed(TOPOLOGY, "one-"), prefixed(TOPOLOGY, "two-")
-    broker = await Broker.connect(config)
-    async with broker:
-        await broker.declare(first)
-        await broker.declare(second)
-        assert (await check(broker, first)).differences == []
-        channel = await broker.channel()
+    one = await Broker.connect(config.model_copy(update={"name_prefix": "one-"}))
+    two = await Broker.connect(config.model_copy(update={"name_prefix": "two-"}))
+    async with one, two:
+        await one.declare(TOPOLOGY)
+        await two.declare(TOPOLOGY)
+        assert (await check(one, TOPOLOGY)).differences == []
+        channel = await one.channel()
         await channel.queue_delete("two-results")
         await channel.declare_queue("one-stray", durable=True)
-        found = [str(d) for d in (await check(broker, first)).differences]
+        found = [str(d) for d in (await check(one, TOPOLOGY)).differences]
         assert found == ["extra queue 'one-stray': not in the spec"]
-        found = [str(d) for d in (await check(broker, second)).differences]
+        found = [str(d) for d in (await check(two, TOPOLOGY)).differences]
         assert found == ["missing queue 'two-results'"]
 
 

@@ -122,12 +122,12 @@ def _produce(env: dict[str, str], ids_file: Path, expected: int, *args: str) -> 
 
 async def _wait_for_a_retry(deadline: float) -> bool:
     """True once a task waits in a retry tier (a queue with a TTL that dead-letters back)."""
-    tiers = [
-        queue.name
-        for queue in TOPOLOGY.queues
-        if {"x-message-ttl", "x-dead-letter-exchange"} <= queue.arguments_dict().keys()
-    ]
     async with await Broker.connect(RuntimeConfig(), name="spectask-demo") as broker:
+        tiers = [
+            queue.name
+            for queue in broker.naming.topology(TOPOLOGY).queues  # SPECTASK_NAME_PREFIX
+            if {"x-message-ttl", "x-dead-letter-exchange"} <= queue.arguments_dict().keys()
+        ]
         # The raw channel: a robust channel answers repeated passive declares from its cache.
         channel = await (await broker.connection.channel()).get_underlay_channel()
         while time.monotonic() < deadline:

@@ -120,6 +120,7 @@ POLICY = {
         "a list of this channel's message types",
         "[report_generation.email]",
     ),
+    "deliveryLimit": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1", "10"),
 }
 
 

@@ -138,3 +138,5 @@ class Project:
     json_schema: str
     # schemas of the protocol document: their models are spectask.protocol.models' own
     protocol_schemas: tuple[str, ...] = ()
+    # the exchange the protocol's dead letters are published to (Topology.dead_letter_exchange)
+    dead_letter_exchange: str = ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from spectask.codegen import extensions
@@ -16,6 +17,15 @@ from spectask.codegen.diagnostics import Diagnostics
 from spectask.codegen.fields import Rule, check_fields, flag, is_int
 from spectask.codegen.nodes import Node
 from spectask.runtime.topology import ArgumentValue, BindingSpec, QueueSpec, TaskPolicy
+
+DELIVERY_LIMIT = "x-delivery-limit"
+DEFAULT_DELIVERY_LIMIT = 10
+"""Deliveries of one enqueued task before a quorum queue dead-letters it (reason
+`delivery_limit`) when its x-spectask-policy names no `deliveryLimit`. The broker counts every
+return of a delivery (a worker killed mid-task, a lost connection, a RequeueLater while the next
+hop is down), not the retries, each of which is a new enqueue through its tier; the tasks a
+killed worker had prefetched are counted too, so the limit is generous. Classic queues have no
+such limit (the runtime declares them without it)."""
 
 
 def _string(value: object) -> bool:
@@ -108,4 +118,19 @@ def parse_queue(
         bindings=tuple(sorted({binding for _, binding in bindings}, key=str)),
     )
     parsed_policy = extensions.parse_policy(policy, priorities, d) if policy is not None else None
+    if parsed_policy is not None and policy is not None:
+        queue = replace(queue, arguments=_with_delivery_limit(queue.arguments, policy))
     return (queue if queue.name else None), parsed_policy, bindings
+
+
+def _with_delivery_limit(
+    arguments: tuple[tuple[str, ArgumentValue], ...], policy: Node
+) -> tuple[tuple[str, ArgumentValue], ...]:
+    """A task queue's arguments with its delivery limit: `x-spectask-arguments` if it names
+    one, else the policy's `deliveryLimit`, else DEFAULT_DELIVERY_LIMIT (checked already)."""
+    stated = dict(arguments)
+    if DELIVERY_LIMIT in stated:
+        return arguments
+    node = policy.child("deliveryLimit")
+    limit = node.value if node is not None and is_int(node.value) else DEFAULT_DELIVERY_LIMIT
+    return tuple(sorted({**stated, DELIVERY_LIMIT: limit}.items()))

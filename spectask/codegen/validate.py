@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import keyword
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from operator import attrgetter
 
@@ -351,6 +351,17 @@ def _request_params(spec: SpecSet, schema: str) -> tuple[tuple[str, str], ...] |
     return tuple(params) or None
 
 
+def _dead_letter_exchange(services: Sequence[Service]) -> str:
+    """The exchange the services publish dead letters to ("" when none does)."""
+    exchanges = sorted(
+        op.exchange
+        for service in services
+        for op in service.send_ops
+        if op.message_type == names.DEAD_LETTER_MESSAGE_TYPE
+    )
+    return exchanges[0] if exchanges else ""
+
+
 def validate(spec: SpecSet, d: Diagnostics) -> Project | None:
     """The IR of a sound spec; None (with everything wrong in `d`) otherwise.
 
@@ -401,6 +412,7 @@ def validate(spec: SpecSet, d: Diagnostics) -> Project | None:
         services=services,
         json_schema=json_schema,
         protocol_schemas=protocol_schemas,
+        dead_letter_exchange=_dead_letter_exchange(services),
     )
 
 

@@ -13,6 +13,7 @@ from spectask.app import load_app
 from spectask.commands.dlq import spec_queue
 from spectask.dashboard.auth import TOKEN_VARIABLE, check_bind
 from spectask.errors import ConfigError
+from spectask.runtime.config import RuntimeConfig
 
 DEFAULT_PORT = 8077
 
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     token = os.environ.get(TOKEN_VARIABLE, "").strip() or None
     check_bind(args.host, token)
     app = load_app(args.app)
-    queue = args.dlq_queue or spec_queue(args.app)[0]
+    # the spec's dead-letter queue under this deployment's names (a --dlq-queue is taken as given)
+    queue = args.dlq_queue or RuntimeConfig().naming.name(spec_queue(args.app)[0])
     api = create_app(DashboardSettings(app=app, dead_letter_queue=queue, token=token))
     print(f"spectask dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
     uvicorn.run(api, host=args.host, port=args.port, log_level="warning", access_log=False)

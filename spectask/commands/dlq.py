@@ -151,6 +151,7 @@ async def run(args: argparse.Namespace) -> int:
     async with await Broker.connect(RuntimeConfig(), name="spectask-dlq") as broker:
         if topology is not None:
             await broker.declare(topology)  # idempotent, as every spectask process does
+            queue = broker.naming.name(queue)  # the spec's queue (a --queue is taken as given)
         return await _dispatch(args, broker, queue)
 
 

@@ -337,7 +337,8 @@ def create_app(settings: DashboardSettings) -> FastAPI:
 
     @api.get("/api/topology", summary="Exchanges, queues, bindings, retry tiers of the spec")
     async def topology() -> dict[str, Any]:
-        return topology_json(settings.app.topology)
+        naming = (settings.runtime or RuntimeConfig()).naming  # the names on this broker
+        return topology_json(naming.topology(settings.app.topology))
 
     @api.get("/api/operations", summary="Each task operation with its payload's JSON Schema")
     async def operations() -> list[dict[str, Any]]:

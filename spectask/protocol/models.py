@@ -71,6 +71,7 @@ class DeadLetterReason(StrEnum):
     PERMANENT = "permanent"
     UNSTORABLE = "unstorable"
     DUPLICATE_ID = "duplicate_id"
+    DELIVERY_LIMIT = "delivery_limit"
 
 
 DeadLetterBody = TypeAliasType(

@@ -25,7 +25,13 @@ from spectask.runtime.failover import URL_SEPARATOR, split_urls
 from spectask.runtime.publisher import Publisher
 from spectask.runtime.rpc import RpcClient
 from spectask.runtime.shutdown import within
-from spectask.runtime.topology import ArgumentValue, QueueSpec, Topology
+from spectask.runtime.topology import (
+    DEAD_LETTER_EXCHANGE,
+    DELIVERY_LIMIT,
+    ArgumentValue,
+    QueueSpec,
+    Topology,
+)
 from spectask.runtime.transport import (
     ACCESS_REFUSED,
     NOT_FOUND,
@@ -42,8 +48,6 @@ if TYPE_CHECKING:
 
 QUEUE_TYPE = "x-queue-type"
 MAX_PRIORITY = "x-max-priority"
-DELIVERY_LIMIT = "x-delivery-limit"
-DEAD_LETTER_EXCHANGE = "x-dead-letter-exchange"
 DEAD_LETTER_STRATEGY = "x-dead-letter-strategy"
 AT_LEAST_ONCE = "at-least-once"
 OVERFLOW = "x-overflow"
@@ -72,6 +76,8 @@ class Broker:
     def __init__(self, connection: Connection, config: RuntimeConfig) -> None:
         self.connection = connection
         self.config = config
+        # every spec name this process uses goes through it (SPECTASK_NAME_PREFIX)
+        self.naming = config.naming
         self._publisher: Publisher | None = None
         self._rpc: RpcClient | None = None
 
@@ -147,13 +153,15 @@ class Broker:
     async def publisher(self) -> Publisher:
         """The process's shared confirmed publisher (one channel, many confirms in flight)."""
         if self._publisher is None:
-            self._publisher = Publisher(await self.channel(), self.config.confirm_timeout)
+            self._publisher = Publisher(
+                await self.channel(), self.config.confirm_timeout, naming=self.naming
+            )
         return self._publisher
 
     def rpc(self) -> RpcClient:
         """The process's request/reply client: one direct reply-to consumer, shared."""
         if self._rpc is None:
-            self._rpc = RpcClient(self.connection)
+            self._rpc = RpcClient(self.connection, naming=self.naming)
         return self._rpc
 
     def server_version(self) -> Version | None:
@@ -161,8 +169,9 @@ class Broker:
         properties: Mapping[str, object] = server_properties(self.connection)
         return parse_version(properties.get("version"))
 
-    def queue_arguments(self, topology: Topology) -> dict[str, dict[str, ArgumentValue]]:
-        """Each queue's arguments as this process declares them (`queue_arguments`)."""
+    def queue_arguments(self, named: Topology) -> dict[str, dict[str, ArgumentValue]]:
+        """Each queue's arguments as this process declares them (`queue_arguments`); `named`
+        is a topology already under this process's names (`self.naming.topology`)."""
         version = self.server_version()
         return {
             spec.name: queue_arguments(
@@ -170,8 +179,9 @@ class Broker:
                 self.config.queue_type,
                 version,
                 without_priorities=self.config.quorum_without_priorities,
+                dead_letter_exchange=named.dead_letter_exchange,
             )
-            for spec in topology.queues
+            for spec in named.queues
         }
 
     async def declare(self, topology: Topology) -> None:
@@ -182,8 +192,10 @@ class Broker:
         permission once an operator has run `spectask topology apply`.
 
         Queue arguments are settled first (`queue_arguments`), so a configuration the broker
-        cannot honour fails with a `ConfigError` before anything is declared.
+        cannot honour fails with a `ConfigError` before anything is declared. `topology` is the
+        spec's; it is declared under this process's names (`self.naming`).
         """
+        topology = self.naming.topology(topology)
         version = self.server_version()
         arguments = self.queue_arguments(topology)
         dropped = [
@@ -271,8 +283,10 @@ class Broker:
         if missing:
             raise declare_errors.missing(missing, connect_errors.vhost_of(self._first_url()))
 
-    async def missing(self, topology: Topology) -> list[tuple[str, str]]:
-        """(`exchange`|`queue`, name) of each one the broker lacks, by passive declares."""
+    async def missing(self, named: Topology) -> list[tuple[str, str]]:
+        """(`exchange`|`queue`, name) of each one the broker lacks, by passive declares;
+        `named` is under this process's names already (`self.naming.topology`)."""
+        topology = named
         found: list[tuple[str, str]] = []
         entities = [("exchange", spec.name) for spec in topology.exchanges] + [
             ("queue", spec.name) for spec in topology.queues
@@ -336,6 +350,7 @@ def queue_arguments(
     server_version: Version | None,
     *,
     without_priorities: bool = False,
+    dead_letter_exchange: str = "",
 ) -> dict[str, ArgumentValue]:
     """The arguments to declare a queue with, for the deployment's queue type and broker.
 
@@ -349,6 +364,8 @@ def queue_arguments(
     still refuse the `x-max-priority` argument, so it is left out. `without_priorities`
     (SPECTASK_QUORUM_WITHOUT_PRIORITIES) is the user's explicit choice of replication over
     priorities on an older broker: the argument is left out there too (`declare` warns).
+    A quorum queue with a delivery limit dead-letters to `dead_letter_exchange` (the
+    protocol's), so a task that hit the limit is kept with reason `delivery_limit`, not dropped.
     """
     arguments = queue.arguments_dict()
     if queue_type == "quorum" and arguments.get(QUEUE_TYPE) == "classic":
@@ -362,6 +379,8 @@ def queue_arguments(
     if arguments.get(QUEUE_TYPE, "classic") == "classic":
         arguments.pop(DELIVERY_LIMIT, None)
         return arguments
+    if arguments[QUEUE_TYPE] == "quorum" and DELIVERY_LIMIT in arguments and dead_letter_exchange:
+        arguments.setdefault(DEAD_LETTER_EXCHANGE, dead_letter_exchange)
     if arguments[QUEUE_TYPE] == "quorum" and DEAD_LETTER_EXCHANGE in arguments:
         # A retry tier: RabbitMQ dead-letters at-most-once (a node failing between the expiry
         # and the republish loses the task) unless the quorum queue asks for at-least-once,

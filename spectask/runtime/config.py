@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from spectask.runtime.topology import Naming
+
 
 class RuntimeConfig(BaseSettings):
     """How a spectask process talks to RabbitMQ and how much work it takes on."""
@@ -49,6 +51,14 @@ class RuntimeConfig(BaseSettings):
         description="declare: every process declares the spec's exchanges, queues and bindings "
         "(needs configure permission); check: it only checks passively that they exist and "
         "fails naming what is missing (run `spectask topology apply` first).",
+    )
+    name_prefix: str = Field(
+        default="",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]*$",
+        description="Put before the name of every exchange and queue spectask declares or uses "
+        "(e.g. `shop.`), so two applications can share a vhost; every process of one "
+        "application needs the same prefix.",
     )
     confirm_timeout: float = Field(
         default=60.0,
@@ -118,3 +128,8 @@ class RuntimeConfig(BaseSettings):
         "handler, a crash fails only the task) or threads (cheaper; a time limit only stops "
         "waiting). Async handlers always run on the event loop.",
     )
+
+    @property
+    def naming(self) -> Naming:
+        """The spec's names as this deployment's broker holds them (`name_prefix`)."""
+        return Naming(self.name_prefix)

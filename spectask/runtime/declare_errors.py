@@ -56,7 +56,8 @@ def refused(kind: str, name: str, wanted: str, exc: BaseException) -> ConfigErro
         else f"rabbitmqadmin delete exchange name={name}"
     )
     return ConfigError(
-        f"{kind} {name!r} already exists with other settings: {has}; "
+        f"RabbitMQ refused to declare {kind} {name!r}: it already exists with other settings: "
+        f"{has}; "
         f"fix: if it is this application's, drain and delete it ({delete}) and run "
         f"`{APPLY_COMMAND}`; if another application owns it, give this one a virtual host "
         "of its own (AMQP_URL's path)"

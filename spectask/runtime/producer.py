@@ -95,6 +95,7 @@ class TaskPublisher:
             raise TaskValidationError(
                 f"{route.operation} takes a {route.model.__name__}, not {type(payload).__name__}"
             )
+        route = self._publisher.naming.send(route)  # the spec's route, on this broker's names
         now = datetime.now(UTC)
         body = payload.model_dump_json(by_alias=True, exclude_unset=True).encode()
         if len(body) > self._max_bytes:

@@ -16,6 +16,7 @@ import aio_pika
 import aiormq
 
 from spectask.errors import PublishError, UnroutableError
+from spectask.runtime.topology import Naming
 from spectask.runtime.transport import UNROUTABLE, Channel, Exchange
 
 DEFAULT_WINDOW = 256
@@ -43,8 +44,17 @@ class OutgoingMessage:
 class Publisher:
     """Publishes on one confirm channel; safe to share between tasks of one event loop."""
 
-    def __init__(self, channel: Channel, confirm_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        confirm_timeout: float | None = None,
+        *,
+        naming: Naming | None = None,
+    ) -> None:
         self._channel = channel
+        # the process's names: the producer (`TaskPublisher`) names the spec's routes with it;
+        # messages given here are published to exactly the exchange they name
+        self.naming = naming or Naming()
         # None: wait as long as the connection lives. A quorum queue that lost the majority of
         # its nodes neither confirms nor refuses: without a bound, a submit would hang forever.
         self._confirm_timeout = confirm_timeout

@@ -25,7 +25,7 @@ import aiormq
 from pydantic import BaseModel, ValidationError
 
 from spectask.errors import PublishError, RpcTimeoutError, SpectaskError, TaskValidationError
-from spectask.runtime.topology import RpcRoute
+from spectask.runtime.topology import Naming, RpcRoute
 from spectask.runtime.transport import Channel, Connection, IncomingMessage
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,9 @@ class RpcError(SpectaskError):
 class RpcClient:
     """Calls request/reply operations; safe to share between the tasks of one event loop."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, *, naming: Naming | None = None) -> None:
         self._connection = connection
+        self._naming = naming or Naming()  # calls take the spec's routes (SPECTASK_NAME_PREFIX)
         self._channel: Channel | None = None
         self._pending: dict[str, asyncio.Future[IncomingMessage]] = {}
         self._lock = asyncio.Lock()
@@ -73,6 +74,7 @@ class RpcClient:
         """Send one request and return its validated reply; `RpcTimeoutError` after `timeout`."""
         if timeout <= 0:
             raise TaskValidationError(f"timeout must be positive, got {timeout}")
+        route = self._naming.rpc(route)
         try:
             payload = route.model.model_validate(
                 request.model_dump() if isinstance(request, BaseModel) else request

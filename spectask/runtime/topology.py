@@ -7,11 +7,13 @@ no behaviour and import nothing from aio-pika, so generated modules stay thin an
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel
 
 ArgumentValue = str | int | bool
+DELIVERY_LIMIT = "x-delivery-limit"
+DEAD_LETTER_EXCHANGE = "x-dead-letter-exchange"
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,9 @@ class Topology:
     exchanges: tuple[ExchangeSpec, ...] = ()
     queues: tuple[QueueSpec, ...] = ()
     priorities: tuple[tuple[str, int], ...] = ()
+    # where the protocol's dead letters go: a quorum task queue dead-letters a task that hit
+    # its x-delivery-limit there (the broker's own dead letter, reason `delivery_limit`)
+    dead_letter_exchange: str = ""
 
     def priority(self, name: str) -> int:
         """The number for a priority name from the spec (`normal`, `urgent`, ...)."""
@@ -193,3 +198,59 @@ class RpcRoute:
     model: type[BaseModel]
     reply: ReplySpec
     persistent: bool = False
+
+
+NAMED_ARGUMENTS = (DEAD_LETTER_EXCHANGE,)
+"""Queue arguments whose value is an exchange name, so they follow a name prefix."""
+
+
+@dataclass(frozen=True)
+class Naming:
+    """The one transform from the spec's names to the names on the broker (SPECTASK_NAME_PREFIX).
+
+    Two applications that share a vhost each put their own prefix before every exchange and
+    queue spectask declares or uses, so neither sees the other's tasks. The spec and generated
+    code keep the plain names; the runtime renames each value once, where it enters from
+    generated code or the protocol (`Broker.declare`, `run_worker`, the producer, the status
+    client, the queue and dlq views), with these methods, built from the process's config at
+    start-up (`Broker.naming`). The empty prefix changes nothing. Routing keys, message types
+    and the default exchange ("") are not names of things declared, so they stay as they are.
+    """
+
+    prefix: str = ""
+
+    def name(self, name: str) -> str:
+        return f"{self.prefix}{name}" if name and self.prefix else name
+
+    def topology(self, topology: Topology) -> Topology:
+        if not self.prefix:
+            return topology
+        return replace(
+            topology,
+            exchanges=tuple(replace(e, name=self.name(e.name)) for e in topology.exchanges),
+            queues=tuple(self.queue(queue) for queue in topology.queues),
+            dead_letter_exchange=self.name(topology.dead_letter_exchange),
+        )
+
+    def queue(self, queue: QueueSpec) -> QueueSpec:
+        arguments = tuple(
+            (key, self.name(value) if key in NAMED_ARGUMENTS and isinstance(value, str) else value)
+            for key, value in queue.arguments
+        )
+        bindings = tuple(replace(b, exchange=self.name(b.exchange)) for b in queue.bindings)
+        return replace(queue, name=self.name(queue.name), arguments=arguments, bindings=bindings)
+
+    def policy(self, policy: TaskPolicy) -> TaskPolicy:
+        tiers = tuple(replace(t, exchange=self.name(t.exchange)) for t in policy.retry.tiers)
+        return replace(policy, retry=replace(policy.retry, tiers=tiers))
+
+    def send(self, route: SendRoute) -> SendRoute:
+        return replace(route, exchange=self.name(route.exchange)) if self.prefix else route
+
+    def receive(self, route: ReceiveRoute) -> ReceiveRoute:
+        if not self.prefix:
+            return route
+        return replace(route, queue=self.name(route.queue), policy=self.policy(route.policy))
+
+    def rpc(self, route: RpcRoute) -> RpcRoute:
+        return replace(route, exchange=self.name(route.exchange)) if self.prefix else route

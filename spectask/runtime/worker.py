@@ -98,7 +98,10 @@ async def run_worker(
     """Declare the topology and consume until `stop` is set (or, with `burst`, until idle).
 
     The broker's own configuration (prefetch, concurrency, limits) is what the runtime uses.
+    The routes are the spec's: they are served under the broker's names (`Broker.naming`).
     """
+    routes = [broker.naming.receive(route) for route in routes]
+    send_routes = [broker.naming.send(route) for route in send_routes]
     runtime_routes = [route for route in routes if route.kind is RouteKind.RUNTIME]
     unknown = sorted({r.runtime or "" for r in runtime_routes} - {CANCELLATIONS})
     if unknown:

@@ -48,6 +48,7 @@ TOPOLOGY: Final = Topology(
             exclusive=False,
             auto_delete=False,
             arguments=(
+                ("x-delivery-limit", 10),
                 ("x-max-priority", 9),
                 ("x-queue-type", "classic"),
             ),
@@ -102,6 +103,7 @@ TOPOLOGY: Final = Topology(
         ("high", 9),
         ("low", 1),
     ),
+    dead_letter_exchange="jobs.dead",
 )
 
 

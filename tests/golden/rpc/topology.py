@@ -54,6 +54,7 @@ TOPOLOGY: Final = Topology(
         ),
     ),
     priorities=(),
+    dead_letter_exchange="rpc.dead",
 )
 
 
