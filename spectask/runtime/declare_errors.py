@@ -60,7 +60,7 @@ def refused(kind: str, name: str, wanted: str, exc: BaseException) -> ConfigErro
         f"{has}; "
         f"fix: if it is this application's, drain and delete it ({delete}) and run "
         f"`{APPLY_COMMAND}`; if another application owns it, give this one a virtual host "
-        "of its own (AMQP_URL's path)"
+        "of its own (AMQP_URL's path) or a name prefix (SPECTASK_NAME_PREFIX)"
     )
 
 
