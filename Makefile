@@ -73,8 +73,9 @@ $(GENERATED): $(INSTALLED) $(SPEC) $(CODEGEN)
 	$(PY) -m spectask.codegen --spec spec --out generated
 	touch $@
 
+# shows your AMQP_URL without its password (the other targets capture it whole)
 broker: $(INSTALLED)
-	$(BROKER)
+	$(PY) -m spectask.devbroker ensure --redact | tail -n 1
 
 broker-stop: $(INSTALLED)
 	$(PY) -m spectask.devbroker stop

@@ -41,6 +41,10 @@ COMMANDS = {
     "tasks": ("spectask.commands.tasks", "recent tasks from the store, by batch, state, type"),
     "workers": ("spectask.commands.workers", "workers online (or lost) from their heartbeats"),
     "dashboard": ("spectask.commands.dashboard", "the live web dashboard (and /metrics)"),
+    "topology": (
+        "spectask.commands.topology",
+        "topology apply | check: declare the spec's topology, or list how the broker differs",
+    ),
     "health": ("spectask.commands.health", "exit 0 if the named queues have consumers (probes)"),
     "spec": (
         "spectask.commands.spec",
@@ -61,6 +65,7 @@ NEEDS_APP = frozenset(
         "queues",
         "dashboard",
         "health",
+        "topology",
     }
 )
 # services stop on a signal by draining (spectask.signals.stop_on_signals); the other commands

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from spectask.devbroker.node import LocalNode, NodeError
 from spectask.devbroker.probe import free_ports
+from spectask.runtime.broker import redact_url
 
 CLUSTER_SIZE = 3
 STATE_FILE = "cluster.json"
@@ -158,5 +159,5 @@ def cluster_command(command: str, base: Path, timeout: float) -> int:
     members = cluster.running_members()
     for node in cluster.nodes:
         state = "running" if node.nodename in members else "not running"
-        print(f"{node.nodename}: {state} {node.url}")
+        print(f"{node.nodename}: {state} {redact_url(node.url)}")
     return 0 if len(members) == len(cluster.nodes) else 1

@@ -238,6 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--local", action="store_true", help="ensure: skip AMQP_URL and localhost:5672"
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="start deadline, seconds")
+    parser.add_argument(
+        "--redact",
+        action="store_true",
+        help="ensure: print AMQP_URL (yours) without its password (`make broker`); targets that "
+        "capture the URL use it as is",
+    )
     args = parser.parse_args(argv)
     base: Path = args.dir or _repo_root() / ".rabbitmq"
     try:
@@ -246,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         port: int = args.port or _local_port()
         if args.command == "ensure":
             url = ensure(base, port, local_only=args.local, timeout=args.timeout)
-            print(url, flush=True)
+            yours = url == os.environ.get("AMQP_URL", "").strip()
+            print(redact_url(url) if args.redact and yours else url, flush=True)
             return 0
         if not (base / "state.json").exists():
             _say(f"no project-local node in {base}")
@@ -256,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             state = "running" if running else "not running"
             ready = " (answering AMQP)" if running and node.is_ready() else ""
-            print(f"project-local node {node.nodename}: {state}{ready} {node.url}")
+            print(f"project-local node {node.nodename}: {state}{ready} {redact_url(node.url)}")
             return 0 if running else 1
         with _locked(base):
             node.close()

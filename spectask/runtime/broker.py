@@ -13,12 +13,12 @@ import re
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aio_pika
 
 from spectask.errors import ConfigError, StoppedBeforeConnectingError
-from spectask.runtime import connect_errors
+from spectask.runtime import connect_errors, declare_errors
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.connection_watch import watch_connection
 from spectask.runtime.failover import URL_SEPARATOR, split_urls
@@ -33,6 +33,8 @@ from spectask.runtime.topology import (
     Topology,
 )
 from spectask.runtime.transport import (
+    ACCESS_REFUSED,
+    NOT_FOUND,
     PRECONDITION_FAILED,
     Channel,
     Connection,
@@ -167,8 +169,27 @@ class Broker:
         properties: Mapping[str, object] = server_properties(self.connection)
         return parse_version(properties.get("version"))
 
+    def queue_arguments(self, named: Topology) -> dict[str, dict[str, ArgumentValue]]:
+        """Each queue's arguments as this process declares them (`queue_arguments`); `named`
+        is a topology already under this process's names (`self.naming.topology`)."""
+        version = self.server_version()
+        return {
+            spec.name: queue_arguments(
+                spec,
+                self.config.queue_type,
+                version,
+                without_priorities=self.config.quorum_without_priorities,
+                dead_letter_exchange=named.dead_letter_exchange,
+            )
+            for spec in named.queues
+        }
+
     async def declare(self, topology: Topology) -> None:
         """Declare every exchange, queue and binding; idempotent, so every process may call it.
+
+        With SPECTASK_TOPOLOGY=check it declares nothing and only checks, passively, that the
+        exchanges and queues exist (`check_declared`), so a process needs no configure
+        permission once an operator has run `spectask topology apply`.
 
         Queue arguments are settled first (`queue_arguments`), so a configuration the broker
         cannot honour fails with a `ConfigError` before anything is declared. `topology` is the
@@ -176,16 +197,7 @@ class Broker:
         """
         topology = self.naming.topology(topology)
         version = self.server_version()
-        arguments = {
-            spec.name: queue_arguments(
-                spec,
-                self.config.queue_type,
-                version,
-                without_priorities=self.config.quorum_without_priorities,
-                dead_letter_exchange=topology.dead_letter_exchange,
-            )
-            for spec in topology.queues
-        }
+        arguments = self.queue_arguments(topology)
         dropped = [
             spec.name
             for spec in topology.queues
@@ -213,15 +225,31 @@ class Broker:
                 ", ".join(quorum_with_priorities),
                 quorum_priority_note(topology.priorities),
             )
+        if self.config.topology == "check":
+            await self.check_declared(topology)
+            return
+        await self._declare(topology, arguments)
+
+    async def _declare(
+        self, topology: Topology, arguments: Mapping[str, dict[str, ArgumentValue]]
+    ) -> None:
+        """Declare actively; a refusal (other settings, no configure permission) is one line."""
         channel = await self.connection.channel()
         try:
             for spec in topology.exchanges:
-                await channel.declare_exchange(
-                    spec.name,
-                    type=spec.type,
-                    durable=spec.durable,
-                    auto_delete=spec.auto_delete,
-                )
+                try:
+                    await channel.declare_exchange(
+                        spec.name,
+                        type=spec.type,
+                        durable=spec.durable,
+                        auto_delete=spec.auto_delete,
+                    )
+                except PRECONDITION_FAILED as exc:
+                    raise declare_errors.refused(
+                        "exchange", spec.name, f"type {spec.type!r}", exc
+                    ) from None
+                except ACCESS_REFUSED:
+                    raise self._not_allowed("exchange", spec.name) from None
             for queue_spec in topology.queues:
                 try:
                     queue = await channel.declare_queue(
@@ -232,16 +260,59 @@ class Broker:
                         arguments=arguments[queue_spec.name],
                     )
                 except PRECONDITION_FAILED as exc:
-                    raise ConfigError(
-                        f"RabbitMQ refused to declare queue {queue_spec.name!r}: {exc}"
-                        "\n  hint: a queue that already exists keeps its type and arguments; if "
-                        "the spec or SPECTASK_QUEUE_TYPE changed them, drain and delete the queue "
-                        f"(rabbitmqctl delete_queue {queue_spec.name}) so it is declared afresh"
+                    raise declare_errors.refused(
+                        "queue",
+                        queue_spec.name,
+                        f"arguments {arguments[queue_spec.name]}",
+                        exc,
                     ) from None
+                except ACCESS_REFUSED:
+                    raise self._not_allowed("queue", queue_spec.name) from None
                 for binding in queue_spec.bindings:
-                    await queue.bind(binding.exchange, routing_key=binding.routing_key)
+                    try:
+                        await queue.bind(binding.exchange, routing_key=binding.routing_key)
+                    except ACCESS_REFUSED:
+                        raise self._not_allowed("binding to", queue_spec.name) from None
         finally:
-            await channel.close()
+            await within(channel.close(), "closing the declaring channel")
+
+    async def check_declared(self, topology: Topology) -> None:
+        """SPECTASK_TOPOLOGY=check: passive declares only (no configure permission needed);
+        every missing exchange or queue is named in one `ConfigError`."""
+        missing = [f"{kind} {name!r}" for kind, name in await self.missing(topology)]
+        if missing:
+            raise declare_errors.missing(missing, connect_errors.vhost_of(self._first_url()))
+
+    async def missing(self, named: Topology) -> list[tuple[str, str]]:
+        """(`exchange`|`queue`, name) of each one the broker lacks, by passive declares;
+        `named` is under this process's names already (`self.naming.topology`)."""
+        topology = named
+        found: list[tuple[str, str]] = []
+        entities = [("exchange", spec.name) for spec in topology.exchanges] + [
+            ("queue", spec.name) for spec in topology.queues
+        ]
+        channel = await self.connection.channel()
+        try:
+            for kind, name in entities:
+                try:
+                    if kind == "exchange":
+                        await channel.declare_exchange(name, passive=True)
+                    else:
+                        await channel.declare_queue(name, passive=True)
+                except NOT_FOUND:
+                    found.append((kind, name))
+                    channel = await self.connection.channel()  # a 404 closed the old one
+        finally:
+            await within(channel.close(), "closing the checking channel")
+        return found
+
+    def _first_url(self) -> str:
+        return (split_urls(self.config.amqp_url) or [self.config.amqp_url])[0]
+
+    def _not_allowed(self, kind: str, name: str) -> ConfigError:
+        url = urlsplit(self._first_url())
+        user = unquote(url.username) if url.username else "guest"
+        return declare_errors.not_allowed(kind, name, user, connect_errors.vhost_of(url.geturl()))
 
     async def close(self) -> None:
         """Close the connection; bounded, since over a lost connection closing can wait forever."""

@@ -46,6 +46,12 @@ class RuntimeConfig(BaseSettings):
         description="Type of the spec's task queues (those whose arguments name an x-queue-type): "
         "quorum replicates them across a cluster; priorities on quorum queues need RabbitMQ 4.0.",
     )
+    topology: Literal["declare", "check"] = Field(
+        default="declare",
+        description="declare: every process declares the spec's exchanges, queues and bindings "
+        "(needs configure permission); check: it only checks passively that they exist and "
+        "fails naming what is missing (run `spectask topology apply` first).",
+    )
     name_prefix: str = Field(
         default="",
         max_length=64,

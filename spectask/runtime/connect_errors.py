@@ -8,8 +8,10 @@ checked before any attempt, so a typo fails at once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from urllib.parse import unquote, urlsplit
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiormq
 
@@ -19,6 +21,14 @@ from spectask.runtime.failover import split_urls
 SCHEMES = ("amqp", "amqps")
 URL_SHAPE = (
     "amqp://USER:PASSWORD@HOST:5672/VHOST, or amqps:// for TLS; a cluster's nodes comma-separated"
+)
+# aio-pika/aiormq read TLS files from the URL's query (README: TLS)
+TLS_FILES = ("cafile", "certfile", "keyfile")
+TLS_SHAPE = (
+    "amqps://USER:PASSWORD@HOST:5671/VHOST?cafile=ca.pem&certfile=client.pem&keyfile=client.key"
+)
+_SSL_REASON = re.compile(
+    r"\[SSL: (?P<code>[A-Z0-9_]+)\] (?P<text>.+?)(?: \(_ssl\.c:\d+\))?['\")]*$"
 )
 
 
@@ -46,6 +56,19 @@ def check_url(url: str, shown: str) -> None:
     if not parts.hostname:
         raise ConfigError(f"AMQP_URL {shown!r} names no host; write {URL_SHAPE}")
     del port  # parsed only to refuse a port that is not a number
+    query = parse_qs(parts.query)
+    for name in TLS_FILES:
+        for value in query.get(name, []):
+            if not Path(value).is_file():
+                raise ConfigError(
+                    f"AMQP_URL {shown!r}: {name} {value!r} is not a readable file; give the "
+                    f"path of a PEM file: {TLS_SHAPE}"
+                )
+    if parts.scheme == "amqp" and any(name in query for name in TLS_FILES):
+        raise ConfigError(
+            f"AMQP_URL {shown!r} names TLS files but its scheme is amqp:// (plain text); "
+            f"write amqps:// for TLS: {TLS_SHAPE}"
+        )
 
 
 def vhost_of(url: str) -> str:
@@ -73,8 +96,56 @@ def explain(exc: BaseException, url: str, shown: str) -> BrokerUnavailableError:
             f"\n  hint: rabbitmqctl add_vhost {vhost} && rabbitmqctl set_permissions -p {vhost} "
             f"{user} '.*' '.*' '.*', or fix the path of AMQP_URL"
         )
+    tls = _tls_problem(exc, parts.hostname or "", shown)
+    if tls is not None:
+        return tls
     reason = str(exc) or type(exc).__name__
+    if parts.scheme == "amqp" and "reset" in reason.lower():
+        return BrokerUnavailableError(
+            f"cannot reach RabbitMQ at {shown}: {reason}"
+            "\n  hint: the server closed the connection at once; if that port is a TLS "
+            f"listener (5671), write amqps://: {TLS_SHAPE}"
+        )
     return BrokerUnavailableError(
         f"cannot reach RabbitMQ at {shown}: {reason}"
         "\n  hint: run `make broker` (it finds or starts one) and set AMQP_URL to the URL it prints"
+    )
+
+
+def _tls_problem(exc: BaseException, host: str, shown: str) -> BrokerUnavailableError | None:
+    """The one-line error for a failed TLS handshake, or None if `exc` is not one.
+
+    aiormq wraps the `ssl.SSLError` in AMQPConnectionError, keeping only its text, so the
+    OpenSSL reason code in that text ("[SSL: CERTIFICATE_VERIFY_FAILED] ...") decides.
+    """
+    match = _SSL_REASON.search(str(exc))
+    if match is None:
+        return None
+    code, text = match.group("code"), match.group("text")
+    if code == "CERTIFICATE_VERIFY_FAILED" and "mismatch" in text:
+        return BrokerUnavailableError(
+            f"RabbitMQ at {shown}: its TLS certificate is not valid for {host!r} ({text}); fix: "
+            "connect with a host name the server certificate names, or reissue it for this one"
+        )
+    if code == "CERTIFICATE_VERIFY_FAILED":
+        return BrokerUnavailableError(
+            f"RabbitMQ at {shown}: its TLS certificate is not trusted ({text}); fix: give the "
+            f"CA that signed it: {TLS_SHAPE.split('&', 1)[0]}"
+        )
+    if "CERTIFICATE_REQUIRED" in code or code in (
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "TLSV1_ALERT_UNKNOWN_CA",
+    ):
+        return BrokerUnavailableError(
+            f"RabbitMQ at {shown} refused this client's TLS certificate ({text}); fix: give a "
+            "client certificate signed by a CA RabbitMQ trusts (ssl_options.cacertfile): "
+            f"{TLS_SHAPE}"
+        )
+    if code == "WRONG_VERSION_NUMBER":
+        return BrokerUnavailableError(
+            f"{shown} does not speak TLS on that port ({text}); fix: use the port of RabbitMQ's "
+            "TLS listener (listeners.ssl, usually 5671), or amqp:// for a plain one"
+        )
+    return BrokerUnavailableError(
+        f"TLS with RabbitMQ at {shown} failed ({text}); fix: check the URL against {TLS_SHAPE}"
     )

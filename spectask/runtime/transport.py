@@ -66,6 +66,7 @@ class ChannelClosedError(TransportError):
 
 UNROUTABLE: tuple[type[Exception], ...] = (aiormq.exceptions.PublishError, ReturnedError)
 NOT_FOUND: tuple[type[Exception], ...] = (aiormq.exceptions.ChannelNotFoundEntity, NotFoundError)
+ACCESS_REFUSED: tuple[type[Exception], ...] = (aiormq.exceptions.ChannelAccessRefused,)
 PRECONDITION_FAILED: tuple[type[Exception], ...] = (
     aiormq.exceptions.ChannelPreconditionFailed,
     PreconditionFailedError,
