@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 
 from spectask.errors import ConfigError, StoppedBeforeConnectingError
-from spectask.runtime import connect_errors
+from spectask.runtime import connect_errors, declare_errors
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.connection_watch import watch_connection
 from spectask.runtime.failover import URL_SEPARATOR, split_urls
@@ -27,6 +27,7 @@ from spectask.runtime.rpc import RpcClient
 from spectask.runtime.shutdown import within
 from spectask.runtime.topology import ArgumentValue, QueueSpec, Topology
 from spectask.runtime.transport import (
+    NOT_FOUND,
     PRECONDITION_FAILED,
     Channel,
     Connection,
@@ -221,12 +222,12 @@ class Broker:
                         arguments=arguments[queue_spec.name],
                     )
                 except PRECONDITION_FAILED as exc:
-                    raise ConfigError(
-                        f"RabbitMQ refused to declare queue {queue_spec.name!r}: {exc}"
-                        "\n  hint: a queue that already exists keeps its type and arguments; if "
-                        "the spec or SPECTASK_QUEUE_TYPE changed them, drain and delete the queue "
-                        f"(rabbitmqctl delete_queue {queue_spec.name}) so it is declared afresh"
-                    ) from None
+                    raise declare_errors.refused(queue_spec.name, exc) from None
+                except NOT_FOUND as exc:
+                    error = declare_errors.unavailable(queue_spec.name, exc)
+                    if error is None:
+                        raise
+                    raise error from None
                 for binding in queue_spec.bindings:
                     await queue.bind(binding.exchange, routing_key=binding.routing_key)
         finally:

@@ -16,6 +16,7 @@ from typing import Generic, Protocol, TypeVar
 
 from spectask.errors import SpectaskError
 from spectask.protocol import names
+from spectask.runtime.config import RuntimeConfig
 
 # the protocol's final task states, and the most ids one StatusRequest may carry (maxItems)
 FINAL_STATES = frozenset(state.value for state in names.FINAL_STATES)
@@ -65,16 +66,20 @@ async def wait_until_final(
     timeout: float,
     on_progress: Callable[[int], None] | None = None,
     poll_interval: float = 0.5,
-    rpc_timeout: float = 5.0,
+    rpc_timeout: float | None = None,
 ) -> dict[str, V]:
     """Poll `get_status(ids, timeout=rpc_timeout)` until every task is final; see the module doc.
 
+    `rpc_timeout` None means SPECTASK_STATUS_TIMEOUT (RuntimeConfig.status_timeout): one place
+    for the default, so the command line, generated clients and tests cannot drift apart.
     Returns the final views by task id in the order given (duplicates once); raises
     WaitTimeoutError after `timeout` seconds, and lets RpcTimeoutError through.
     """
     if isinstance(task_ids, str):
         raise TypeError("task_ids must be a sequence of ids, not one string")
     order = list(dict.fromkeys(task_ids))
+    if rpc_timeout is None:
+        rpc_timeout = RuntimeConfig().status_timeout
     deadline = time.monotonic() + timeout
     final: dict[str, V] = {}
     pending = order

@@ -1,0 +1,43 @@
+"""Why RabbitMQ refused to declare a queue, in one line a person can act on.
+
+Two refusals have a cause outside spectask: a queue that exists with other arguments
+(PRECONDITION_FAILED, the spec or SPECTASK_QUEUE_TYPE changed) and a queue whose record exists
+but which no node runs (NOT_FOUND "home node ... is down or inaccessible"). The second happens
+when a cluster member is down, and also on a single node killed -9 right after the queue was
+first declared: its record survived the crash, its stream or quorum state did not, and it stays
+`down` for good. Both become the cause and the fix instead of aiormq's traceback.
+"""
+
+from __future__ import annotations
+
+import re
+
+from spectask.errors import BrokerUnavailableError, ConfigError
+
+HOME_NODE = re.compile(r"home node '([^']+)' of durable queue '[^']+' in vhost '([^']*)'")
+
+
+def refused(queue: str, exc: BaseException) -> ConfigError:
+    """A PRECONDITION_FAILED declare: the queue exists with other arguments."""
+    return ConfigError(
+        f"RabbitMQ refused to declare queue {queue!r}: {exc}"
+        "\n  hint: a queue that already exists keeps its type and arguments; if "
+        "the spec or SPECTASK_QUEUE_TYPE changed them, drain and delete the queue "
+        f"(rabbitmqctl delete_queue {queue}) so it is declared afresh"
+    )
+
+
+def unavailable(queue: str, exc: BaseException) -> BrokerUnavailableError | None:
+    """A NOT_FOUND declare of a queue no node runs; None for any other NOT_FOUND."""
+    match = HOME_NODE.search(str(exc))
+    if match is None:
+        return None
+    node, vhost = match.groups()
+    vhost_flag = "" if vhost == "/" else f"-p {vhost} "
+    return BrokerUnavailableError(
+        f"RabbitMQ has queue {queue!r} (vhost {vhost!r}) but no node runs it: its home node "
+        f"{node} is down, or the queue lost its state when that node crashed"
+        f"\n  hint: start {node}; if it is running, `rabbitmqctl list_queues {vhost_flag}name "
+        f"state` shows the queues left `down`: delete each (rabbitmqctl delete_queue "
+        f"{vhost_flag}NAME; what it held is lost) and spectask declares it afresh"
+    )
