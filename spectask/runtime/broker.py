@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
+import aiormq
 
 from spectask.errors import ConfigError, StoppedBeforeConnectingError
 from spectask.runtime import connect_errors, declare_errors
@@ -223,6 +224,8 @@ class Broker:
                     )
                 except PRECONDITION_FAILED as exc:
                     raise declare_errors.refused(queue_spec.name, exc) from None
+                except aiormq.exceptions.ConnectionInternalError as exc:
+                    raise declare_errors.failed(queue_spec.name, exc) from None
                 except NOT_FOUND as exc:
                     error = declare_errors.unavailable(queue_spec.name, exc)
                     if error is None:

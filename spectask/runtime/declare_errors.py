@@ -5,7 +5,8 @@ Two refusals have a cause outside spectask: a queue that exists with other argum
 but which no node runs (NOT_FOUND "home node ... is down or inaccessible"). The second happens
 when a cluster member is down, and also on a single node killed -9 right after the queue was
 first declared: its record survived the crash, its stream or quorum state did not, and it stays
-`down` for good. Both become the cause and the fix instead of aiormq's traceback.
+`down` for good. A broker-side failure (INTERNAL_ERROR) is a third. Each becomes the cause
+and the fix instead of aiormq's traceback.
 """
 
 from __future__ import annotations
@@ -27,6 +28,28 @@ def refused(queue: str, exc: BaseException) -> ConfigError:
     )
 
 
+def failed(queue: str, exc: BaseException) -> BrokerUnavailableError:
+    """INTERNAL_ERROR (541) on a declare: the broker's side failed, e.g. a quorum queue's
+    without a majority of its nodes, which can neither answer nor refuse."""
+    reason = exc.args[0] if exc.args else exc
+    return BrokerUnavailableError(
+        f"RabbitMQ failed declaring queue {queue!r} ({reason}): on a cluster, a quorum queue "
+        "cannot work while a majority of its nodes is down"
+        "\n  hint: `rabbitmqctl cluster_status` shows which nodes run; retry once they are back"
+    )
+
+
+def forget_expression(vhost: str, queue: str) -> str:
+    """The Erlang a `rabbitmqctl eval` runs to drop the record of a queue no node runs.
+
+    `rabbitmqctl delete_queue` and AMQP queue.delete both answer "not found" for such a
+    queue on RabbitMQ 3.10, so its record must go by the internal call."""
+    return (
+        f'rabbit_amqqueue:internal_delete(rabbit_misc:r(<<"{vhost}">>, queue, <<"{queue}">>), '
+        '<<"spectask">>).'
+    )
+
+
 def unavailable(queue: str, exc: BaseException) -> BrokerUnavailableError | None:
     """A NOT_FOUND declare of a queue no node runs; None for any other NOT_FOUND."""
     match = HOME_NODE.search(str(exc))
@@ -37,7 +60,8 @@ def unavailable(queue: str, exc: BaseException) -> BrokerUnavailableError | None
     return BrokerUnavailableError(
         f"RabbitMQ has queue {queue!r} (vhost {vhost!r}) but no node runs it: its home node "
         f"{node} is down, or the queue lost its state when that node crashed"
-        f"\n  hint: start {node}; if it is running, `rabbitmqctl list_queues {vhost_flag}name "
-        f"state` shows the queues left `down`: delete each (rabbitmqctl delete_queue "
-        f"{vhost_flag}NAME; what it held is lost) and spectask declares it afresh"
+        f"\n  hint: start {node}; if it runs and `rabbitmqctl list_queues {vhost_flag}name "
+        f"state` shows {queue} `down`, drop its record (what it held is lost) with "
+        f"`rabbitmqctl eval '{forget_expression(vhost, queue)}'`, and the same for any other "
+        "queue shown `down`: spectask declares them afresh"
     )
