@@ -11,6 +11,8 @@ a second for the process to be reaped.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -23,9 +25,13 @@ from pathlib import Path
 
 import pytest
 
+from spectask.app import load_app
 from spectask.devbroker import LocalNode
+from spectask.runtime.broker import Broker
+from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.declare_errors import forget_expression
 from spectask.runtime.shutdown import CLOSE_GRACE_SECONDS
+from spectask.runtime.topology import Topology
 from tests.brokers import require_rabbitmq_installed, throwaway_node
 from tests.process_support import WAIT, Command
 from tests.slow_app import MARKER_VARIABLE, RELEASE_VARIABLE
@@ -365,22 +371,16 @@ def test_a_queue_left_down_by_a_kill_is_one_line_and_deleting_it_mends(
     one line with the fix, and the fix works.
 
     Whether the kill lands inside that window depends on the machine, so each round takes a
-    fresh vhost until one is left down (every round did here; three must be enough)."""
+    fresh vhost, declares the application's topology and kills at once, until one is left
+    down (most rounds were here; five must be enough)."""
     produce = ("produce", "--task", "data_analysis.statistics", "--params", '{"values": [1]}')
-    for round_ in range(3):
+    topology = load_app("workloads.app:app").topology
+    for round_ in range(5):
         vhost = f"killed-{round_}"
         up.ctl("add_vhost", vhost)
         up.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         url = f"{up.url.rstrip('/')}/{vhost}"
-        first = started(  # still connected, waiting, at the kill, as in the report
-            tmp_path, f"first-{round_}", *produce, "--wait", AMQP_URL=url,
-            SPECTASK_STATUS_TIMEOUT=STATUS_TIMEOUT,
-        )  # fmt: skip
-        try:
-            first.wait_for("all confirmed by the broker")
-            up.kill()
-        finally:
-            first.close()
+        asyncio.run(declare_then_kill(up, url, topology))
         up.start(timeout=120)
         after = started(tmp_path, f"after-{round_}", *produce, AMQP_URL=url)
         code = after.process.wait(timeout=WAIT)
@@ -393,14 +393,23 @@ def test_a_queue_left_down_by_a_kill_is_one_line_and_deleting_it_mends(
         errors = [line for line in out.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and DOWN_QUEUE in errors[0], out
         assert f"rabbitmqctl list_queues -p {vhost} name state" in out, out
+        assert forget_expression(vhost, "spectask.cancellations") in out, out
         listed = up.ctl("list_queues", "-p", vhost, "name", "state").stdout.split("\n")
         down = [line.split()[0] for line in listed if line.endswith("\tdown")]
         assert down, listed
-        assert forget_expression(vhost, "spectask.cancellations") in out, out
         for name in down:
             up.ctl("eval", forget_expression(vhost, name))
         mended = started(tmp_path, f"mended-{round_}", *produce, AMQP_URL=url)
         assert mended.process.wait(timeout=WAIT) == 0, mended.output()
         mended.close()
         return
-    pytest.fail("no kill -9 in three rounds left a queue down; the test proves nothing")
+    pytest.fail("no kill -9 in five rounds left a queue down; the test proves nothing")
+
+
+async def declare_then_kill(node: LocalNode, url: str, topology: Topology) -> None:
+    """Declare `topology` at `url` and kill -9 the node the moment the declare returns."""
+    broker = await Broker.connect(RuntimeConfig(amqp_url=url), name="spectask-test-declare")
+    await broker.declare(topology)
+    node.kill()
+    with contextlib.suppress(Exception):
+        await broker.close()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
-from spectask.errors import SpectaskError
+from spectask.errors import PublishError, SpectaskError
 from spectask.protocol import names
 from spectask.runtime.config import RuntimeConfig
 
@@ -73,7 +73,8 @@ async def wait_until_final(
     `rpc_timeout` None means SPECTASK_STATUS_TIMEOUT (RuntimeConfig.status_timeout): one place
     for the default, so the command line, generated clients and tests cannot drift apart.
     Returns the final views by task id in the order given (duplicates once); raises
-    WaitTimeoutError after `timeout` seconds, and lets RpcTimeoutError through.
+    WaitTimeoutError after `timeout` seconds, and lets RpcTimeoutError through; a request
+    that could not be sent (the broker away) is asked again at the next poll.
     """
     if isinstance(task_ids, str):
         raise TypeError("task_ids must be a sequence of ids, not one string")
@@ -85,7 +86,12 @@ async def wait_until_final(
     pending = order
     while pending:
         for start in range(0, len(pending), BATCH):
-            reply = await get_status(pending[start : start + BATCH], timeout=rpc_timeout)
+            try:
+                reply = await get_status(pending[start : start + BATCH], timeout=rpc_timeout)
+            except PublishError:
+                # The connection is down (its loss is logged once, as is its return): ask
+                # again at the next poll; the robust connection reconnects meanwhile.
+                continue
             final.update((view.task_id, view) for view in reply.tasks if is_final(view))
         before = len(pending)
         pending = [task_id for task_id in pending if task_id not in final]
