@@ -57,7 +57,7 @@ def stored_batches(store_url: str, refill: bool) -> dict[str, str | None]:
         if refill:
             pg.execute("UPDATE tasks SET batch = NULL")
             pg.execute(FILL.postgres[1])
-        return dict(pg.execute("SELECT task_id, batch FROM tasks").fetchall())  # type: ignore[arg-type]
+        return dict(pg.execute("SELECT task_id, batch FROM tasks").fetchall())
 
 
 async def test_written_and_migrated_rows_get_the_same_batch(store_url: str) -> None:
