@@ -26,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from spectask.store.batches import batch_of
+
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = [
     "image_processing.resize",
@@ -45,6 +47,18 @@ STATES = (
         "cancelled",
     ]
 )
+
+
+def run_of(batch: int) -> str:
+    """The run part of batch `bench<batch>`'s ids (spectask.runtime.producer.batch_task_ids)."""
+    return f"{batch:012x}"
+
+
+def task_id(n: int) -> str:
+    """Record n's id: batches of 100,000 shaped as `produce --batch bench<k>` names them."""
+    return f"bench{n // 100_000}-{run_of(n // 100_000)}-{n % 100_000:06d}"
+
+
 CALLS = [
     "/",
     "/static/app.js",
@@ -54,7 +68,7 @@ CALLS = [
     "/api/tasks?limit=50&type=data_analysis.statistics",
     "/api/tasks?limit=50&type=data_analysis.statistics&state=queued",
     "/api/tasks?limit=50&batch=bench0",
-    "/api/tasks?limit=50&q=bench0-00001",
+    f"/api/tasks?limit=50&q=bench0-{run_of(0)}-00001",
     "/api/tasks?limit=50&offset=5000",
     "/api/tasks/{task}",
     "/api/topology",
@@ -64,7 +78,7 @@ CALLS = [
 
 
 def rows(count: int) -> list[tuple[Any, ...]]:
-    """`count` records over the last day; ids bench<k>-<n> (batches of 100,000)."""
+    """`count` records over the last day, in batches of 100,000 (`task_id`)."""
     rng = random.Random(7)
     now = datetime.now(UTC)
     out = []
@@ -75,7 +89,7 @@ def rows(count: int) -> list[tuple[Any, ...]]:
         final = state in ("succeeded", "failed", "dead", "cancelled")
         out.append(
             (
-                f"bench{n // 100_000}-{n % 100_000:06d}",
+                task_id(n),
                 rng.choice(TYPES),
                 state,
                 1 if state != "retrying" else 2,
@@ -87,6 +101,7 @@ def rows(count: int) -> list[tuple[Any, ...]]:
                 json.dumps({"ok": n}) if state == "succeeded" else None,
                 json.dumps({"type": "ValueError", "message": "bad"}) if state == "failed" else None,
                 "exception" if state == "dead" else None,
+                batch_of(task_id(n)),
             )
         )
     return out
@@ -94,7 +109,7 @@ def rows(count: int) -> list[tuple[Any, ...]]:
 
 INSERT_COLUMNS = (
     "task_id, message_type, state, attempts, worker_id, worker_at, submitted_at, started_at, "
-    "finished_at, state_at, updated_at, result, error, dead_reason"
+    "finished_at, state_at, updated_at, result, error, dead_reason, batch"
 )
 
 
@@ -124,7 +139,7 @@ def fill_sqlite(path: Path, data: list[tuple[Any, ...]]) -> None:
     conn = sqlite3.connect(path)
     with conn:
         conn.executemany(
-            f"INSERT INTO tasks ({INSERT_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+            f"INSERT INTO tasks ({INSERT_COLUMNS}) VALUES ({', '.join('?' * 15)})",
             [
                 (
                     *r[:5],
@@ -210,7 +225,7 @@ def bench_one(name: str, store_url: str, amqp_url: str, repeat: int, records: in
             summary = json.loads(get(base + "/api/summary")[1])
             ticks.append(summary["timings_ms"])
             time.sleep(1.0)
-        results = measure(base, "bench0-000042", repeat)
+        results = measure(base, task_id(42), repeat)
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -256,17 +256,15 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     ) -> dict[str, Any]:
         if state is not None and state not in STATES:
             raise HTTPException(422, f"unknown state {state!r}; one of {', '.join(STATES)}")
-        prefix = f"{batch}-" if batch else None
-        if q:
-            prefix = q if prefix is None or q.startswith(prefix) else None
-            if prefix is None:
-                return {"tasks": [], "limit": limit, "offset": offset}
+        if batch and q and not q.startswith(f"{batch}-"):
+            return {"tasks": [], "limit": limit, "offset": offset}  # no id of B starts so
         records = await services.store.list(
             state=STATES[state] if state else None,
             message_type=message_type or None,
             limit=limit,
             offset=offset,
-            id_prefix=prefix,
+            id_prefix=q or None,
+            batch=batch or None,
         )
         return {"tasks": [_record_json(r) for r in records], "limit": limit, "offset": offset}
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aio_pika
+import aiormq
 
 from spectask.errors import ConfigError, StoppedBeforeConnectingError
 from spectask.runtime import connect_errors, declare_errors
@@ -268,6 +269,13 @@ class Broker:
                     ) from None
                 except ACCESS_REFUSED:
                     raise self._not_allowed("queue", queue_spec.name) from None
+                except aiormq.exceptions.ConnectionInternalError as exc:
+                    raise declare_errors.failed(queue_spec.name, exc) from None
+                except NOT_FOUND as exc:
+                    error = declare_errors.unavailable(queue_spec.name, exc)
+                    if error is None:
+                        raise
+                    raise error from None
                 for binding in queue_spec.bindings:
                     try:
                         await queue.bind(binding.exchange, routing_key=binding.routing_key)

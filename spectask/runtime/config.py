@@ -66,6 +66,13 @@ class RuntimeConfig(BaseSettings):
         description="Seconds a publish waits for the broker's confirm before it fails as "
         "not stored (a quorum queue without a majority of its nodes confirms nothing).",
     )
+    status_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds one status call of `produce --wait` (ProducerClient.wait) waits "
+        "for a collector's reply before it fails saying none answered; a collector busy with a "
+        "backlog, or a broker stopping, answers late rather than never.",
+    )
     quorum_without_priorities: bool = Field(
         default=False,
         description="With SPECTASK_QUEUE_TYPE=quorum on RabbitMQ < 4.0: declare the task queues "

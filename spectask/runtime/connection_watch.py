@@ -10,6 +10,7 @@ line with how long it took when it is back.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -21,12 +22,18 @@ from spectask.runtime.transport import Connection
 log = logging.getLogger(__name__)
 
 
+# `ConnectionResetError(104, 'Connection reset by peer')` inside aiormq's reason: a Python
+# repr, library text to a reader. The message in it is what a person needs.
+EXCEPTION_REPR = re.compile(r"\b\w+(?:Error|Exception)\((?:\d+, )?(['\"])(.*?)\1\)")
+
+
 def cause_of(exc: BaseException | None) -> str:
-    """A short cause for a lost connection ("CONNECTION_FORCED - broker forced ...")."""
+    """A short cause for a lost connection ("CONNECTION_FORCED - broker forced ...", or
+    "Server connection reset: Connection reset by peer" for a broker killed -9)."""
     if exc is None:
         return "closed by the broker"
     text = str(exc.args[-1] if exc.args else exc) or type(exc).__name__
-    return text.strip()
+    return EXCEPTION_REPR.sub(lambda match: match.group(2), text).strip()
 
 
 class ConnectionWatch:

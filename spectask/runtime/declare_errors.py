@@ -6,15 +6,22 @@ other arguments (PRECONDITION_FAILED, "inequivalent arg 'type' for exchange 'tas
 configure permission (ACCESS_REFUSED). aio-pika passes both on as a channel-closing exception
 whose traceback names neither the fix nor, readably, the entity; here each becomes a
 `ConfigError` naming the entity, what the spec wants, what the broker has and what to do.
+
+A queue whose record exists but which no node runs (NOT_FOUND "home node ... is down or
+inaccessible") happens when a cluster member is down, and also on a single node killed -9 right
+after the queue was first declared: its record survived the crash, its stream or quorum state
+did not, and it stays `down` for good. A broker-side failure (INTERNAL_ERROR) is another: both
+become the cause and the fix instead of aiormq's traceback.
 """
 
 from __future__ import annotations
 
 import re
 
-from spectask.errors import ConfigError
+from spectask.errors import BrokerUnavailableError, ConfigError
 
 APPLY_COMMAND = "spectask topology apply"
+HOME_NODE = re.compile(r"home node '([^']+)' of durable queue '[^']+' in vhost '([^']*)'")
 # RabbitMQ's wording (rabbit_misc:assert_args_equivalence / assert_field_equivalence)
 _SHOWN = r"none|the value '[^']*'(?: of type '[^']*')?|'[^']*'"
 _INEQUIVALENT = re.compile(
@@ -81,4 +88,43 @@ def missing(entities: list[str], vhost: str) -> ConfigError:
         f"the spec's {shown} {'is' if len(entities) == 1 else 'are'} missing in virtual host "
         f"{vhost!r} (SPECTASK_TOPOLOGY=check declares nothing); fix: run `{APPLY_COMMAND}` as a "
         "user with configure permission"
+    )
+
+
+def failed(queue: str, exc: BaseException) -> BrokerUnavailableError:
+    """INTERNAL_ERROR (541) on a declare: the broker's side failed, e.g. a quorum queue's
+    without a majority of its nodes, which can neither answer nor refuse."""
+    reason = exc.args[0] if exc.args else exc
+    return BrokerUnavailableError(
+        f"RabbitMQ failed declaring queue {queue!r} ({reason}): on a cluster, a quorum queue "
+        "cannot work while a majority of its nodes is down"
+        "\n  hint: `rabbitmqctl cluster_status` shows which nodes run; retry once they are back"
+    )
+
+
+def forget_expression(vhost: str, queue: str) -> str:
+    """The Erlang a `rabbitmqctl eval` runs to drop the record of a queue no node runs.
+
+    `rabbitmqctl delete_queue` and AMQP queue.delete both answer "not found" for such a
+    queue on RabbitMQ 3.10, so its record must go by the internal call."""
+    return (
+        f'rabbit_amqqueue:internal_delete(rabbit_misc:r(<<"{vhost}">>, queue, <<"{queue}">>), '
+        '<<"spectask">>).'
+    )
+
+
+def unavailable(queue: str, exc: BaseException) -> BrokerUnavailableError | None:
+    """A NOT_FOUND declare of a queue no node runs; None for any other NOT_FOUND."""
+    match = HOME_NODE.search(str(exc))
+    if match is None:
+        return None
+    node, vhost = match.groups()
+    vhost_flag = "" if vhost == "/" else f"-p {vhost} "
+    return BrokerUnavailableError(
+        f"RabbitMQ has queue {queue!r} (vhost {vhost!r}) but no node runs it: its home node "
+        f"{node} is down, or the queue lost its state when that node crashed"
+        f"\n  hint: start {node}; if it runs and `rabbitmqctl list_queues {vhost_flag}name "
+        f"state` shows {queue} `down`, drop its record (what it held is lost) with "
+        f"`rabbitmqctl eval '{forget_expression(vhost, queue)}'`, and the same for any other "
+        "queue shown `down`: spectask declares them afresh"
     )

@@ -49,6 +49,15 @@ class OutgoingMessage:
     result_mode: ResultMode = ResultMode.CONFIRMED
 
 
+def not_confirmed(message: OutgoingMessage, why: str) -> PublishError:
+    """A publish the broker neither confirmed nor refused, and what to do about it."""
+    return PublishError(
+        f"RabbitMQ did not confirm message {message.message_id} ({why}), so it may not be "
+        "stored: on a cluster, a quorum queue confirms nothing while a majority of its nodes is "
+        "down; publish it again once they are back (the task id makes a duplicate harmless)"
+    )
+
+
 class Publisher:
     """Publishes on one confirm channel; safe to share between tasks of one event loop."""
 
@@ -113,12 +122,20 @@ class Publisher:
                 timeout=self._confirm_timeout,
             )
         except TimeoutError:
-            raise PublishError(
-                f"RabbitMQ did not confirm message {message.message_id} within "
-                f"{self._confirm_timeout:g}s (SPECTASK_CONFIRM_TIMEOUT), so it may not be stored: "
-                "on a cluster, a quorum queue confirms nothing while a majority of its nodes is "
-                "down; publish it again once they are back (the task id makes a duplicate harmless)"
+            raise not_confirmed(
+                message, f"within {self._confirm_timeout:g}s (SPECTASK_CONFIRM_TIMEOUT)"
             ) from None
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # our caller is being cancelled (Ctrl-C, a shutdown): not a failure
+            # aiormq cancels the pending confirm when the broker closes the channel under it
+            raise not_confirmed(message, f"the broker closed the channel: {exc}") from None
+        except aiormq.exceptions.ConnectionInternalError as exc:
+            # INTERNAL_ERROR (541): the channel's process failed on the broker, as a publish to
+            # a quorum queue without a majority can make it do under load
+            reason = exc.args[0] if exc.args else exc
+            raise not_confirmed(message, f"the broker failed: {reason}") from exc
         except UNROUTABLE as exc:
             raise UnroutableError(message.exchange, message.routing_key) from exc
         except aiormq.exceptions.DeliveryError as exc:

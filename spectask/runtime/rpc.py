@@ -25,6 +25,7 @@ import aiormq
 from pydantic import BaseModel, ValidationError
 
 from spectask.errors import PublishError, RpcTimeoutError, SpectaskError, TaskValidationError
+from spectask.runtime.connection_watch import cause_of
 from spectask.runtime.topology import Naming, RpcRoute
 from spectask.runtime.transport import Channel, Connection, IncomingMessage
 
@@ -86,12 +87,18 @@ class RpcClient:
         self._pending[correlation_id] = future
         try:
             async with asyncio.timeout(timeout):
-                channel = await self._ready()
-                exchange = (
-                    channel.default_exchange
-                    if route.exchange == ""
-                    else await channel.get_exchange(route.exchange, ensure=False)
-                )
+                try:
+                    channel = await self._ready()
+                    exchange = (
+                        channel.default_exchange
+                        if route.exchange == ""
+                        else await channel.get_exchange(route.exchange, ensure=False)
+                    )
+                except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError) as exc:
+                    # no channel over a lost connection (a broker killed -9): one line
+                    raise PublishError(
+                        f"{route.operation}: request not sent: {cause_of(exc)}"
+                    ) from exc
                 message = aio_pika.Message(
                     payload.model_dump_json(by_alias=True, exclude_unset=True).encode(),
                     content_type="application/json",
@@ -109,7 +116,9 @@ class RpcClient:
                 try:
                     await exchange.publish(message, route.routing_key)
                 except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError) as exc:
-                    raise PublishError(f"{route.operation}: request not sent: {exc}") from exc
+                    raise PublishError(
+                        f"{route.operation}: request not sent: {cause_of(exc)}"
+                    ) from exc
                 reply = await future
         except TimeoutError:
             raise RpcTimeoutError(

@@ -14,8 +14,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
-from spectask.errors import SpectaskError
+from spectask.errors import PublishError, SpectaskError
 from spectask.protocol import names
+from spectask.runtime.config import RuntimeConfig
 
 # the protocol's final task states, and the most ids one StatusRequest may carry (maxItems)
 FINAL_STATES = frozenset(state.value for state in names.FINAL_STATES)
@@ -65,22 +66,32 @@ async def wait_until_final(
     timeout: float,
     on_progress: Callable[[int], None] | None = None,
     poll_interval: float = 0.5,
-    rpc_timeout: float = 5.0,
+    rpc_timeout: float | None = None,
 ) -> dict[str, V]:
     """Poll `get_status(ids, timeout=rpc_timeout)` until every task is final; see the module doc.
 
+    `rpc_timeout` None means SPECTASK_STATUS_TIMEOUT (RuntimeConfig.status_timeout): one place
+    for the default, so the command line, generated clients and tests cannot drift apart.
     Returns the final views by task id in the order given (duplicates once); raises
-    WaitTimeoutError after `timeout` seconds, and lets RpcTimeoutError through.
+    WaitTimeoutError after `timeout` seconds, and lets RpcTimeoutError through; a request
+    that could not be sent (the broker away) is asked again at the next poll.
     """
     if isinstance(task_ids, str):
         raise TypeError("task_ids must be a sequence of ids, not one string")
     order = list(dict.fromkeys(task_ids))
+    if rpc_timeout is None:
+        rpc_timeout = RuntimeConfig().status_timeout
     deadline = time.monotonic() + timeout
     final: dict[str, V] = {}
     pending = order
     while pending:
         for start in range(0, len(pending), BATCH):
-            reply = await get_status(pending[start : start + BATCH], timeout=rpc_timeout)
+            try:
+                reply = await get_status(pending[start : start + BATCH], timeout=rpc_timeout)
+            except PublishError:
+                # The connection is down (its loss is logged once, as is its return): ask
+                # again at the next poll; the robust connection reconnects meanwhile.
+                continue
             final.update((view.task_id, view) for view in reply.tasks if is_final(view))
         before = len(pending)
         pending = [task_id for task_id in pending if task_id not in final]

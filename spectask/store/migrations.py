@@ -168,6 +168,26 @@ COUNTS_FROM_TASKS = (
     "GROUP BY COALESCE(message_type, ''), state"
 )
 
+# --- step 6: the batch label of each task, indexed with recency -----------------------------
+# spectask.store.batches: a batch's newest page is an index walk instead of a sort of all of
+# it. Rows already stored get their label here by the same rule as batch_of(): `B` of
+# `B-<12 hex digits>-<6 or more digits>` (SQLite has no regex: rtrim strips the index digits,
+# GLOB checks the run). Only rows of a batch are indexed.
+_BATCH_6 = "ALTER TABLE tasks ADD COLUMN batch TEXT"
+_BATCH_FILL_SQLITE_6 = (
+    "UPDATE tasks SET batch = substr(rtrim(task_id, '0123456789'), 1, "
+    "length(rtrim(task_id, '0123456789')) - 14) "
+    "WHERE length(task_id) - length(rtrim(task_id, '0123456789')) >= 6 "
+    "AND rtrim(task_id, '0123456789') GLOB '?*-" + "[0-9a-f]" * 12 + "-'"
+)
+_BATCH_FILL_POSTGRES_6 = (
+    "UPDATE tasks SET batch = substring(task_id from '^(.+)-[0-9a-f]{12}-[0-9]{6,}$') "
+    "WHERE task_id ~ '^.+-[0-9a-f]{12}-[0-9]{6,}$'"
+)
+_BATCH_INDEX_6 = (
+    "CREATE INDEX tasks_by_batch ON tasks (batch, updated_at, task_id) WHERE batch IS NOT NULL"
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -198,6 +218,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         description="task_counts: counts by type and state kept as tasks change",
         sqlite=(_COUNTS_5, COUNTS_FROM_TASKS),
         postgres=(_COUNTS_5, _COUNT_DELTAS_POSTGRES_5, COUNTS_FROM_TASKS),
+    ),
+    Migration(
+        version=6,
+        description="tasks.batch: the batch label, indexed with updated_at",
+        sqlite=(_BATCH_6, _BATCH_FILL_SQLITE_6, _BATCH_INDEX_6),
+        postgres=(_BATCH_6, _BATCH_FILL_POSTGRES_6, _BATCH_INDEX_6),
     ),
 )
 

@@ -27,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from spectask.protocol import models
 from spectask.store import counters, events, rows
+from spectask.store.batches import batch_of
 from spectask.store.errors import StoreDataError, StoreSchemaError, StoreUnavailableError
 from spectask.store.migrations import COUNTS_FROM_TASKS, SCHEMA_VERSION_POSTGRES, pending
 from spectask.store.observations import (
@@ -58,9 +59,11 @@ MIGRATION_LOCK = zlib.crc32(b"spectask.store.migrations")
 
 _SELECT = f"SELECT {rows.SELECT_COLUMNS} FROM tasks"
 _WRITTEN = [column for column in rows.COLUMNS if column != "updated_at"]
+# the batch is written once, with the row: it follows from the id (spectask.store.batches)
 _INSERT = (
-    f"INSERT INTO tasks ({', '.join(_WRITTEN)}, updated_at) "
-    f"VALUES ({', '.join(f'%({column})s' for column in _WRITTEN)}, clock_timestamp()) "
+    f"INSERT INTO tasks ({', '.join(_WRITTEN)}, batch, updated_at) "
+    f"VALUES ({', '.join(f'%({column})s' for column in _WRITTEN)}, %(batch)s, "
+    "clock_timestamp()) "
     "ON CONFLICT (task_id) DO NOTHING RETURNING updated_at"
 )
 _UPDATE = (
@@ -313,9 +316,12 @@ class PostgresTaskStore:
         limit: int = DEFAULT_LIST_LIMIT,
         offset: int = 0,
         id_prefix: str | None = None,
+        batch: str | None = None,
     ) -> builtins.list[TaskRecord]:
         rows.check_page(limit, offset)
         clauses = []
+        if batch is not None:
+            clauses.append("batch = %(batch)s")  # tasks_by_batch: the batch's newest first
         if id_prefix:
             # byte-wise operators: the tasks_by_id_pattern index, whatever the collation
             clauses.append("task_id ~>=~ %(prefix)s")
@@ -340,6 +346,7 @@ class PostgresTaskStore:
             "limit": limit,
             "offset": offset,
             "prefix": id_prefix,
+            "batch": batch,
             "end": rows.prefix_end(id_prefix) if id_prefix else None,
         }
         return [rows.from_row(found) for found in await self._fetch(sql, params)]
@@ -357,7 +364,10 @@ async def _apply_once(conn: Connection, observation: Observation) -> TaskRecord 
     old = None if found is None else rows.from_row(found)
     new = advance(old, observation, now=datetime.now(UTC))
     if new is not old:
-        cursor = await conn.execute(_INSERT if old is None else _UPDATE, _params(new))
+        if old is None:
+            cursor = await conn.execute(_INSERT, {**_params(new), "batch": batch_of(new.task_id)})
+        else:
+            cursor = await conn.execute(_UPDATE, _params(new))
         written = await cursor.fetchone()
         if written is None:
             return None

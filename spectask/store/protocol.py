@@ -58,11 +58,13 @@ class TaskStore(Protocol):
         limit: int = DEFAULT_LIST_LIMIT,
         offset: int = 0,
         id_prefix: str | None = None,
+        batch: str | None = None,
     ) -> builtins.list[TaskRecord]:
         """Records, most recently updated first (then by task id, descending), filtered.
 
-        `id_prefix` keeps the ids that start with it: a batch (`produce --batch B` names its
-        tasks B-<n>) or the start of an id someone is searching for.
+        `batch` keeps the tasks of `produce --batch B` (ids `B-<run>-<n>`, every run of that
+        label; spectask.store.batches), through an index; `id_prefix` keeps the ids that start
+        with it (the start of an id someone is searching for).
         """
         ...
 

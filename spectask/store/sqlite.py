@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from spectask.protocol import models
 from spectask.store import counters, events, rows
+from spectask.store.batches import batch_of
 from spectask.store.errors import StoreDataError, StoreUnavailableError
 from spectask.store.migrations import (
     COUNTS_FROM_TASKS as _COUNTS_FROM_TASKS,
@@ -53,7 +54,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DEFAULT_BUSY_TIMEOUT = 30.0
-_INSERT = "INSERT INTO tasks ({}) VALUES ({})".format(
+# the batch is written once, with the row: it follows from the id (spectask.store.batches)
+_INSERT = "INSERT INTO tasks ({}, batch) VALUES ({}, ?)".format(
     rows.SELECT_COLUMNS, ", ".join("?" for _ in rows.COLUMNS)
 )
 _UPDATE = "UPDATE tasks SET {} WHERE task_id = ?".format(
@@ -187,7 +189,7 @@ class SqliteTaskStore:
             if new is not old:
                 values = _encode(new)
                 if old is None:
-                    conn.execute(_INSERT, values)
+                    conn.execute(_INSERT, (*values, batch_of(new.task_id)))
                 else:
                     conn.execute(_UPDATE, (*values[1:], values[0]))
                 conn.executemany(_ADD_COUNT, counters.deltas(old, new))
@@ -295,9 +297,10 @@ class SqliteTaskStore:
         limit: int = DEFAULT_LIST_LIMIT,
         offset: int = 0,
         id_prefix: str | None = None,
+        batch: str | None = None,
     ) -> builtins.list[TaskRecord]:
         rows.check_page(limit, offset)
-        where, params = _filters(state, message_type, id_prefix)
+        where, params = _filters(state, message_type, id_prefix, batch)
         sql = f"{_SELECT}{where} ORDER BY updated_at DESC, task_id DESC LIMIT ? OFFSET ?"
         return await self._run(self._query, sql, (*params, limit, offset))
 
@@ -327,10 +330,16 @@ class _transaction:
 
 
 def _filters(
-    state: TaskState | None, message_type: str | None, id_prefix: str | None = None
+    state: TaskState | None,
+    message_type: str | None,
+    id_prefix: str | None = None,
+    batch: str | None = None,
 ) -> tuple[str, tuple[str | int, ...]]:
     clauses: list[str] = []
     params: list[str | int] = []
+    if batch is not None:
+        clauses.append("batch = ?")  # tasks_by_batch: the batch's newest rows first
+        params.append(batch)
     if id_prefix:
         # a closed range on the primary key (text compares by code point here) finds the
         # ids at once however old they are; substr is the exact test (LIKE ignores case)
