@@ -178,9 +178,10 @@ async def bench(args: argparse.Namespace) -> int:
     finally:
         await _delete(settings)
     judged = report.judge_all(samples, phases)
+    effects = report.judge_effects(samples, phases)
     summary = _summary(args, settings, samples, load_start, os.getloadavg())
-    print(report.render(phases, judged, summary), flush=True)
-    report.write_json(args.output, samples, judged, summary)
+    print(report.render(phases, judged, summary, effects), flush=True)
+    report.write_json(args.output, samples, judged, summary, effects)
     print(f"written {args.output}", flush=True)
     report.warn_if_under(phases, judged)
     return 0

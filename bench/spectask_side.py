@@ -131,12 +131,15 @@ async def _worker(args: argparse.Namespace) -> int:
         await broker.publisher()  # open the confirm channel before the clock starts
         control.send("ready")
         await control.wait_go(args.max_seconds)
+        send_routes = [bench.result, bench.dead_letter, bench.event]
+        if args.heartbeats:  # the dashboard phase: one WorkerHeartbeat every few seconds
+            send_routes.append(bench.heartbeat)
         stats = await run_worker(
             broker,
             topology=bench.topology,
             routes=[bench.process, bench.cancellations],
             handlers={bench.process.operation: process_statistics},
-            send_routes=[bench.result, bench.dead_letter, bench.event],
+            send_routes=send_routes,
             worker_id=args.worker_id,
             stop=control.stop_event(args.max_seconds),
         )
@@ -160,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=3600.0)
     parser.add_argument("--drain-seconds", type=float, default=30.0)
     parser.add_argument("--result-mode", choices=RESULT_MODES, default=RESULT_MODES[0])
+    parser.add_argument("--heartbeats", action="store_true", help="send worker heartbeats")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         return eventloop.run(_worker(args))
