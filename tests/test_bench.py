@@ -157,3 +157,21 @@ def test_quick_bench_prints_every_phase_and_a_verdict_per_bar(
     assert {s["side"] for s in runs} == {RAW, SPECTASK, RAW_TRANSIENT}
     assert all(s["extra"]["dashboard_snapshots"] >= 2 for s in runs)
     assert "ratio of ratios" in out
+    svg = (tmp_path / "latest.svg").read_text()  # the chart, beside the JSON in a quick run
+    assert (
+        svg.startswith("<svg")
+        and "results W=2" in svg
+        and "http://" not in svg.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    )
+
+
+def test_the_chart_draws_every_burst_phase_with_its_spread_and_ratio() -> None:
+    from bench import chart
+
+    phases = phase_list((2,), 2, 200.0)
+    key = phases[0].metrics[0].key
+    samples = _samples(phases[0], key, [1000.0, 800.0, 900.0], [950.0, 700.0, 1100.0])
+    svg = chart.render_svg(report.judge_all(samples, phases[:1]), "load 1.00")
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert "results W=2" in svg and "spectask/raw 1.06" in svg and "load 1.00" in svg
+    assert svg.count('stroke="black"') == 3  # a min-max whisker per side
