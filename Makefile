@@ -16,7 +16,7 @@ ARGS ?=
 
 .PHONY: help venv install generate protocol broker broker-stop cluster cluster-stop worker1 \
         worker2 worker3 producer collector dashboard bench-dashboard browser asyncapi-tools \
-        deploy-tools test-workqueue test test-fast chaos demo bench lint clean \
+        deploy-tools test-workqueue test test-fast chaos demo bench bench-profile lint clean \
         spec-diff release-spec
 
 help:
@@ -32,7 +32,8 @@ help:
 	@echo "make test-fast       the behaviour tests on the in-memory transport only (seconds, no broker)"
 	@echo "make test-workqueue  the work-queue acceptance test"
 	@echo "make chaos           faults during live batches (kills, broker crash, cut network, poison): a table"
-	@echo "make bench           interleaved pairs vs raw aio-pika: W=1,2,4, latency, CPU, RSS (ARGS=--quick)"
+	@echo "make bench           interleaved pairs vs raw aio-pika: W=1,2,4, +dashboard, latency, CPU, RSS (ARGS=--quick)"
+	@echo "make bench-profile   where a worker's CPU goes, spectask vs raw (py-spy samples)"
 	@echo "make deploy-tools    docker-compose for the offline checks of docker-compose.yml (README: Deploy)"
 	@echo "make spec-diff       spec/ against the released spec: fails on an unversioned breaking change"
 	@echo "make release-spec    record spec/ as the released spec (tests/fixtures/released-spec/)"
@@ -114,6 +115,11 @@ demo: $(GENERATED)
 
 bench: $(GENERATED)
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) bench/run.py $(ARGS)
+
+# where a worker's CPU goes, spectask against raw: py-spy samples of one worker each (README)
+bench-profile: $(GENERATED)
+	url=$$($(BROKER)); AMQP_URL=$$url SPECTASK_EVENT_LOOP=$${SPECTASK_EVENT_LOOP:-asyncio} \
+		$(PY) bench/profile.py $(ARGS)
 
 lint: $(GENERATED)
 	$(VENV)/bin/ruff check .

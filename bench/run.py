@@ -128,14 +128,14 @@ def order(phases: list[Phase], pairs: int) -> list[tuple[int, Phase, str]]:
     return runs
 
 
-async def _declare(settings: Settings) -> None:
+async def declare_run(settings: Settings) -> None:
     broker = await Broker.connect(RuntimeConfig(), name="spectask-bench-setup")
     async with broker:
         for side in SIDES:
             await broker.declare(bench_topology(settings.run_id, side).topology)
 
 
-async def _delete(settings: Settings) -> None:
+async def delete_run(settings: Settings) -> None:
     """Remove the run's queues; a failure here is reported, never hides the run's own error."""
     for side in SIDES:
         bench = bench_topology(settings.run_id, side)
@@ -180,13 +180,13 @@ async def bench(args: argparse.Namespace) -> int:
     )
     samples: list[Sample] = []
     try:
-        await _declare(settings)
+        await declare_run(settings)
         for pair, phase, side in order(phases, args.pairs):
             sample = await measure(BUILDERS[side], phase, settings, pair)
             samples.append(sample)
             print(_progress(sample, phase), flush=True)
     finally:
-        await _delete(settings)
+        await delete_run(settings)
     judged = report.judge_all(samples, phases)
     effects = report.judge_effects(samples, phases)
     summary = _summary(args, settings, samples, load_start, os.getloadavg())

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from bench import raw, spectask_side
@@ -89,6 +90,9 @@ class Settings:
     rss_tasks: int
     prefetch: int
     timeout: float
+    sample_dir: Path | None = None
+    """`bench/profile.py`: py-spy samples every worker into this folder (never in `make bench`)."""
+    sample_rate: int = 250
 
 
 async def _raw_producer(url: str, bench: BenchTopology) -> Producer:
@@ -149,6 +153,10 @@ async def _spawn_workers(
                 await WorkerProcess.spawn(worker_id, side.worker_module, args, settings.url)
             )
         await asyncio.gather(*(worker.wait_ready(READY_SECONDS) for worker in workers))
+        if settings.sample_dir is not None:
+            for worker in workers:
+                path = settings.sample_dir / f"{worker.name}.txt"
+                await worker.attach_sampler(path, settings.sample_rate, READY_SECONDS)
     except BaseException:
         for worker in workers:
             await worker.kill()
