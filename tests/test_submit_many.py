@@ -24,7 +24,7 @@ from spectask.runtime.publisher import OutgoingMessage
 from spectask.runtime.submission import DEFAULT_WINDOW
 from spectask.runtime.topology import QueueSpec, Topology
 from tests.chaos.proxy import TcpProxy
-from tests.runtime_support import Names, Numbers, make_names
+from tests.runtime_support import Names, Numbers, depth, make_names
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -52,12 +52,11 @@ async def _queue_ids(url: str, queue: str, delete: bool = True) -> list[str]:
         return ids
 
 
-async def _depth(url: str, queue: str) -> int:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return int(declared.declaration_result.message_count or 0)
+async def _declared(broker: Broker, names: Names | None = None) -> tuple[Names, TaskPublisher]:
+    """A fresh uniquely named topology (or `names`), declared, and a publisher for it."""
+    names = names or make_names()
+    await broker.declare(names.topology)
+    return names, TaskPublisher(await broker.publisher(), names.topology)
 
 
 class Source:
@@ -82,9 +81,7 @@ class Source:
 async def test_a_generator_larger_than_the_window_streams_with_bounded_pending(
     broker: Broker, amqp_url: str
 ) -> None:
-    names = make_names()
-    await broker.declare(names.topology)
-    publisher = TaskPublisher(await broker.publisher(), names.topology)
+    names, publisher = await _declared(broker)
     source = Source(publisher, names, STREAMED)
     async for task_id in publisher.submit_stream(source.messages(), window=WINDOW):
         source.seen.append(task_id)
@@ -92,16 +89,14 @@ async def test_a_generator_larger_than_the_window_streams_with_bounded_pending(
     # pending at once, and the window was really used
     assert max(source.ahead) == WINDOW - 1
     assert len(source.seen) == STREAMED and sorted(source.seen) == sorted(source.pulled)
-    assert await _depth(amqp_url, names.queue) == STREAMED
+    assert await depth(amqp_url, names.queue) == STREAMED
     assert sorted(await _queue_ids(amqp_url, names.queue)) == sorted(source.pulled)
 
 
 async def test_submit_many_takes_a_generator_and_keeps_the_default_window(
     broker: Broker, amqp_url: str
 ) -> None:
-    names = make_names()
-    await broker.declare(names.topology)
-    publisher = TaskPublisher(await broker.publisher(), names.topology)
+    names, publisher = await _declared(broker)
     source = Source(publisher, names, 3 * DEFAULT_WINDOW)
     ticks: list[int] = []
     ids = await publisher.submit_many(
@@ -131,9 +126,7 @@ async def test_nacks_mid_stream_name_exactly_the_unconfirmed_ids(
     broker: Broker, amqp_url: str
 ) -> None:
     names = make_names()
-    topology = _limited(names, max_length=100)
-    await broker.declare(topology)
-    publisher = TaskPublisher(await broker.publisher(), topology)
+    names, publisher = await _declared(broker, replace(names, topology=_limited(names, 100)))
     source = Source(publisher, names, 1000)
     with pytest.raises(SubmitError, match="not confirmed") as caught:
         await publisher.submit_many(source.messages(), window=16)
@@ -149,9 +142,7 @@ async def test_nacks_mid_stream_name_exactly_the_unconfirmed_ids(
 
 
 async def test_a_returned_publish_is_the_one_unconfirmed_id(broker: Broker, amqp_url: str) -> None:
-    names = make_names()
-    await broker.declare(names.topology)
-    publisher = TaskPublisher(await broker.publisher(), names.topology)
+    names, publisher = await _declared(broker)
     nowhere = replace(names.send, routing_key="nobody.listens")
     messages = [publisher.build(names.send, Numbers(values=[i])) for i in range(50)]
     returned = publisher.build(nowhere, Numbers(values=[0]))
@@ -174,9 +165,7 @@ async def test_a_connection_lost_mid_stream_reports_what_the_broker_may_not_have
         through = proxy.url(parts.username or "guest", parts.password or "guest")
         config = RuntimeConfig(amqp_url=through, connect_timeout=10)
         async with await Broker.connect(config, name="test-submit-cut") as broker:
-            names = make_names()
-            await broker.declare(names.topology)
-            publisher = TaskPublisher(await broker.publisher(), names.topology)
+            names, publisher = await _declared(broker)
             source = Source(publisher, names, 5000)
             cut_at = 700
 
@@ -202,9 +191,7 @@ async def test_a_connection_lost_mid_stream_reports_what_the_broker_may_not_have
 async def test_a_failing_generator_stops_the_batch_with_the_confirmed_ids(
     broker: Broker, amqp_url: str
 ) -> None:
-    names = make_names()
-    await broker.declare(names.topology)
-    publisher = TaskPublisher(await broker.publisher(), names.topology)
+    names, publisher = await _declared(broker)
     built: list[str] = []
 
     def messages() -> Iterator[OutgoingMessage]:
@@ -223,9 +210,7 @@ async def test_a_failing_generator_stops_the_batch_with_the_confirmed_ids(
 
 
 async def test_stopping_early_sends_nothing_more(broker: Broker, amqp_url: str) -> None:
-    names = make_names()
-    await broker.declare(names.topology)
-    publisher = TaskPublisher(await broker.publisher(), names.topology)
+    names, publisher = await _declared(broker)
     source = Source(publisher, names, 10_000)
     stream = publisher.submit_stream(source.messages(), window=8)
     async for task_id in stream:
@@ -235,7 +220,7 @@ async def test_stopping_early_sends_nothing_more(broker: Broker, amqp_url: str) 
     await stream.aclose()
     pulled = len(source.pulled)
     assert pulled <= 20 + 8
-    assert 20 <= await _depth(amqp_url, names.queue) <= pulled
+    assert 20 <= await depth(amqp_url, names.queue) <= pulled
     await _queue_ids(amqp_url, names.queue)
 
 
