@@ -16,8 +16,8 @@ ARGS ?=
 
 .PHONY: help venv install generate protocol broker broker-stop cluster cluster-stop worker1 \
         worker2 worker3 producer collector dashboard bench-dashboard browser asyncapi-tools \
-        deploy-tools test-workqueue test test-fast chaos demo bench bench-scaling lint clean \
-        spec-diff release-spec docs docs-tools ts-client
+        deploy-tools test-workqueue test test-fast chaos demo bench bench-scaling bench-profile \
+        lint clean spec-diff release-spec docs docs-tools ts-client
 
 help:
 	@echo "make demo            collector + 3 workers + a mixed batch on a real broker, then a summary"
@@ -32,8 +32,9 @@ help:
 	@echo "make test-fast       the behaviour tests on the in-memory transport only (seconds, no broker)"
 	@echo "make test-workqueue  the work-queue acceptance test"
 	@echo "make chaos           faults during live batches (kills, broker crash, cut network, poison): a table"
-	@echo "make bench           interleaved pairs vs raw aio-pika: W=1,2,4, latency, CPU, RSS (ARGS=--quick)"
+	@echo "make bench           interleaved pairs vs raw aio-pika: W=1,2,4, +dashboard, latency, CPU, RSS (ARGS=--quick)"
 	@echo "make bench-scaling   tasks/s vs 1,2,4,8 worker processes, node and 3-node cluster (ARGS=--quick)"
+	@echo "make bench-profile   where a worker's CPU goes, spectask vs raw (py-spy samples)"
 	@echo "make deploy-tools    docker-compose for the offline checks of docker-compose.yml (README: Deploy)"
 	@echo "make docs            HTML documentation of spec/ (official AsyncAPI generator) in out/spec-docs"
 	@echo "make ts-client       the TypeScript client of tools/ts-client: models from spec/, compiled"
@@ -122,6 +123,11 @@ bench: $(GENERATED)
 # throughput vs worker processes on one node and a fresh 3-node cluster (README: Scaling)
 bench-scaling: $(GENERATED)
 	url=$$($(BROKER)); AMQP_URL=$$url $(PY) -m bench.scaling $(ARGS)
+
+# where a worker's CPU goes, spectask against raw: py-spy samples of one worker each (README)
+bench-profile: $(GENERATED)
+	url=$$($(BROKER)); AMQP_URL=$$url SPECTASK_EVENT_LOOP=$${SPECTASK_EVENT_LOOP:-asyncio} \
+		$(PY) bench/profile.py $(ARGS)
 
 lint: $(GENERATED)
 	$(VENV)/bin/ruff check .

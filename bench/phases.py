@@ -29,6 +29,10 @@ results transient and unconfirmed, which is what most libraries do: an extra col
 RESULT_MODES = ("confirmed", "batched", "none")
 """Result modes the burst phases run in (see the module docstring)."""
 
+DASHBOARD_EFFECT = Bar(0.95, "higher")
+"""Issue 10: with a dashboard open and heartbeats, spectask/raw stays within 5% of the ratio
+without them: per pair, (spectask/raw with) / (spectask/raw without) >= 0.95."""
+
 Kind = Literal["burst", "paced", "rss"]
 Compare = Literal["ratio", "absolute"]
 
@@ -73,26 +77,44 @@ class Phase:
     sides: tuple[str, ...]
     repeated: bool
     result_mode: str = "confirmed"
+    dashboard: bool = False
+    """Run with a dashboard open (`bench.dashboard_open`) and spectask workers heartbeating."""
+    baseline: str | None = None
+    """The phase this one is compared to for the ratio of ratios (the same, without it)."""
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
         return METRICS[self.kind]
 
 
-def phase_list(burst_workers: tuple[int, ...], paced_workers: int, rate: float) -> list[Phase]:
-    """The phases in the order they run within a pair, then the once-only ones."""
-    phases = [
-        Phase(
-            f"results W={workers}" + ("" if mode == "confirmed" else f" {mode}"),
-            "burst",
-            workers,
-            SIDES,
-            repeated=True,
-            result_mode=mode,
-        )
-        for mode in RESULT_MODES
-        for workers in burst_workers
-    ]
+def phase_list(
+    burst_workers: tuple[int, ...],
+    paced_workers: int,
+    rate: float,
+    dashboard_workers: int | None = 2,
+) -> list[Phase]:
+    """The phases in the order they run within a pair, then the once-only ones.
+
+    The dashboard phase (None: none) runs right after the plain burst of the same worker
+    count, so the two runs it is compared with are as close in time as the pair allows.
+    """
+    phases: list[Phase] = []
+    for mode in RESULT_MODES:
+        for workers in burst_workers:
+            name = f"results W={workers}" + ("" if mode == "confirmed" else f" {mode}")
+            phases.append(Phase(name, "burst", workers, SIDES, repeated=True, result_mode=mode))
+            if mode == "confirmed" and workers == dashboard_workers:
+                phases.append(
+                    Phase(
+                        f"{name} +dashboard",
+                        "burst",
+                        workers,
+                        SIDES,
+                        repeated=True,
+                        dashboard=True,
+                        baseline=name,
+                    )
+                )
     paced = f"paced {rate:g}/s W={paced_workers}"
     phases.append(Phase(paced, "paced", paced_workers, SIDES, repeated=True))
     phases.append(Phase("worker RSS W=1", "rss", 1, (RAW, SPECTASK), repeated=False))

@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,49 @@ class WorkerProcess:
     def __init__(self, name: str, process: asyncio.subprocess.Process) -> None:
         self.name = name
         self._process = process
+        self._sampler: asyncio.subprocess.Process | None = None
+
+    async def attach_sampler(self, path: Path, rate: int, timeout: float) -> None:
+        """`py-spy record` on this worker until it exits: CPU samples, raw collapsed stacks.
+
+        For `bench/profile.py` only. py-spy pauses the worker for each sample (without that its
+        stacks come out torn under uvloop: a third of them in a write that had returned), so
+        the profile slows the run a little; the CPU it measures stays the worker's own.
+        Returns once py-spy samples.
+        """
+        py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which(
+            "py-spy"
+        )
+        if py_spy is None:
+            raise BenchError("py-spy is not installed: .venv/bin/pip install py-spy")
+        self._sampler = await asyncio.create_subprocess_exec(
+            py_spy,
+            "record",
+            "--pid",
+            str(self._process.pid),
+            "--rate",
+            str(rate),
+            "--format",
+            "raw",
+            "--output",
+            str(path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert self._sampler.stdout is not None
+        line = await asyncio.wait_for(self._sampler.stdout.readline(), timeout=timeout)
+        if b"Sampling" not in line:
+            raise BenchError(f"py-spy did not attach to {self.name}: {line.decode().strip()}")
+
+    async def _wait_sampler(self, timeout: float) -> None:
+        """py-spy ends with its target and then writes its file; wait for that."""
+        if self._sampler is not None and self._sampler.returncode is None:
+            try:
+                await asyncio.wait_for(self._sampler.communicate(), timeout=timeout)
+            except TimeoutError:
+                self._sampler.kill()
+                await self._sampler.wait()
 
     @classmethod
     async def spawn(cls, name: str, module: str, args: list[str], url: str) -> WorkerProcess:
@@ -160,6 +204,7 @@ class WorkerProcess:
                 if line.startswith(STATS_PREFIX):
                     stats = json.loads(line.removeprefix(STATS_PREFIX))
         code = await self._wait(timeout)
+        await self._wait_sampler(timeout)
         if stats is None or code != 0:
             raise BenchError(f"worker {self.name} did not stop cleanly (exit code {code})")
         return stats
@@ -186,3 +231,4 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError):
                 self._process.kill()
             await asyncio.wait_for(self._process.wait(), timeout=KILL_GRACE_SECONDS)
+        await self._wait_sampler(KILL_GRACE_SECONDS)

@@ -39,7 +39,7 @@ from bench.workload import MESSAGE_TYPE, PAYLOAD, summarize
 from spectask import eventloop  # only to run on the same event loop as the spectask side
 
 WINDOW = 256
-"""Confirms in flight while pre-loading: the same as spectask's `publish_many` default."""
+"""Confirms in flight while pre-loading: the same as spectask's `submit_many` default window."""
 
 
 def _json(document: object) -> bytes:

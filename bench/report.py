@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import Sample, median
-from bench.phases import RAW, RAW_TRANSIENT, SIDES, SPECTASK, Metric, Phase
+from bench.phases import (
+    DASHBOARD_EFFECT,
+    RAW,
+    RAW_TRANSIENT,
+    SIDES,
+    SPECTASK,
+    THROUGHPUT,
+    Metric,
+    Phase,
+)
 from bench.verdict import MIN_PAIRS, UNDER, verdict
 
 
@@ -76,6 +85,74 @@ def judge_all(samples: Sequence[Sample], phases: Sequence[Phase]) -> dict[str, A
         phase.name: {metric.key: judge(samples, phase, metric) for metric in phase.metrics}
         for phase in phases
     }
+
+
+def _pair_ratios(samples: Sequence[Sample], phase: Phase, key: str) -> dict[int, float]:
+    raw = _by_pair(samples, phase, RAW, key)
+    spectask = _by_pair(samples, phase, SPECTASK, key)
+    return {pair: _ratio(spectask[pair], raw[pair]) for pair in raw.keys() & spectask.keys()}
+
+
+def judge_effect(samples: Sequence[Sample], phase: Phase, baseline: Phase) -> dict[str, Any]:
+    """The ratio of ratios, per pair: (spectask/raw in `phase`) / (spectask/raw in `baseline`).
+
+    Both ratios of a pair ran minutes apart on the same machine, so the machine's drift
+    mostly cancels; the verdict is judged on every pair, like every other bar.
+    """
+    rows: dict[str, Any] = {}
+    for metric in phase.metrics:
+        with_it = _pair_ratios(samples, phase, metric.key)
+        without = _pair_ratios(samples, baseline, metric.key)
+        pairs = sorted(with_it.keys() & without.keys())
+        values = [_ratio(with_it[pair], without[pair]) for pair in pairs]
+        finite = [value for value in values if not math.isnan(value)] or [math.nan]
+        row: dict[str, Any] = {
+            "baseline": baseline.name,
+            "pairwise": values,
+            "median": median(values),
+            "min": min(finite),
+            "max": max(finite),
+        }
+        if metric is THROUGHPUT:
+            outcome = verdict(values, DASHBOARD_EFFECT)
+            row |= {"limit": DASHBOARD_EFFECT.limit, "verdict": outcome.outcome}
+            row["why"] = outcome.why
+        rows[metric.key] = row
+    return rows
+
+
+def judge_effects(samples: Sequence[Sample], phases: Sequence[Phase]) -> dict[str, Any]:
+    """`judge_effect` for every phase that names a baseline."""
+    by_name = {phase.name: phase for phase in phases}
+    return {
+        phase.name: judge_effect(samples, phase, by_name[phase.baseline])
+        for phase in phases
+        if phase.baseline is not None and phase.baseline in by_name
+    }
+
+
+def render_effects(phases: Sequence[Phase], effects: dict[str, Any]) -> list[str]:
+    """One line per metric of each compared phase: median [min-max] and the pairs."""
+    by_name = {phase.name: phase for phase in phases}
+    lines: list[str] = []
+    for name, rows in effects.items():
+        phase = by_name[name]
+        lines.append(
+            f"ratio of ratios, (spectask/raw in {name}) / (spectask/raw in "
+            f"{phase.baseline}), per pair:"
+        )
+        for metric in phase.metrics:
+            row = rows[metric.key]
+            pairs = " ".join(f"{value:.3f}" for value in row["pairwise"])
+            shown = ""
+            if "verdict" in row:
+                outcome = "UNDER THE BAR" if row["verdict"] == UNDER else row["verdict"]
+                shown = f"  {outcome} (>= {row['limit']:g})"
+            lines.append(
+                f"  {metric.title}: median {row['median']:.3f} [{row['min']:.3f}-"
+                f"{row['max']:.3f}]; pairs {pairs}{shown}"
+            )
+    return lines
 
 
 def _cell(side: dict[str, Any] | None, decimals: int) -> str:
@@ -150,7 +227,12 @@ def render_pairwise(phases: Sequence[Phase], judged: dict[str, Any]) -> list[str
     return lines
 
 
-def render(phases: Sequence[Phase], judged: dict[str, Any], summary: dict[str, Any]) -> str:
+def render(
+    phases: Sequence[Phase],
+    judged: dict[str, Any],
+    summary: dict[str, Any],
+    effects: dict[str, Any] | None = None,
+) -> str:
     load = summary["load_average"]
     lines = [
         "",
@@ -163,6 +245,7 @@ def render(phases: Sequence[Phase], judged: dict[str, Any], summary: dict[str, A
         "",
         *render_pairwise(phases, judged),
         "",
+        *([*render_effects(phases, effects), ""] if effects else []),
         "cells: median [min-max] over the pairs; spectask/raw: ratio of the medians; pairs: "
         "min-max of the pairwise spectask/raw (ratio bars) or of spectask's own values "
         "(absolute bars)",
@@ -209,11 +292,16 @@ def warn_if_under(phases: Sequence[Phase], judged: dict[str, Any]) -> None:
 
 
 def write_json(
-    path: Path, samples: Sequence[Sample], judged: dict[str, Any], summary: dict[str, Any]
+    path: Path,
+    samples: Sequence[Sample],
+    judged: dict[str, Any],
+    summary: dict[str, Any],
+    effects: dict[str, Any] | None = None,
 ) -> None:
     document = {
         **summary,
         "phases": judged,
+        "effects": effects or {},
         "samples": [dataclasses.asdict(sample) for sample in samples],
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import sys
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/ru
 
 import aiormq
 
-from bench import report
+from bench import chart, report
 from bench.measure import BenchError, Sample
 from bench.phases import SIDES, Phase, phase_list, rotated
 from bench.session import BUILDERS, Settings, measure
@@ -52,6 +53,7 @@ from spectask.runtime.broker import Broker, redact_url
 from spectask.runtime.config import RuntimeConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+CHART = Path(__file__).resolve().parents[1] / "docs" / "bench.svg"
 
 
 def _workers(text: str) -> tuple[int, ...]:
@@ -92,6 +94,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON (default {RESULTS})")
     parser.add_argument(
+        "--chart",
+        type=Path,
+        default=None,
+        help=f"SVG chart (default {CHART}; with --quick, beside --output)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run for tests: one pair, 100-task bursts, 1 s paced, 1,000 RSS tasks",
@@ -99,6 +107,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.seconds, args.pairs, args.rss_tasks = 100, 1.0, 1, 1000
+    if args.chart is None:  # a smoke run never redraws the README's chart
+        args.chart = args.output.with_suffix(".svg") if args.quick else CHART
     if args.pairs < 1 or args.tasks < 1 or args.rss_tasks < 1:
         parser.error("--pairs, --tasks and --rss-tasks must be >= 1")
     return args
@@ -118,14 +128,14 @@ def order(phases: list[Phase], pairs: int) -> list[tuple[int, Phase, str]]:
     return runs
 
 
-async def _declare(settings: Settings) -> None:
+async def declare_run(settings: Settings) -> None:
     broker = await Broker.connect(RuntimeConfig(), name="spectask-bench-setup")
     async with broker:
         for side in SIDES:
             await broker.declare(bench_topology(settings.run_id, side).topology)
 
 
-async def _delete(settings: Settings) -> None:
+async def delete_run(settings: Settings) -> None:
     """Remove the run's queues; a failure here is reported, never hides the run's own error."""
     for side in SIDES:
         bench = bench_topology(settings.run_id, side)
@@ -170,18 +180,20 @@ async def bench(args: argparse.Namespace) -> int:
     )
     samples: list[Sample] = []
     try:
-        await _declare(settings)
+        await declare_run(settings)
         for pair, phase, side in order(phases, args.pairs):
             sample = await measure(BUILDERS[side], phase, settings, pair)
             samples.append(sample)
             print(_progress(sample, phase), flush=True)
     finally:
-        await _delete(settings)
+        await delete_run(settings)
     judged = report.judge_all(samples, phases)
+    effects = report.judge_effects(samples, phases)
     summary = _summary(args, settings, samples, load_start, os.getloadavg())
-    print(report.render(phases, judged, summary), flush=True)
-    report.write_json(args.output, samples, judged, summary)
-    print(f"written {args.output}", flush=True)
+    print(report.render(phases, judged, summary, effects), flush=True)
+    report.write_json(args.output, samples, judged, summary, effects)
+    chart.write(args.chart, json.loads(args.output.read_text()))
+    print(f"written {args.output} and {args.chart}", flush=True)
     report.warn_if_under(phases, judged)
     return 0
 

@@ -7,14 +7,17 @@ The order of work (and so every wait and deadline) is identical for all of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from bench import raw, spectask_side
+from bench.dashboard_open import OpenDashboard
 from bench.measure import BenchError, ResultLog, Sample, now, offered_load, percentile
 from bench.phases import (
     OFFERED,
@@ -33,7 +36,13 @@ from bench.phases import (
     Phase,
 )
 from bench.procs import WorkerProcess
-from bench.topology import BenchTopology, bench_topology, purge, queue_depths
+from bench.topology import (
+    BenchTopology,
+    bench_topology,
+    heartbeat_senders,
+    purge,
+    queue_depths,
+)
 from spectask.runtime.config import RuntimeConfig
 
 READY_SECONDS = 60.0
@@ -67,6 +76,8 @@ class Side:
     open_producer: Callable[[str, BenchTopology], Awaitable[Producer]]
     start_collector: Callable[[str, BenchTopology, int, ResultCallback], Awaitable[Collector]]
     worker_args: tuple[str, ...] = ()
+    heartbeat_args: tuple[str, ...] = ()
+    """Added in a dashboard phase: what makes this side's workers send heartbeats (if any)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,9 @@ class Settings:
     rss_tasks: int
     prefetch: int
     timeout: float
+    sample_dir: Path | None = None
+    """`bench/profile.py`: py-spy samples every worker into this folder (never in `make bench`)."""
+    sample_rate: int = 250
 
 
 async def _raw_producer(url: str, bench: BenchTopology) -> Producer:
@@ -106,7 +120,13 @@ async def _spectask_collector(
 
 BUILDERS = {
     RAW: Side(RAW, "bench.raw", _raw_producer, _raw_collector),
-    SPECTASK: Side(SPECTASK, "bench.spectask_side", _spectask_producer, _spectask_collector),
+    SPECTASK: Side(
+        SPECTASK,
+        "bench.spectask_side",
+        _spectask_producer,
+        _spectask_collector,
+        heartbeat_args=("--heartbeats",),
+    ),
     RAW_TRANSIENT: Side(
         RAW_TRANSIENT, "bench.raw", _raw_producer, _raw_collector, worker_args=("--transient",)
     ),
@@ -127,10 +147,16 @@ async def _spawn_workers(
             args = ["--run-id", settings.run_id, "--worker-id", worker_id]
             args += ["--prefetch", str(settings.prefetch), "--max-seconds", str(3 * 3600)]
             args += ["--result-mode", phase.result_mode, *side.worker_args]
+            if phase.dashboard:
+                args += side.heartbeat_args
             workers.append(
                 await WorkerProcess.spawn(worker_id, side.worker_module, args, settings.url)
             )
         await asyncio.gather(*(worker.wait_ready(READY_SECONDS) for worker in workers))
+        if settings.sample_dir is not None:
+            for worker in workers:
+                path = settings.sample_dir / f"{worker.name}.txt"
+                await worker.attach_sampler(path, settings.sample_rate, READY_SECONDS)
     except BaseException:
         for worker in workers:
             await worker.kill()
@@ -138,11 +164,15 @@ async def _spawn_workers(
     return workers
 
 
-def _liveness(collector: Collector, workers: list[WorkerProcess]) -> Callable[[], None]:
+def _liveness(
+    collector: Collector, workers: list[WorkerProcess], dashboard: OpenDashboard | None
+) -> Callable[[], None]:
     def check() -> None:
         collector.check()
         for worker in workers:
             worker.check_alive()
+        if dashboard is not None:
+            dashboard.check()
 
     return check
 
@@ -257,19 +287,27 @@ async def run_phase(side: Side, phase: Phase, settings: Settings, pair: int) -> 
     collector = await side.start_collector(settings.url, bench, settings.prefetch, log.collected)
     producer: Producer | None = None
     workers: list[WorkerProcess] = []
-    try:
-        producer = await side.open_producer(settings.url, bench)
-        workers = await _spawn_workers(side, phase, settings, pair)
-        run = Run(producer, log, _liveness(collector, workers), workers, settings)
-        values = await PHASE_FUNCTIONS[phase.kind](run)
-        stats = [await worker.stop(settings.timeout) for worker in workers]
-        task_body = producer.task_body()
-    finally:
-        for worker in workers:
-            await worker.kill()
-        if producer is not None:
-            await producer.close()
-        await collector.close(settings.timeout)
+    async with contextlib.AsyncExitStack() as stack:
+        dashboard = None
+        try:
+            if phase.dashboard:  # opened before the workers, closed after them (every side)
+                dashboard = await stack.enter_async_context(OpenDashboard(settings.url))
+            producer = await side.open_producer(settings.url, bench)
+            workers = await _spawn_workers(side, phase, settings, pair)
+            run = Run(producer, log, _liveness(collector, workers, dashboard), workers, settings)
+            values = await PHASE_FUNCTIONS[phase.kind](run)
+            if phase.dashboard and side.heartbeat_args:
+                await _check_heartbeats(settings, bench, workers)
+            stats = [await worker.stop(settings.timeout) for worker in workers]
+            task_body = producer.task_body()
+        finally:
+            for worker in workers:
+                await worker.kill()
+            if producer is not None:
+                await producer.close()
+            await collector.close(settings.timeout)
+    if dashboard is not None:
+        values["dashboard_snapshots"] = float(dashboard.snapshots)
     await _check_empty(settings.url, bench)
     metric_keys = {metric.key for metric in phase.metrics}
     return Sample(
@@ -286,6 +324,18 @@ async def run_phase(side: Side, phase: Phase, settings: Settings, pair: int) -> 
             "workers": stats,
         },
     )
+
+
+async def _check_heartbeats(
+    settings: Settings, bench: BenchTopology, workers: list[WorkerProcess]
+) -> None:
+    """The dashboard phase really had heartbeats: one from every worker in the run's stream."""
+    names = {worker.name for worker in workers}
+    seen = await heartbeat_senders(settings.url, bench.heartbeat_queue, names, settings.timeout)
+    if seen < len(names):
+        raise BenchError(
+            f"only {seen} of {len(names)} workers sent a heartbeat within {settings.timeout:g}s"
+        )
 
 
 async def _check_empty(url: str, bench: BenchTopology) -> None:

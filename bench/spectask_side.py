@@ -125,15 +125,24 @@ async def process_statistics(payload: Any, context: TaskContext) -> dict[str, An
 
 
 async def serve(
-    broker: Broker, bench: BenchTopology, handler: Handler, worker_id: str, stop: asyncio.Event
+    broker: Broker,
+    bench: BenchTopology,
+    handler: Handler,
+    worker_id: str,
+    stop: asyncio.Event,
+    *,
+    heartbeats: bool = False,
 ) -> WorkerStats:
     """One bench worker: `run_worker` on the round trip's task queue, as production runs it."""
+    send_routes = [bench.result, bench.result_batch, bench.dead_letter, bench.event]
+    if heartbeats:  # the dashboard phase: one WorkerHeartbeat every few seconds
+        send_routes.append(bench.heartbeat)
     return await run_worker(
         broker,
         topology=bench.topology,
         routes=[bench.process, bench.cancellations],
         handlers={bench.process.operation: handler},
-        send_routes=[bench.result, bench.result_batch, bench.dead_letter, bench.event],
+        send_routes=send_routes,
         worker_id=worker_id,
         stop=stop,
     )
@@ -152,7 +161,12 @@ async def _worker(args: argparse.Namespace) -> int:
         control.send("ready")
         await control.wait_go(args.max_seconds)
         stats = await serve(
-            broker, bench, process_statistics, args.worker_id, control.stop_event(args.max_seconds)
+            broker,
+            bench,
+            process_statistics,
+            args.worker_id,
+            control.stop_event(args.max_seconds),
+            heartbeats=args.heartbeats,
         )
     control.report(
         {
@@ -174,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=3600.0)
     parser.add_argument("--drain-seconds", type=float, default=30.0)
     parser.add_argument("--result-mode", choices=RESULT_MODES, default=RESULT_MODES[0])
+    parser.add_argument("--heartbeats", action="store_true", help="send worker heartbeats")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         return eventloop.run(_worker(args))

@@ -9,10 +9,14 @@ Both sides get their own copy, so a leftover of one can never be counted by the 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
 
 from bench.workload import MESSAGE_TYPE
 from generated import (
@@ -24,6 +28,7 @@ from generated.topology import TOPOLOGY
 from spectask.protocol.names import (
     DEAD_LETTER_MESSAGE_TYPE,
     EVENT_MESSAGE_TYPE,
+    HEARTBEAT_MESSAGE_TYPE,
     RESULT_BATCH_MESSAGE_TYPE,
     RESULT_MESSAGE_TYPE,
 )
@@ -52,11 +57,20 @@ class BenchTopology:
     collector_dead_letter: SendRoute
     event: SendRoute
     cancellations: ReceiveRoute
+    heartbeat: SendRoute
 
     @property
     def queue_names(self) -> list[str]:
         """The queues a run must leave empty (not the cancellation stream: a log keeps all)."""
         return [queue.name for queue in self.topology.queues if not _is_stream(queue)]
+
+    @property
+    def heartbeat_queue(self) -> str:
+        """The run's copy of the heartbeat stream (what a dashboard would follow)."""
+        for queue in self.topology.queues:
+            if any(binding.exchange == self.heartbeat.exchange for binding in queue.bindings):
+                return queue.name
+        raise LookupError("the bench topology has no heartbeat queue")
 
     @property
     def all_queue_names(self) -> list[str]:
@@ -106,19 +120,26 @@ def bench_topology(run_id: str, side: str) -> BenchTopology:
     collector_dead_letter = _send(generated_collector.SEND_ROUTES, DEAD_LETTER_MESSAGE_TYPE)
     event = _send(generated_worker.SEND_ROUTES, EVENT_MESSAGE_TYPE)
     cancellations = _runtime_route(generated_worker.RECEIVE_ROUTES, CANCELLATIONS)
+    heartbeat = _send(generated_worker.SEND_ROUTES, HEARTBEAT_MESSAGE_TYPE)
 
     # The queues one round trip touches: the task queue, the result queue, whatever the
     # dead-letter exchange feeds (so a dead letter is kept for the checks, not unroutable) and
     # the cancellation stream every worker reads at start. The events exchange is declared
     # with no queue: the worker pays for publishing started events, the broker drops them.
+    # The heartbeat stream is the run's own copy too (workers send heartbeats only in the
+    # dashboard phase): a dashboard elsewhere on a shared broker never lists bench workers.
     wanted_queues = {process.queue, collect.queue, cancellations.queue}
     queues = [
         queue
         for queue in TOPOLOGY.queues
         if queue.name in wanted_queues
-        or any(binding.exchange == dead_letter.exchange for binding in queue.bindings)
+        or any(
+            binding.exchange in (dead_letter.exchange, heartbeat.exchange)
+            for binding in queue.bindings
+        )
     ]
     wanted_exchanges = {submit.exchange, result.exchange, dead_letter.exchange, event.exchange}
+    wanted_exchanges.add(heartbeat.exchange)
     wanted_exchanges |= {binding.exchange for queue in queues for binding in queue.bindings}
     exchanges = [exchange for exchange in TOPOLOGY.exchanges if exchange.name in wanted_exchanges]
 
@@ -137,6 +158,7 @@ def bench_topology(run_id: str, side: str) -> BenchTopology:
         collector_dead_letter=naming.send(collector_dead_letter),
         event=naming.send(event),
         cancellations=naming.receive(cancellations),
+        heartbeat=naming.send(heartbeat),
     )
 
 
@@ -171,3 +193,33 @@ async def delete(url: str, bench: BenchTopology) -> None:
             await channel.queue_delete(name)
         for name in bench.exchange_names:
             await channel.exchange_delete(name)
+
+
+async def heartbeat_senders(url: str, stream: str, worker_ids: set[str], timeout: float) -> int:
+    """Wait until every worker in `worker_ids` has a heartbeat in `stream`; how many do.
+
+    Read from the stream's first offset (a stream consumer needs a prefetch); returns as soon
+    as all are seen, or at the deadline with fewer (the caller decides what that means).
+    """
+    seen: set[str] = set()
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=100)
+        queue = await channel.get_queue(stream, ensure=False)
+        all_seen = asyncio.Event()
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                worker_id = json.loads(message.body).get("worker_id")
+                if worker_id in worker_ids:
+                    seen.add(worker_id)
+            await message.ack()
+            if seen >= worker_ids:
+                all_seen.set()
+
+        tag = await queue.consume(on_message, arguments={"x-stream-offset": "first"})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_seen.wait(), timeout)
+        await queue.cancel(tag)
+    return len(seen)

@@ -5,7 +5,8 @@ The public API (everything a script of one's own needs; the rest is internal):
 - `Application`: an application's generated package, worker (with handlers) and samples;
 - `connect()`, `producer(broker, app)`, `run_worker(app, id)`, `run_collector(app)`;
 - `TaskContext` (what a handler gets beside its payload), `PermanentTaskError` (fail without
-  retrying), `configure_logging()`.
+  retrying), `SubmitError` (a batch submit that stopped: its confirmed and unconfirmed ids),
+  `configure_logging()`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __version__ = "0.2.0"
 __all__ = [
     "Application",
     "PermanentTaskError",
+    "SubmitError",
     "TaskContext",
     "__version__",
     "configure_logging",
@@ -30,6 +32,7 @@ __all__ = [
 _EXPORTS = {
     "Application": "spectask.app",
     "PermanentTaskError": "spectask.errors",
+    "SubmitError": "spectask.errors",
     "TaskContext": "spectask.runtime.context",
     "configure_logging": "spectask.logs",
     "connect": "spectask.api",
@@ -41,7 +44,7 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from spectask.api import connect, producer, run_collector, run_worker
     from spectask.app import Application
-    from spectask.errors import PermanentTaskError
+    from spectask.errors import PermanentTaskError, SubmitError
     from spectask.logs import configure_logging
     from spectask.runtime.context import TaskContext
 

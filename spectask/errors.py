@@ -35,6 +35,64 @@ class UnroutableError(PublishError):
         self.routing_key = routing_key
 
 
+class SubmitError(PublishError):
+    """A batch submit stopped: which ids the broker confirmed, and which it did not.
+
+    `unconfirmed` maps each id published but not confirmed (nacked, returned unroutable, or
+    in flight when the connection dropped) to its reason: those may or may not be stored.
+    `confirmed` holds the confirmed ids the caller was not already given (`submit_many`: all
+    of them; a stream yields them before raising, so there it is empty); `confirmed_count`
+    counts them all. Items the batch had not pulled yet were never published.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        confirmed: list[str],
+        confirmed_count: int,
+        unconfirmed: dict[str, str],
+    ) -> None:
+        super().__init__(message)
+        self.confirmed = confirmed
+        self.confirmed_count = confirmed_count
+        self.unconfirmed = unconfirmed
+
+    @classmethod
+    def from_outcomes(
+        cls,
+        *,
+        confirmed: list[str],
+        confirmed_count: int,
+        unconfirmed: dict[str, str],
+        input_error: BaseException | None,
+    ) -> SubmitError:
+        if unconfirmed:
+            first_id, first = next(iter(unconfirmed.items()))
+            why = (
+                f"{len(unconfirmed)} published task(s) were not confirmed, first {first_id}: "
+                f"{first}"
+            )
+        else:
+            why = f"the batch's iterable failed: {type(input_error).__name__}: {input_error}"
+        return cls(
+            f"batch submit stopped after {confirmed_count} confirmed task(s); {why}; no further "
+            "item was published (the ids are in .confirmed and .unconfirmed)",
+            confirmed=confirmed,
+            confirmed_count=confirmed_count,
+            unconfirmed=unconfirmed,
+        )
+
+    def with_confirmed(self, confirmed: list[str]) -> SubmitError:
+        """The same failure, carrying the confirmed ids a collecting caller gathered."""
+        return SubmitError(
+            str(self),
+            confirmed=confirmed,
+            confirmed_count=self.confirmed_count,
+            unconfirmed=self.unconfirmed,
+        )
+
+
 class MissingHandlerError(SpectaskError):
     """A worker was started with receive operations that have no handler."""
 

@@ -72,6 +72,31 @@ def test_pairwise_ratios_decide_even_when_the_medians_look_fine() -> None:
     assert row["sides"][RAW]["min"] == 900.0 and row["sides"][RAW]["max"] == 2000.0
 
 
+def test_the_dashboard_effect_is_the_ratio_of_ratios_per_pair() -> None:
+    """Pair by pair: (spectask/raw with the dashboard) / (spectask/raw without it)."""
+    phases = phase_list((2,), 2, 200.0)
+    plain, dashboard = phases[0], phases[1]
+    assert dashboard.dashboard and dashboard.baseline == plain.name and not plain.dashboard
+    key = plain.metrics[0].key
+    samples = _samples(plain, key, [1000.0, 900.0, 1000.0], [1000.0, 990.0, 800.0])
+    samples += _samples(dashboard, key, [800.0, 900.0, 1000.0], [780.0, 900.0, 792.0])
+    row = report.judge_effects(samples, phases)[dashboard.name][key]
+    assert row["pairwise"] == pytest.approx([0.975, (900 / 900) / (990 / 900), 0.99])
+    assert row["verdict"] == INCONCLUSIVE  # pair 2 lost 9%, the others under 5%: straddles
+    samples = _samples(plain, key, [1000.0] * 3, [1000.0] * 3)
+    samples += _samples(dashboard, key, [1000.0] * 3, [900.0, 940.0, 800.0])
+    assert report.judge_effects(samples, phases)[dashboard.name][key]["verdict"] == UNDER
+    assert "ratio of ratios" in "\n".join(
+        report.render_effects(phases, report.judge_effects(samples, phases))
+    )
+
+
+def test_no_dashboard_phase_when_asked_for_none() -> None:
+    phases = phase_list((1, 2, 4), 2, 200.0, dashboard_workers=None)
+    assert not any(phase.dashboard for phase in phases)
+    assert report.judge_effects([], phases) == {}
+
+
 def test_pairs_interleave_and_rotate_which_side_goes_first() -> None:
     phases = phase_list((1, 2), 2, 200.0)
     runs = order(phases, 3)
@@ -123,3 +148,30 @@ def test_quick_bench_prints_every_phase_and_a_verdict_per_bar(
     rss = document["phases"]["worker RSS W=1"]["rss_end_mib"]["sides"]
     assert set(rss) == {RAW, SPECTASK} and rss[SPECTASK]["median"] > 0
     assert document["message_bytes"]["same_task_body"] is True
+    # the dashboard phase ran with a live feed, and its ratio of ratios was computed
+    [dashboard] = [phase for phase in phases if phase.dashboard]
+    effect = document["effects"][dashboard.name]["tasks_per_s"]
+    assert len(effect["pairwise"]) == 1 and effect["pairwise"][0] > 0
+    assert effect["verdict"] == INCONCLUSIVE  # one pair
+    runs = [s for s in document["samples"] if s["phase"] == dashboard.name]
+    assert {s["side"] for s in runs} == {RAW, SPECTASK, RAW_TRANSIENT}
+    assert all(s["extra"]["dashboard_snapshots"] >= 2 for s in runs)
+    assert "ratio of ratios" in out
+    svg = (tmp_path / "latest.svg").read_text()  # the chart, beside the JSON in a quick run
+    assert (
+        svg.startswith("<svg")
+        and "results W=2" in svg
+        and "http://" not in svg.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    )
+
+
+def test_the_chart_draws_every_burst_phase_with_its_spread_and_ratio() -> None:
+    from bench import chart
+
+    phases = phase_list((2,), 2, 200.0)
+    key = phases[0].metrics[0].key
+    samples = _samples(phases[0], key, [1000.0, 800.0, 900.0], [950.0, 700.0, 1100.0])
+    svg = chart.render_svg(report.judge_all(samples, phases[:1]), "load 1.00")
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert "results W=2" in svg and "spectask/raw 1.06" in svg and "load 1.00" in svg
+    assert svg.count('stroke="black"') == 3  # a min-max whisker per side

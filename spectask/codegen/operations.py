@@ -20,7 +20,7 @@ from spectask.codegen.nodes import Node
 _ID = re.compile(r"^[a-z][A-Za-z0-9]*$")
 _LOCAL_CHANNEL = re.compile(r"^#/channels/([^/]+)$")
 # Names the generated classes use themselves; an operation must not shadow them.
-RESERVED = frozenset({"run", "handlers", "submit_many", "wait"})
+RESERVED = frozenset({"run", "handlers", "submit_many", "submit_stream", "wait"})
 # and the prefixes of the methods generated beside each submit (`prepare_x`, `result_of_x`)
 RESERVED_PREFIXES = ("prepare_", "result_of_")
 

@@ -60,7 +60,7 @@ def header(project: Project, sources: str) -> str:
 def _service_context(service: Service, models: GeneratedModels) -> dict[str, Any]:
     abc: set[str] = set()
     if service.has_client:
-        abc |= {"Callable", "Sequence"}
+        abc |= {"AsyncGenerator", "Callable", "Iterable", "Sequence"}
     if service.receive_ops:
         abc |= {"Awaitable", "Callable", "Collection", "Mapping"}
 

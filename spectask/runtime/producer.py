@@ -8,7 +8,7 @@ priority as AMQP `priority` and the attempt number in the `x-spectask-attempt` h
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
@@ -17,6 +17,12 @@ from spectask.errors import TaskValidationError
 from spectask.protocol.names import ATTEMPT_HEADER, SUBMITTED_AT_HEADER
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.publisher import OutgoingMessage, Publisher
+from spectask.runtime.submission import (
+    DEFAULT_WINDOW,
+    check_window,
+    collect_publish,
+    stream_publish,
+)
 from spectask.runtime.topology import SendRoute, Topology
 
 BATCH_RUN_CHARS = 12  # 48 random bits per submit: a label reused by many runs still never collides
@@ -130,14 +136,32 @@ class TaskPublisher:
 
     async def submit_many(
         self,
-        messages: Sequence[OutgoingMessage],
+        messages: Iterable[OutgoingMessage],
         *,
+        window: int = DEFAULT_WINDOW,
         on_confirmed: Callable[[int], None] | None = None,
         confirmed: list[str] | None = None,
     ) -> list[str]:
-        """Publish prepared tasks with pipelined confirms; the ids, once all are confirmed.
+        """Publish prepared tasks, `window` confirms in flight; every id once all are confirmed.
 
-        `confirmed` collects the ids as the broker confirms them (see `Publisher.publish_many`).
+        Any iterable works, a generator included. `confirmed` collects the ids as the broker
+        confirms them; a failure raises `SubmitError` with the confirmed and unconfirmed ids
+        (`spectask.runtime.submission`). For a batch too large to keep its ids, `submit_stream`.
         """
-        await self._publisher.publish_many(messages, on_confirmed=on_confirmed, confirmed=confirmed)
-        return [message.message_id for message in messages]
+        return await collect_publish(
+            self._publisher,
+            messages,
+            window=window,
+            on_confirmed=on_confirmed,
+            confirmed=confirmed,
+        )
+
+    def submit_stream(
+        self, messages: Iterable[OutgoingMessage], *, window: int = DEFAULT_WINDOW
+    ) -> AsyncGenerator[str, None]:
+        """Publish prepared tasks and yield each id as the broker confirms it (bounded memory).
+
+        Nothing is held but the `window` unconfirmed publishes; a failure raises `SubmitError`
+        after the last confirmed id, naming the unconfirmed ones.
+        """
+        return stream_publish(self._publisher, messages, window=check_window(window))

@@ -1,13 +1,13 @@
 """Confirmed, persistent, mandatory publishing: a publish returns only once the broker has it.
 
 An unroutable message raises `UnroutableError` (mandatory + on_return_raises) instead of being
-dropped; a nack or a lost connection raises `PublishError`. Batches keep many confirms in flight.
+dropped; a nack or a lost connection raises `PublishError`. Batches: `spectask.runtime.submission`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +20,6 @@ from spectask.errors import PublishError, UnroutableError
 from spectask.runtime.topology import Naming, ResultMode
 from spectask.runtime.transport import UNROUTABLE, Channel, RawChannel
 
-DEFAULT_WINDOW = 256
 Properties = spec.Basic.Properties
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 NOT_PERSISTENT = int(aio_pika.DeliveryMode.NOT_PERSISTENT)
@@ -149,53 +148,3 @@ class Publisher:
                 "collector keeps one record per task id; if the first copy was stored after "
                 "all, the task may run twice)"
             ) from exc
-
-    async def publish_many(
-        self,
-        messages: Iterable[OutgoingMessage],
-        *,
-        window: int = DEFAULT_WINDOW,
-        on_confirmed: Callable[[int], None] | None = None,
-        confirmed: list[str] | None = None,
-    ) -> None:
-        """Publish with up to `window` confirms in flight; raise the first failure at the end.
-
-        Every message is attempted even if an earlier one failed, so the error can say how
-        many were not stored. `confirmed`, if given, gets each message id the moment the broker
-        confirms it: a caller interrupted half-way (Ctrl-C, a lost connection) still knows
-        exactly which tasks the broker has.
-        """
-        slots = asyncio.Semaphore(window)
-        failures: list[BaseException] = []
-
-        async def one(message: OutgoingMessage) -> None:
-            try:
-                await self.publish(message)
-            except PublishError as exc:
-                failures.append(exc)
-            else:
-                if confirmed is not None:
-                    confirmed.append(message.message_id)
-                if on_confirmed is not None:
-                    on_confirmed(1)
-            finally:
-                slots.release()
-
-        tasks: list[asyncio.Task[None]] = []
-        try:
-            for message in messages:
-                await slots.acquire()
-                tasks.append(asyncio.create_task(one(message)))
-            await asyncio.gather(*tasks)
-        except BaseException:
-            # Interrupted (Ctrl-C, a cancelled caller): stop the publishes still in flight and
-            # collect every outcome, so none ends as "Task exception was never retrieved".
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-        if failures:
-            first = failures[0]
-            raise PublishError(
-                f"{len(failures)} of {len(tasks)} messages were not confirmed; first: {first}"
-            ) from first

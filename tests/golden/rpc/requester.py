@@ -10,7 +10,7 @@ retrying live (and are tested) once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Final
 
 from spectask.errors import SpectaskError
@@ -18,6 +18,7 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.publisher import OutgoingMessage
 from spectask.runtime.rpc import RpcClient
+from spectask.runtime.submission import DEFAULT_WINDOW
 from spectask.runtime.topology import ReceiveRoute, ReplySpec, RpcRoute, SendRoute
 
 from . import models
@@ -110,9 +111,22 @@ class RequesterClient:
 
     async def submit_many(
         self,
-        messages: Sequence[OutgoingMessage],
+        messages: Iterable[OutgoingMessage],
         *,
+        window: int = DEFAULT_WINDOW,
         on_confirmed: Callable[[int], None] | None = None,
     ) -> list[str]:
-        """Publish prepared messages, confirms pipelined; their task ids once all are confirmed."""
-        return await self._publisher.submit_many(messages, on_confirmed=on_confirmed)
+        """Publish prepared messages (any iterable), `window` confirms in flight; their ids.
+
+        A failure raises SubmitError with the confirmed and the unconfirmed ids.
+        """
+        return await self._publisher.submit_many(messages, window=window, on_confirmed=on_confirmed)
+
+    def submit_stream(
+        self, messages: Iterable[OutgoingMessage], *, window: int = DEFAULT_WINDOW
+    ) -> AsyncGenerator[str, None]:
+        """Publish prepared messages, yielding each id once confirmed (for batches of any size).
+
+        A failure raises SubmitError after the last confirmed id, with the unconfirmed ones.
+        """
+        return self._publisher.submit_stream(messages, window=window)

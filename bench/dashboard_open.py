@@ -1,0 +1,164 @@
+"""A dashboard open during a phase: a real `spectask dashboard` process and a page's live feed.
+
+Issue 10 asks that the dashboard and worker heartbeats do not slow the pipeline (the ratio
+spectask/raw with them within 5% of the ratio without). So the phase runs what a user who
+watches the system runs: `main-dashboard.py` (the repository's app, a fresh SQLite store of its
+own, the machine's broker) doing its one-second refresh (store counts, queue reads, heartbeat
+stream), and one server-sent-events client reading `/api/live` as an open page does. Both start
+before the phase's workers and stop after them, for every side, so the raw side pays the same
+machine load; only the spectask workers publish heartbeats (raw has none to send).
+
+The feed must have delivered at least two snapshots by the end, else the phase is invalid (a
+dashboard that never refreshed costs nothing and would prove nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from bench.measure import BenchError
+from spectask.devbroker import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+READY_SECONDS = 60.0
+MIN_SNAPSHOTS = 2
+
+
+async def _get_status(port: int, path: str) -> int:
+    """The status code of one plain HTTP GET (0 when nothing answers yet)."""
+    try:
+        reader, writer = await asyncio.open_connection(HOST, port)
+    except OSError:
+        return 0
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        status_line = await reader.readline()
+        parts = status_line.split()
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    except OSError:
+        return 0
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+class OpenDashboard:
+    """`async with OpenDashboard(url):` a dashboard process and a live-feed reader."""
+
+    def __init__(self, amqp_url: str) -> None:
+        self._amqp_url = amqp_url
+        self._port = free_port()
+        self._dir = tempfile.TemporaryDirectory(prefix="spectask-bench-dashboard-")
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.snapshots = 0
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self._dir.name) / "dashboard.log"
+
+    async def __aenter__(self) -> OpenDashboard:
+        store = Path(self._dir.name) / "store.sqlite3"
+        env = {**os.environ, "AMQP_URL": self._amqp_url, "STORE_URL": f"sqlite:///{store}"}
+        env.pop("SPECTASK_DASHBOARD_TOKEN", None)
+        with self.log_path.open("wb") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(ROOT / "main-dashboard.py"),
+                "--host",
+                HOST,
+                "--port",
+                str(self._port),
+                cwd=ROOT,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        try:
+            await self._wait_ready()
+            self._reader = asyncio.create_task(self._read_feed())
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        feed_error = self._reader.exception() if self._reader and self._reader.done() else None
+        problem = None
+        if feed_error is not None:
+            problem = f"the dashboard's live feed failed: {feed_error!r}"
+        elif self.snapshots < MIN_SNAPSHOTS:
+            problem = (
+                f"the dashboard sent {self.snapshots} live snapshot(s) during the phase, fewer "
+                f"than {MIN_SNAPSHOTS}: it was not refreshing ({self._log_tail()})"
+            )
+        await self._stop()
+        if kind is None and problem is not None:
+            raise BenchError(problem)
+
+    def check(self) -> None:
+        """Raise now if the dashboard died, rather than measuring a phase without it."""
+        if self._process is not None and self._process.returncode is not None:
+            raise BenchError(
+                f"the dashboard exited with {self._process.returncode}: {self._log_tail()}"
+            )
+
+    async def _wait_ready(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_SECONDS
+        while await _get_status(self._port, "/api/summary") != 200:
+            self.check()
+            if loop.time() > deadline:
+                raise BenchError(
+                    f"the dashboard did not answer within {READY_SECONDS:g}s: {self._log_tail()}"
+                )
+            await asyncio.sleep(0.2)  # polling a start-up; the deadline above bounds it
+
+    async def _read_feed(self) -> None:
+        """What an open page does: hold `/api/live` and take every snapshot it sends."""
+        reader, writer = await asyncio.open_connection(HOST, self._port)
+        try:
+            request = f"GET /api/live HTTP/1.1\r\nHost: {HOST}\r\nAccept: text/event-stream\r\n\r\n"
+            writer.write(request.encode())
+            await writer.drain()
+            while line := await reader.readline():
+                if line.startswith(b"event: snapshot"):
+                    self.snapshots += 1
+        finally:
+            writer.close()
+
+    async def _stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout=10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        self._dir.cleanup()
+
+    def _log_tail(self) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip()
+        except OSError:
+            return "no log"
+        return text[-600:].replace("\n", " | ") or "empty log"
