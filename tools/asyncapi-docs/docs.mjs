@@ -47,7 +47,7 @@ for (const file of files) {
   await mkdir(target, { recursive: true });
   const generator = new Generator(template, target, {
     forceWrite: true,
-    compile: false,
+    compile: true,
     templateParams: { singleFile: 'true' },
   });
   await generator.generateFromFile(path);
