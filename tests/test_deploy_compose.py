@@ -37,7 +37,8 @@ from tests.deploy_support import (
 )
 from workloads.settings import TaskSettings
 
-SPECTASK_SERVICES = ("worker", "collector", "dashboard")
+SPECTASK_SERVICES = ("worker", "collector", "dashboard")  # long-running, SPECTASK_TOPOLOGY=check
+TOPOLOGY_SERVICE = "topology"  # the one-shot operator step: `spectask topology apply`
 INSTALL = "make deploy-tools, or apt-get install docker-compose"
 
 
@@ -70,7 +71,13 @@ def test_config_is_valid_with_the_documented_env_file(services: dict[str, Any]) 
 
 
 def test_every_service_has_a_health_check(services: dict[str, Any]) -> None:
-    missing = [name for name, service in services.items() if not service.get("healthcheck")]
+    """Every long-running one; the one-shot topology step runs no server to check."""
+    missing = [
+        name
+        for name, service in services.items()
+        if name != TOPOLOGY_SERVICE
+        and service.get("healthcheck", {}).get("test") in (None, ["NONE"])
+    ]
     assert not missing, f"services without a healthcheck: {missing}"
     assert services["rabbitmq"]["healthcheck"]["test"][1] == "rabbitmq-diagnostics"
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
@@ -81,6 +88,43 @@ def test_spectask_services_wait_for_healthy_dependencies(services: dict[str, Any
         depends = services[name]["depends_on"]
         assert depends["rabbitmq"]["condition"] == "service_healthy", name
         assert depends["postgres"]["condition"] == "service_healthy", name
+
+
+def test_the_topology_step_applies_once_before_the_processes(services: dict[str, Any]) -> None:
+    """README: Running in production. A one-shot service runs exactly `topology apply` once
+    RabbitMQ is healthy, with the broker settings the processes use (the queue type shapes
+    what it declares), and is never restarted once it has exited 0."""
+    step = services[TOPOLOGY_SERVICE]
+    assert step["command"] == ["spectask", "topology", "apply"]
+    build_parser(step["command"][1:])[0].parse_args(step["command"][1:])
+    assert step["restart"] == "no"
+    assert step["healthcheck"] == {"test": ["NONE"]}  # `disable: true`, as compose reads it
+    assert step["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
+    assert "SPECTASK_TOPOLOGY" not in step["environment"]
+    for name in SPECTASK_SERVICES:
+        for variable in ("AMQP_URL", "SPECTASK_QUEUE_TYPE"):
+            assert step["environment"][variable] == services[name]["environment"][variable]
+
+
+@pytest.mark.parametrize("name", SPECTASK_SERVICES)
+def test_processes_only_check_the_topology_once_it_is_applied(
+    services: dict[str, Any], name: str
+) -> None:
+    """They declare nothing (no configure permission needed) and start after the step."""
+    service = services[name]
+    assert service["environment"]["SPECTASK_TOPOLOGY"] == "check"
+    assert RuntimeConfig.model_validate({"topology": "check"}).topology == "check"
+    waits = service["depends_on"][TOPOLOGY_SERVICE]["condition"]
+    assert waits == "service_completed_successfully"
+
+
+def test_every_container_of_the_image_is_a_known_spectask_service(
+    services: dict[str, Any],
+) -> None:
+    """A new service of the spectask image must be added to the checks above."""
+    image = services["worker"]["image"]
+    ours = {name for name, service in services.items() if service.get("image") == image}
+    assert ours == {*SPECTASK_SERVICES, TOPOLOGY_SERVICE}
 
 
 def secret_variables() -> list[str]:
@@ -136,7 +180,7 @@ def spectask_argv(command: list[str]) -> list[str]:
     return command[1:]
 
 
-@pytest.mark.parametrize("name", SPECTASK_SERVICES)
+@pytest.mark.parametrize("name", [*SPECTASK_SERVICES, TOPOLOGY_SERVICE])
 def test_service_commands_are_real_spectask_commands(services: dict[str, Any], name: str) -> None:
     argv = spectask_argv(services[name]["command"])
     assert argv[0] in COMMANDS
@@ -151,7 +195,7 @@ def test_health_check_commands_are_real_spectask_commands(services: dict[str, An
     parser.parse_args(argv[1:])
 
 
-@pytest.mark.parametrize("name", SPECTASK_SERVICES)
+@pytest.mark.parametrize("name", [*SPECTASK_SERVICES, TOPOLOGY_SERVICE])
 def test_service_settings_are_settings_the_code_reads(services: dict[str, Any], name: str) -> None:
     known = {"AMQP_URL", STORE_URL_ENV, TOKEN_VARIABLE} | {
         f"SPECTASK_{field.upper()}"

@@ -90,23 +90,27 @@ def test_validation_can_fail() -> None:
 
 
 def policy_problems(documents: list[dict[str, Any]]) -> list[str]:
-    """Every pod: probes, resources, a locked-down security context, a long enough grace."""
+    """Every pod: resources and a locked-down security context; a long-running one (a
+    Deployment) also probes and a long enough grace. A Job's pod runs to completion: nothing
+    serves a probe there and it has no drain to wait for."""
     problems = []
     shutdown = float(configmap(documents).get("SPECTASK_SHUTDOWN_TIMEOUT", 30))
     for doc in documents:
-        if doc["kind"] != "Deployment":
+        if doc["kind"] not in {"Deployment", "Job"}:
             continue
+        long_running = doc["kind"] == "Deployment"
         name = doc["metadata"]["name"]
         pod = doc["spec"]["template"]["spec"]
         if pod.get("securityContext", {}).get("runAsNonRoot") is not True:
             problems.append(f"{name}: runAsNonRoot")
         if pod.get("securityContext", {}).get("seccompProfile") != {"type": "RuntimeDefault"}:
             problems.append(f"{name}: seccompProfile RuntimeDefault (Pod Security restricted)")
-        if pod.get("terminationGracePeriodSeconds", 30) <= shutdown + CLOSE_GRACE_SECONDS:
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        if long_running and grace <= shutdown + CLOSE_GRACE_SECONDS:
             problems.append(f"{name}: terminationGracePeriodSeconds <= shutdown timeout + close")
         for container in pod["containers"]:
             where = f"{name}/{container['name']}"
-            for probe in ("readinessProbe", "livenessProbe"):
+            for probe in ("readinessProbe", "livenessProbe") if long_running else ():
                 if probe not in container:
                     problems.append(f"{where}: no {probe}")
             for bound in ("requests", "limits"):
@@ -137,6 +141,10 @@ def test_the_policy_check_can_fail() -> None:
     del pod["securityContext"]["seccompProfile"]
     problems = policy_problems(docs)
     assert len(problems) == 4, problems
+    job = next(d for d in docs if d["kind"] == "Job")["spec"]["template"]["spec"]
+    job["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
+    del job["containers"][0]["resources"]["limits"]
+    assert len(policy_problems(docs)) == 6, policy_problems(docs)
 
 
 def configmap(documents: list[dict[str, Any]]) -> dict[str, str]:
@@ -180,6 +188,42 @@ def worker_types(deployment: dict[str, Any]) -> list[str]:
     command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
     argv = shlex.split(command[2].removeprefix("exec spectask "))
     return argv[argv.index("--types") + 1].split(",")
+
+
+TOPOLOGY_JOB = "topology"  # the operator step: `spectask topology apply`
+
+
+@pytest.mark.parametrize("variant", [production, without_keda])
+def test_a_job_applies_the_topology_and_the_processes_only_check_it(variant: Any) -> None:
+    """README: Running in production. One Job runs exactly `topology apply` (it declares
+    whatever SPECTASK_TOPOLOGY says) with the settings the processes read, which say `check`:
+    they need no configure permission, and none of them waits on the Job (an init container
+    would hold every pod until it gave up); one started early stops with one line and its pod
+    restarts until the Job has applied."""
+    documents = variant()
+    jobs = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Job"}
+    assert set(jobs) == {TOPOLOGY_JOB}
+    job = jobs[TOPOLOGY_JOB]["spec"]
+    assert job["template"]["spec"]["restartPolicy"] in {"OnFailure", "Never"}
+    assert job["backoffLimit"] > 0  # the broker may still be starting
+    (step,) = job["template"]["spec"]["containers"]
+    assert step["command"] == ["spectask", "topology", "apply"]
+    build_parser(step["command"][1:])[0].parse_args(step["command"][1:])
+    config = configmap(documents)
+    assert config["SPECTASK_TOPOLOGY"] == "check"
+    assert RuntimeConfig.model_validate({"topology": config["SPECTASK_TOPOLOGY"]})
+    for name, deployment in deployments(documents).items():
+        pod = deployment["spec"]["template"]["spec"]
+        assert "initContainers" not in pod, name
+        for container in [*pod["containers"], step]:
+            refs = [e["configMapRef"]["name"] for e in container.get("envFrom", [])]
+            assert refs == [configmap_name(documents)], f"{name}/{container['name']}"
+            assert "SPECTASK_TOPOLOGY" not in {e["name"] for e in container.get("env", [])}
+
+
+def configmap_name(documents: list[dict[str, Any]]) -> str:
+    (name,) = [d["metadata"]["name"] for d in documents if d["kind"] == "ConfigMap"]
+    return str(name)
 
 
 def test_a_worker_deployment_and_a_scaler_per_task_type() -> None:
@@ -239,7 +283,8 @@ def test_probes_use_real_ports_and_commands() -> None:
     metrics_port = int(configmap(documents)["SPECTASK_METRICS_PORT"])
     for container in containers(documents):
         ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
-        for probe in (container["readinessProbe"], container["livenessProbe"]):
+        probes = [container[p] for p in ("readinessProbe", "livenessProbe") if p in container]
+        for probe in probes:
             if "httpGet" in probe:
                 assert ports[probe["httpGet"]["port"]] == metrics_port
                 assert probe["httpGet"]["path"] == HEALTH_PATH
