@@ -25,7 +25,16 @@ from typing import Any
 
 from pydantic import RootModel, ValidationError
 
+from spectask.errors import PermanentTaskError
 from spectask.protocol import models
+from spectask.protocol.names import (
+    CANCEL_MESSAGE_TYPE,
+    EVENT_MESSAGE_TYPE,
+    EVENTS_ON_THE_WIRE,
+    HEARTBEAT_MESSAGE_TYPE,
+    STATUS_REPLY_MESSAGE_TYPE,
+    STATUS_REQUEST_MESSAGE_TYPE,
+)
 from spectask.runtime.context import TaskContext
 from spectask.runtime.deaths import with_reason
 from spectask.store import TaskRecord, TaskStore
@@ -97,9 +106,24 @@ def submitted_observation(
     )
 
 
+# Protocol messages whose dead letter says nothing about a task's outcome: a refused event,
+# cancel or status request carries a task id (or any id its publisher chose) as message_id,
+# and storing its dead letter as the task's would let any publisher mark a task DEAD.
+NOT_A_TASK_OUTCOME = frozenset(
+    {
+        EVENT_MESSAGE_TYPE,
+        CANCEL_MESSAGE_TYPE,
+        STATUS_REQUEST_MESSAGE_TYPE,
+        STATUS_REPLY_MESSAGE_TYPE,
+        HEARTBEAT_MESSAGE_TYPE,
+    }
+)
+
+
 def dead_observation(context: TaskContext, *, now: datetime) -> Observation | None:
-    """The DEAD observation of a dead letter (None without a task id or a readable reason)."""
-    if not context.task_id:
+    """The DEAD observation of a dead letter (None without a task id or a readable reason,
+    and None for a refused protocol message that is not about a task's outcome)."""
+    if not context.task_id or context.message_type in NOT_A_TASK_OUTCOME:
         return None
     try:
         headers = models.DeadLetterHeaders.model_validate(with_reason(context.headers))
@@ -158,6 +182,14 @@ def add_store_handlers(app: Any, store: TaskStore) -> None:
             await store.apply(observation)
 
     async def on_event(event: models.TaskEvent, context: TaskContext) -> None:
+        if event.event not in EVENTS_ON_THE_WIRE:
+            # the store's names for what the collector learns itself: an event claiming one
+            # would let any publisher mark a task succeeded or dead without its result
+            allowed = ", ".join(sorted(EVENTS_ON_THE_WIRE))
+            raise PermanentTaskError(
+                f"a {event.event.value!r} event does not travel on the events exchange "
+                f"(only {allowed} do); the collector learns it from the task's result or copy"
+            )
         await store.apply_event(event)
 
     async def on_cancel(cancel: models.TaskCancel, context: TaskContext) -> None:

@@ -44,6 +44,7 @@ from tests.status_support import (
     collector,
     new_id,
     producer_client,
+    publish_events,
     publish_results,
     wait_states,
     worker_cancelled,
@@ -564,3 +565,34 @@ async def test_item_12_a_submitted_attempt_is_ignored_and_a_cancel_shows_at_once
     assert attempts == [1, 2]  # the cancelled task never ran: the worker skipped it
     assert views[retried].attempts == 2
     assert "skipped before it ran" in said
+
+
+async def test_item_12_an_event_of_a_kind_that_never_travels_is_dead_lettered(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    """The spec says only started, progress, retrying and cancelled travel on the events
+    exchange; a `succeeded` or `dead` event from any publisher is dead-lettered (permanent) and
+    the task stays as it was. Before: the collector stored it, so one event could mark a task
+    SUCCEEDED without a result, or DEAD without a dead letter."""
+    wire = protocol()["components"]["schemas"]["EventKind"]["x-spectask-on-the-events-exchange"]
+    assert sorted(wire) == ["cancelled", "progress", "retrying", "started"]
+    task_id = new_id("item12-event")
+    async with (
+        collector(amqp_url, sqlite_store(tmp_path)),
+        await Broker.connect(RuntimeConfig(amqp_url=amqp_url), name="test-item12e") as broker,
+    ):
+        client = await producer_client(broker)
+        await client.submit_data_statistics(models.DataStatistics(values=[1.0]), task_id=task_id)
+        await wait_states(client, {task_id: "QUEUED"})
+        await publish_events(
+            broker,
+            [
+                {"task_id": task_id, "event": "succeeded", "attempt": 1},
+                {"task_id": task_id, "event": "dead", "attempt": 1, "message": "forged"},
+            ],
+        )
+        refused = await dead_letters_with(amqp_url, "permanent", 2, task_id=task_id)
+        views = await wait_states(client, {task_id: "QUEUED"})
+    errors = [str((dead.headers or {})[names.ERROR_HEADER]) for dead in refused]
+    assert all("does not travel on the events exchange" in error for error in errors), errors
+    assert views[task_id].result is None and views[task_id].dead_reason is None

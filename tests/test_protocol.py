@@ -88,6 +88,11 @@ def test_final_states_and_batch_are_the_documents() -> None:
     assert _schema("StatusRequest")["properties"]["task_ids"]["maxItems"] == BATCH
 
 
+def test_the_events_on_the_wire_are_the_documents() -> None:
+    wire = _schema("EventKind")["x-spectask-on-the-events-exchange"]
+    assert sorted(kind.value for kind in names.EVENTS_ON_THE_WIRE) == sorted(wire)
+
+
 def test_the_protocol_names_its_version() -> None:
     assert document.version() == _doc()["x-spectask-protocol"] == 1
 

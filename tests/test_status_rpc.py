@@ -183,8 +183,8 @@ async def test_queued_retrying_succeeded_and_dead(any_url: str, store_url: str) 
             # stale and duplicated news never moves a task backwards
             stale = [
                 {"task_id": flaky, "event": "retrying", "attempt": 1, "message": "old"},
-                {"task_id": flaky, "event": "submitted", "attempt": 2},
-                {"task_id": doomed, "event": "submitted", "attempt": 1},
+                {"task_id": flaky, "event": "started", "attempt": 2},
+                {"task_id": doomed, "event": "progress", "attempt": 1, "message": "old"},
                 {"task_id": doomed, "event": "retrying", "attempt": 1, "message": "old"},
             ]
             marker = new_id("marker")

@@ -12,7 +12,7 @@ from typing import Final
 
 import annotated_types
 
-from spectask.protocol.models import StatusRequest, TaskState
+from spectask.protocol.models import EventKind, StatusRequest, TaskState
 
 # AMQP `type` of each protocol message (components.messages.*.bindings.amqp.messageType)
 RESULT_MESSAGE_TYPE: Final = "spectask.result"
@@ -71,6 +71,12 @@ DEAD_LETTER_HEADERS: Final = (
 # TaskState's x-spectask-final-states: a task in one of them never changes state again
 FINAL_STATES: Final = frozenset(
     {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED}
+)
+
+# EventKind's x-spectask-on-the-events-exchange: the only kinds a TaskEvent may have on the
+# wire; the others are the collector's own names for what it learns from copies and results
+EVENTS_ON_THE_WIRE: Final = frozenset(
+    {EventKind.STARTED, EventKind.PROGRESS, EventKind.RETRYING, EventKind.CANCELLED}
 )
 
 
