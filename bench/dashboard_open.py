@@ -109,8 +109,8 @@ class OpenDashboard:
             problem = f"the dashboard's live feed failed: {feed_error!r}"
         elif self.snapshots < MIN_SNAPSHOTS:
             problem = (
-                f"the dashboard sent {self.snapshots} live snapshot(s) by the end of the phase, fewer "
-                f"than {MIN_SNAPSHOTS}: it was not refreshing ({self._log_tail()})"
+                f"the dashboard sent {self.snapshots} live snapshot(s) by the end of the phase, "
+                f"fewer than {MIN_SNAPSHOTS}: it was not refreshing ({self._log_tail()})"
             )
         await self._stop()
         if kind is None and problem is not None:
