@@ -61,13 +61,20 @@ class AckWindow:
             tags.discard(message.delivery_tag)
 
     async def ack(self, message: IncomingMessage) -> None:
-        """Ack `message` together with the other deliveries acked in this loop turn."""
+        """Ack `message` together with the other deliveries acked in this loop turn.
+
+        The frames go out from one flush task of the window's own, not from the caller's task:
+        a caller cancelled while it waits (a shutdown, a lost connection) must not take the
+        acks of the deliveries that joined its flush down with it; they would stay unacked,
+        and their callers would have returned as if they were acked.
+        """
         self._pending.append(message)
         flushing = self._flushing
-        if flushing is not None:
-            await flushing
-            return
-        done = self._flushing = asyncio.get_running_loop().create_future()
+        if flushing is None or flushing.done():
+            flushing = self._flushing = asyncio.ensure_future(self._flush())
+        await asyncio.shield(flushing)
+
+    async def _flush(self) -> None:
         try:
             await asyncio.sleep(0)  # the other deliveries woken by the same confirm join
             # One sender at a time, in order: a later `multiple=True` may cover a tag an
@@ -78,7 +85,6 @@ class AckWindow:
                 await self._send(batch)
         finally:
             self._flushing = None
-            done.set_result(None)
 
     async def _send(self, batch: list[IncomingMessage]) -> None:
         by_channel: dict[object, list[IncomingMessage]] = {}
@@ -106,7 +112,10 @@ class AckWindow:
     async def _ack(self, message: IncomingMessage, *, multiple: bool, count: int) -> None:
         try:
             await message.ack(multiple=multiple)
-        except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
+        except (aiormq.exceptions.AMQPError, RuntimeError, OSError, asyncio.CancelledError) as exc:
+            # CancelledError: aiormq cancels the frames it had not written when its connection
+            # closed. Only this window's flush task runs here, and nothing else cancels it, so
+            # it is the lost ack, not a cancellation to pass on; the other frames still go.
             log.warning(
                 "task %s: ack lost (%s); the broker will redeliver %s",
                 message.message_id,
