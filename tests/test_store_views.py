@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from spectask.store import open_store
 from spectask.store.observations import EventKind, Observation
 from spectask.store.rows import prefix_end
@@ -30,7 +32,8 @@ async def test_counts_by_type_changed_since_and_prefixes(store_url: str) -> None
         changed = await store.changed_since(start, limit=3)
         assert len(changed) == 3
         assert [r.updated_at for r in changed] == sorted(r.updated_at for r in changed)
-        rest = await store.changed_since(changed[-1].updated_at, limit=100)
+        last = changed[-1]
+        rest = await store.changed_since(last.updated_at, limit=100, after_id=last.task_id)
         assert {r.task_id for r in changed} | {r.task_id for r in rest} == {
             "a-1",
             "a-2",
@@ -42,7 +45,8 @@ async def test_counts_by_type_changed_since_and_prefixes(store_url: str) -> None
             "A-1",
             "\U0010ffffz",
         }
-        assert await store.changed_since(rest[-1].updated_at) == []
+        assert len(changed) + len(rest) == 9  # each change read once
+        assert await store.changed_since(rest[-1].updated_at, after_id=rest[-1].task_id) == []
         assert [r.task_id for r in await store.list(id_prefix="\U0010ffff")] == ["\U0010ffffz"]
     finally:
         await store.close()
@@ -54,3 +58,33 @@ def test_prefix_end_is_the_next_string_up() -> None:
     assert prefix_end("a\U0010ffff") == "b"
     assert prefix_end("\U0010ffff") is None
     assert prefix_end("a\ud7ff") == "a\ue000"
+
+
+async def test_changes_sharing_a_timestamp_are_each_read_once_across_pages(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five records written at one instant, read two at a time: the (updated_at, task_id)
+    cursor reads all five once. With updated_at alone, the dashboard's follower skipped the
+    three that shared the second page's timestamp. (SQLite: its clock is Python's, which the
+    test can stop; PostgreSQL orders by the same (updated_at, task_id) index.)"""
+    instant = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
+
+    class Stopped(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> Stopped:  # type: ignore[override]
+            return cls.fromtimestamp(instant.timestamp(), UTC)
+
+    monkeypatch.setattr("spectask.store.sqlite.datetime", Stopped)
+    store = await open_store(f"sqlite:///{tmp_path}/ties.db")
+    try:
+        for n in range(5):
+            await store.apply(Observation(f"tie-{n}", EventKind.SUBMITTED, instant))
+        seen: list[str] = []
+        cursor, cursor_id = instant - timedelta(seconds=1), ""
+        while page := await store.changed_since(cursor, limit=2, after_id=cursor_id):
+            assert {r.updated_at for r in page} == {instant}
+            seen += [r.task_id for r in page]
+            cursor, cursor_id = page[-1].updated_at, page[-1].task_id
+        assert seen == [f"tie-{n}" for n in range(5)]
+    finally:
+        await store.close()

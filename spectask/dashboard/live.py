@@ -90,6 +90,7 @@ class Live:
         self._counts_at = 0.0
         self._counts_ms = 0.0
         self._cursor = datetime.now(UTC) - WINDOW
+        self._cursor_id = ""  # with _cursor: the last change read (ties in id order)
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
@@ -152,11 +153,11 @@ class Live:
         began = time.perf_counter()
         changed: list[TaskRecord] = []
         while True:
-            chunk = await self.store.changed_since(self._cursor, CHANGES_CHUNK)
+            chunk = await self.store.changed_since(self._cursor, CHANGES_CHUNK, self._cursor_id)
             for record in chunk:
                 self.history.add(record)
             if chunk:
-                self._cursor = chunk[-1].updated_at
+                self._cursor, self._cursor_id = chunk[-1].updated_at, chunk[-1].task_id
             changed += chunk
             spent = (time.perf_counter() - began) * 1000
             if len(chunk) < CHANGES_CHUNK or spent >= CHANGES_BUDGET_MS:

@@ -298,11 +298,14 @@ class PostgresTaskStore:
         return counts
 
     async def changed_since(
-        self, after: datetime, limit: int = DEFAULT_LIST_LIMIT
+        self, after: datetime, limit: int = DEFAULT_LIST_LIMIT, after_id: str = ""
     ) -> builtins.list[TaskRecord]:
         rows.check_page(limit, 0)
-        sql = f"{_SELECT} WHERE updated_at > %(after)s ORDER BY updated_at, task_id LIMIT %(limit)s"
-        found = await self._fetch(sql, {"after": after, "limit": limit})
+        sql = (
+            f"{_SELECT} WHERE (updated_at, task_id) > (%(after)s, %(after_id)s) "
+            "ORDER BY updated_at, task_id LIMIT %(limit)s"
+        )
+        found = await self._fetch(sql, {"after": after, "after_id": after_id, "limit": limit})
         return [rows.from_row(row) for row in found]
 
     async def counts_by_type(self) -> dict[str, dict[TaskState, int]]:

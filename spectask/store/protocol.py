@@ -69,12 +69,16 @@ class TaskStore(Protocol):
         ...
 
     async def changed_since(
-        self, after: datetime, limit: int = DEFAULT_LIST_LIMIT
+        self, after: datetime, limit: int = DEFAULT_LIST_LIMIT, after_id: str = ""
     ) -> builtins.list[TaskRecord]:
-        """Records the store changed after `after` (its own clock), oldest change first.
+        """Records the store changed after the cursor (`after`, `after_id`), oldest first.
 
-        A follower (the dashboard) passes the last `updated_at` it saw to read each change
-        once, through the updated_at index, instead of scanning the table every second.
+        After means an `updated_at` (the store's own clock) later than `after`, or equal to
+        it with a task id after `after_id`: ties are read in id order. A follower (the
+        dashboard) passes the last record's `updated_at` and `task_id` to read each change
+        once, through the (updated_at, task_id) index, instead of scanning the table every
+        second; with `updated_at` alone, records sharing a timestamp across a page boundary
+        would be skipped.
         """
         ...
 

@@ -268,11 +268,11 @@ class SqliteTaskStore:
         return await self._run(self._counts_sync, message_type)
 
     async def changed_since(
-        self, after: datetime, limit: int = DEFAULT_LIST_LIMIT
+        self, after: datetime, limit: int = DEFAULT_LIST_LIMIT, after_id: str = ""
     ) -> builtins.list[TaskRecord]:
         rows.check_page(limit, 0)
-        sql = f"{_SELECT} WHERE updated_at > ? ORDER BY updated_at, task_id LIMIT ?"
-        return await self._run(self._query, sql, (_encode_time(after), limit))
+        sql = f"{_SELECT} WHERE (updated_at, task_id) > (?, ?) ORDER BY updated_at, task_id LIMIT ?"
+        return await self._run(self._query, sql, (_encode_time(after), after_id, limit))
 
     def _type_counts_sync(self) -> dict[str, dict[TaskState, int]]:
         sql = "SELECT message_type, state, n FROM task_counts"
