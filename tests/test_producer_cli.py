@@ -117,7 +117,9 @@ def test_an_interrupted_submit_keeps_track_of_what_the_broker_has(
     assert "Traceback" not in stderr and "never retrieved" not in stderr, stderr
     confirmed = ids_file.read_text().split()
     unconfirmed = Path(f"{ids_file}.unconfirmed").read_text().split()
-    assert 200 <= len(confirmed) < total, stderr
+    # the queue held 200 when the signal went, but confirms trail routing: some of those may
+    # not have been confirmed yet, so only "some, not all" is certain
+    assert 0 < len(confirmed) < total, stderr
     assert len(set(confirmed) | set(unconfirmed)) == len(confirmed) + len(unconfirmed) == total
     summary = f"error: {len(confirmed)} of {total} tasks confirmed by the broker (interrupted)"
     assert summary in stderr, stderr

@@ -270,6 +270,39 @@ async def test_a_cancelled_ack_or_caller_leaves_no_other_delivery_unacked(any_ur
         await asyncio.sleep(POLL_SECONDS)
 
 
+async def test_an_ack_of_a_closed_channel_does_not_stop_the_acks_of_a_live_one(
+    any_url: str,
+) -> None:
+    """A delivery of a channel that has since closed (a reconnect's leftover) and one of the
+    live channel are acked in one flush: the live one is acked, the stale one is only logged
+    (the broker took it back). Before, aio-pika's `message.channel` raised
+    ChannelInvalidStateError while the flush sorted them by channel, so the live delivery's
+    ack was never sent and it held its prefetch slot until the worker stopped (CI's cluster
+    clean-stop row)."""
+    window = AckWindow()
+    async with tracked_deliveries(any_url, 2) as (names, delivered):
+        connection = await connect(any_url, robust=False)
+        async with connection:
+            other = await connection.channel()
+            message = aio_pika.Message(b"{}", message_id="stale")
+            await other.default_exchange.publish(message, routing_key=names.queue)
+            queue = await other.get_queue(names.queue)
+            stale = None
+            deadline = time.monotonic() + 10
+            while stale is None:
+                assert time.monotonic() < deadline, "the stale delivery never came"
+                stale = await queue.get(fail=False)
+            for delivery in (stale, *delivered):
+                window.track(delivery)
+            await other.close()  # the broker takes `stale` back
+            await asyncio.gather(window.ack(stale), window.ack(delivered[0]))
+            assert (window.frames, window.settled) == (1, 1)
+    deadline = time.monotonic() + 10
+    while await depth(any_url, names.queue) != 2:  # the stale one and the second, unacked
+        assert time.monotonic() < deadline, "the unacked deliveries never came back"
+        await asyncio.sleep(POLL_SECONDS)
+
+
 async def test_a_collector_stores_every_result_of_a_batch_and_status_answers_each(
     any_url: str, store_url: str
 ) -> None:

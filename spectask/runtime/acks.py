@@ -31,9 +31,24 @@ from spectask.runtime.transport import IncomingMessage
 log = logging.getLogger(__name__)
 
 
+# The channel of a delivery whose channel has closed: the broker has taken such deliveries back
+# (it redelivers them), so there is nothing left to ack, and no tag of it to keep.
+CLOSED = object()
+
+
 def _channel_of(message: IncomingMessage) -> object:
-    # aio-pika's messages know their aiormq channel; the in-memory transport has one channel
-    return getattr(message, "channel", None)
+    """The delivery's channel (aio-pika: its aiormq channel), or CLOSED once it has closed.
+
+    aio-pika's `message.channel` raises ChannelInvalidStateError (a RuntimeError) once the
+    channel has closed; a lost connection must not make that error escape from here, or the
+    acks of the other deliveries in the same flush (on the new channel) would never be sent
+    and would hold their prefetch slots until the worker stops.
+    """
+    try:
+        channel = getattr(message, "channel", None)
+    except RuntimeError:
+        return CLOSED
+    return CLOSED if getattr(channel, "is_closed", False) else channel
 
 
 class AckWindow:
@@ -51,12 +66,13 @@ class AckWindow:
     def track(self, message: IncomingMessage) -> None:
         """A delivery arrived: unsettled until it is acked here or `forget` is called."""
         tag = message.delivery_tag
-        if tag is not None:
-            self._unsettled.setdefault(_channel_of(message), set()).add(tag)
+        channel = _channel_of(message)
+        if tag is not None and channel is not CLOSED:
+            self._unsettled.setdefault(channel, set()).add(tag)
 
     def forget(self, message: IncomingMessage) -> None:
         """A delivery was settled some other way (nacked, requeued)."""
-        tags = self._unsettled.get(_channel_of(message))
+        tags = self._unsettled.get(_channel_of(message))  # CLOSED: none
         if tags is not None and message.delivery_tag is not None:
             tags.discard(message.delivery_tag)
 
@@ -86,11 +102,25 @@ class AckWindow:
         finally:
             self._flushing = None
 
+    def _closed(self, messages: list[IncomingMessage]) -> None:
+        """Deliveries of a channel that has closed: the broker redelivers them; say so once."""
+        log.warning(
+            "task %s: ack lost (its channel closed); the broker will redeliver %s",
+            messages[0].message_id,
+            f"it and {len(messages) - 1} more" if len(messages) > 1 else "it",
+        )
+        # and forget the tags of every channel that has closed since (a reconnect's leftovers)
+        for channel in [c for c in self._unsettled if getattr(c, "is_closed", False)]:
+            del self._unsettled[channel]
+
     async def _send(self, batch: list[IncomingMessage]) -> None:
         by_channel: dict[object, list[IncomingMessage]] = {}
         for message in batch:
             by_channel.setdefault(_channel_of(message), []).append(message)
         for channel, messages in by_channel.items():
+            if channel is CLOSED:
+                self._closed(messages)
+                continue
             unsettled = self._unsettled.get(channel, set())
             acked = {m.delivery_tag for m in messages}
             # the longest run of the lowest unsettled tags that are all being acked now

@@ -23,14 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from generated.topology import TOPOLOGY
+from spectask import dlq
 from spectask.devbroker import LocalNode
 from spectask.devbroker.cluster import LocalCluster
+from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from tests.chaos.observe import ResultTail, StoreWatcher, execution_count, executions
 from tests.chaos.processes import CHAOS_APP, REAL_APP, Exit, Service, stop_all
@@ -43,6 +47,21 @@ MAX_MESSAGE_BYTES = 262_144  # small, so the storm's oversized bodies stay cheap
 WORKERS = 3
 DRAIN_TIMEOUT = 240.0
 STREAM = "stream"
+
+
+DEAD_LETTER_QUEUE = "dead_letter"
+# "task 1f3e...: ack lost (...)" -> "task: ack lost": a warning's kind, without its ids and numbers
+_WARNING = re.compile(r"\b(WARNING|ERROR)\b\s*(?:\S+:)?\s*(.*)")
+_IDS = re.compile(r"\S*\d\S*")
+
+
+def warning_lines(log: str) -> Counter[str]:
+    """A process log's WARNING and ERROR lines, counted by kind (ids and numbers masked)."""
+    kinds: Counter[str] = Counter()
+    for line in log.splitlines():
+        if found := _WARNING.search(line):
+            kinds[f"{found[1]} {_IDS.sub('#', found[2])[:90]}"] += 1
+    return kinds
 
 
 def checked_queues() -> list[str]:
@@ -239,7 +258,30 @@ class Batch:
         row.slowest_exit = max((exit.seconds for exit in self.exits), default=None)
         failures.extend(f for exit in self.exits if (f := exit.failure) is not None)
         failures.extend(self.notes)
+        if failures:
+            failures.append(self.diagnosis())
         return row
+
+    def diagnosis(self) -> str:
+        """What a failed row needs to be explained once its tmp dir is gone (CI keeps only the
+        output): the dead letters left behind by reason, and each process's warnings."""
+        config = self.config or RuntimeConfig(amqp_url=self.node.url)
+
+        async def reasons() -> Counter[str]:
+            async with await Broker.connect(config) as broker:
+                views = await dlq.list_dead_letters(broker, config.naming.name(DEAD_LETTER_QUEUE))
+            return Counter(f"{view.reason}: {view.error[:80]}" for view in views)
+
+        try:
+            dead = dict(asyncio.run(reasons()))
+        except Exception as exc:  # a diagnosis must never hide the row's own failures
+            dead = {f"could not read the dead letters: {exc}": 1}
+        warnings = {
+            service.name: dict(warning_lines(service.log()).most_common(4))
+            for service in (*self.workers, self.collector)
+            if service.log_path.exists()
+        }
+        return f"diagnosis: dead letters {dead}; warnings {warnings}"
 
     def _wait_drained(self, queues: list[str], timeout: float) -> dict[str, int]:
         deadline = time.monotonic() + timeout

@@ -122,6 +122,12 @@ class MemoryIncomingMessage:
         return f"<MemoryIncomingMessage {self.message_id} tag={self.delivery_tag}>"
 
     @property
+    def channel(self) -> MemoryChannel:
+        """The channel it came on (the ack window keeps unsettled tags per channel, as tags are
+        per channel; a closed one's deliveries are back in their queue, nothing to ack)."""
+        return self._channel
+
+    @property
     def body(self) -> bytes:
         return self._envelope.body
 
