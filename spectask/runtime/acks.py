@@ -51,6 +51,11 @@ def _channel_of(message: IncomingMessage) -> object:
     return CLOSED if getattr(channel, "is_closed", False) else channel
 
 
+def channel_closed(message: IncomingMessage) -> bool:
+    """The delivery's channel has closed: the broker has taken the delivery back."""
+    return _channel_of(message) is CLOSED
+
+
 class AckWindow:
     """Unsettled deliveries of a consumer channel, and their acks sent together."""
 

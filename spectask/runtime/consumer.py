@@ -10,15 +10,16 @@ it never acks, nacks or publishes. This module owns:
 - the deliveries in flight, burst mode (stop once idle and every queue is empty) and graceful
   shutdown (stop consuming, let in-flight deliveries finish up to SPECTASK_SHUTDOWN_TIMEOUT,
   requeue the rest);
-- `settle`: publish the next hops with confirms, then ack. A delivery is acked only after its
-  next hops are confirmed by the broker; if a publish fails the delivery is requeued (after a
-  backoff). A crash in between therefore gives a duplicate, never a loss. A lost ack is only
-  logged: the broker redelivers the message. A task's result goes the way its task type's
-  result mode says (`x-spectask-results`, `ResultMode`): confirmed on its own, in a confirmed
-  ResultBatch (`spectask.runtime.batching`: the ack waits for the batch's confirm), or, mode
-  `none`, transient on a channel without confirms (the ack follows the write). Acks that
-  become due in the same loop turn go out together (`spectask.runtime.acks`: `multiple=True`
-  over consecutive delivery tags);
+- `settle`: publish the next hops with confirms, then ack. A delivery is acked only after its next
+  hops are confirmed by the broker; a hop the broker refuses is published again while the delivery
+  is held (up to a minute, `_publish_hops`), and if it still fails, or the connection went, the
+  delivery is requeued (after a backoff). A crash in between therefore gives a duplicate, never a
+  loss. A lost ack is only logged: the broker redelivers the message. A task's result goes the way
+  its task type's result mode says (`x-spectask-results`, `ResultMode`): confirmed on its own, in
+  a confirmed ResultBatch (`spectask.runtime.batching`: the ack waits for the batch's confirm),
+  or, mode `none`, transient on a channel without confirms (the ack follows the write). Acks that
+  become due in the same loop turn go out together (`spectask.runtime.acks`: `multiple=True` over
+  consecutive delivery tags);
 - RequeueLater: a role that cannot take a delivery now (a collector's store is down, say)
   gives it back to its queue after a backoff that grows while such failures continue;
 - the last resort (`_unhandled`): any other exception of a role, or of publishing its hops,
@@ -45,9 +46,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import aiormq
 
-from spectask.errors import PublishError, SpectaskError
+from spectask.errors import PublishError, SpectaskError, UnroutableError
 from spectask.protocol.names import SUBMITTED_AT_HEADER
-from spectask.runtime.acks import AckWindow
+from spectask.runtime.acks import AckWindow, channel_closed
 from spectask.runtime.batching import ResultBatcher
 from spectask.runtime.broker import Broker
 from spectask.runtime.context import NO_SIGNALS, Signals, TaskContext
@@ -64,6 +65,10 @@ IDLE_CHECK_SECONDS = 0.2
 BURST_IDLE_SECONDS = 0.3
 REQUEUE_BACKOFF_SECONDS = 1.0
 MAX_REQUEUE_BACKOFF = 30.0
+# a next hop the broker refused: published again after 0.5, 1, 2, 4, 5, 5... s, for up to a minute
+REFUSED_RETRY_SECONDS = 0.5
+MAX_REFUSED_RETRY_SECONDS = 5.0
+REFUSED_HOLD_SECONDS = 60.0
 
 NextHops = tuple[OutgoingMessage, ...]
 
@@ -325,16 +330,8 @@ class DeliveryLoop:
         cannot even be sent) goes to the last resort, as a failing role does (`_unhandled`).
         """
         if next_hops:
-            assert self._publisher is not None
             try:
-                if len(next_hops) > 1:
-                    await publish_all(self._publisher, next_hops)
-                elif (hop := next_hops[0]).result_mode is ResultMode.CONFIRMED:
-                    await self._publisher.publish(hop)
-                elif hop.result_mode is ResultMode.BATCHED and self._batcher is not None:
-                    await self._batcher.add(hop)
-                else:
-                    await (self._unconfirmed or self._publisher).publish(hop)
+                await self._publish_hops(message, next_hops)
             except PublishError as exc:
                 log.error(
                     "task %s: next hop not confirmed, requeueing: %s", message.message_id, exc
@@ -346,6 +343,82 @@ class DeliveryLoop:
                 await self._unhandled(message, "publishing its next hops", exc, salvage)
                 return
         await self.acks.ack(message)
+
+    async def _publish_hops(self, message: IncomingMessage, hops: NextHops) -> None:
+        """Publish `hops` until the broker confirms each; raise PublishError if it will not.
+
+        A hop the broker refused (a nack: a quorum queue between leaders after a node went
+        away, a full queue that rejects publishes; or no confirm in SPECTASK_CONFIRM_TIMEOUT)
+        is published again, only it, while the delivery is held unacked, for up to
+        REFUSED_HOLD_SECONDS. Requeueing instead would run the task again for every refusal
+        and spend its delivery budget on the broker's trouble: on a cluster whose node
+        stopped, results were refused for ~11 s and tasks that had succeeded five times were
+        dead-lettered by the quorum queue's delivery limit. A hop published twice is the same
+        message under the same id (the collector keeps one record per task id). Given up at
+        once: a lost connection (the delivery went back to its queue with it) and an
+        unroutable hop (no queue will appear by waiting).
+        """
+        held_since: float | None = None
+        delay = REFUSED_RETRY_SECONDS
+        while True:
+            refused = await self._publish_once(hops)
+            if not refused:
+                if held_since is not None:
+                    log.info(
+                        "task %s: the broker took its next hops after %.1fs",
+                        message.message_id,
+                        time.monotonic() - held_since,
+                    )
+                return
+            error = refused[0][1]
+            now = time.monotonic()
+            if held_since is None:
+                held_since = now
+                log.warning(
+                    "task %s: the broker refused a next hop (%s); publishing it again for up "
+                    "to %gs, the task held (not run again)",
+                    message.message_id,
+                    error,
+                    REFUSED_HOLD_SECONDS,
+                )
+            gone = channel_closed(message) or isinstance(error, UnroutableError)
+            if gone or now - held_since + delay > REFUSED_HOLD_SECONDS:
+                raise error
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_REFUSED_RETRY_SECONDS)
+            hops = tuple(hop for hop, _ in refused)
+
+    async def _publish_once(self, hops: NextHops) -> list[tuple[OutgoingMessage, PublishError]]:
+        """Publish each hop the way its result mode says; the ones the broker did not take.
+
+        A success has one hop (its result); a retry has two (the task to its tier and the
+        `retrying` event) and a final failure too (the dead letter and the failed result);
+        several hops are confirmed together, every confirm in flight at once.
+        """
+        publisher = self._publisher
+        assert publisher is not None
+        if len(hops) > 1:
+            outcomes = await asyncio.gather(
+                *(publisher.publish(hop) for hop in hops), return_exceptions=True
+            )
+            refused = []
+            for hop, outcome in zip(hops, outcomes, strict=True):
+                if isinstance(outcome, PublishError):
+                    refused.append((hop, outcome))
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+            return refused
+        hop = hops[0]
+        try:
+            if hop.result_mode is ResultMode.CONFIRMED:
+                await publisher.publish(hop)
+            elif hop.result_mode is ResultMode.BATCHED and self._batcher is not None:
+                await self._batcher.add(hop)
+            else:
+                await (self._unconfirmed or publisher).publish(hop)
+        except PublishError as exc:
+            return [(hop, exc)]
+        return []
 
     async def _unhandled(
         self, message: IncomingMessage, stage: str, error: Exception, salvage: Salvage | None
@@ -393,16 +466,6 @@ class DeliveryLoop:
         # If the channel is already gone, the broker requeues unacked deliveries itself.
         with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError):
             await message.nack(requeue=True)
-
-
-async def publish_all(publisher: Publisher, messages: Sequence[OutgoingMessage]) -> None:
-    """Publish with every confirm in flight at once; raise the first failure once all are done."""
-    outcomes = await asyncio.gather(
-        *(publisher.publish(message) for message in messages), return_exceptions=True
-    )
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
 
 
 def delivery_context(
