@@ -371,6 +371,8 @@ class DeliveryLoop:
                     )
                 return
             error = refused[0][1]
+            if channel_closed(message) or isinstance(error, UnroutableError):
+                raise error  # nothing to hold (or to wait for): requeued as before
             now = time.monotonic()
             if held_since is None:
                 held_since = now
@@ -381,8 +383,7 @@ class DeliveryLoop:
                     error,
                     REFUSED_HOLD_SECONDS,
                 )
-            gone = channel_closed(message) or isinstance(error, UnroutableError)
-            if gone or now - held_since + delay > REFUSED_HOLD_SECONDS:
+            elif now - held_since + delay > REFUSED_HOLD_SECONDS:
                 raise error
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_REFUSED_RETRY_SECONDS)
