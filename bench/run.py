@@ -11,6 +11,9 @@ side gets its own run-id-prefixed copy of the spec's queues (deleted at the end)
 Phases (`bench/phases.py`), each on fresh worker processes:
 - results W=1, 2, 4: pre-load `--tasks` tasks while the workers wait at a gate, release them,
   time until the collector has every result; worker CPU per task from /proc over that window;
+- results W=2 +dashboard: the same burst with a dashboard open and heartbeats; judged on the
+  dashboard's CPU share of the pipeline's (`bench/dashboard_open.py`), the ratio of ratios
+  against the plain W=2 burst printed beside it (`--only PHASE` runs one phase and its baseline);
 - paced: offer `--rate` tasks/s for `--seconds` (open loop) at W=2; p50 and p99 latency;
 - worker RSS: one worker, `--rss-tasks` tasks in tenths; RSS when ready, after the first tenth
   and at the end (flat = no leak).
