@@ -8,6 +8,17 @@ stream), and one server-sent-events client reading `/api/live` as an open page d
 before the phase's workers and stop after them, for every side, so the raw side pays the same
 machine load; only the spectask workers publish heartbeats (raw has none to send).
 
+What it costs, in a measure the machine's noise cannot swing (`cpu_seconds`, and
+`heartbeat_publish_cpu_seconds`): the phase reports the CPU the dashboard process used while
+the workers drained the burst, plus the spectask workers' heartbeats (a task inside each
+worker's event loop, so not separable by process: their publishes in the window times the
+CPU of one publish, measured here with the runtime's own Heartbeat), as a share of the CPU
+the pipeline's processes used meanwhile (workers and the bench's collector process; the
+broker's is left out, which makes the share larger). On a machine where everything is
+CPU-bound, that share bounds what the dashboard can take from the pipeline's throughput;
+the ratio of ratios (throughput with / without) is printed beside it, but on 2 shared cores
+it swings by tens of percent between pairs (1.33, 0.66, 1.46) and cannot judge 5%.
+
 The feed must have delivered at least two snapshots by the end, else the phase is invalid (a
 dashboard that never refreshed costs nothing and would prove nothing). A short phase (a quick
 run's 100-task burst) can end within one refresh period, so the check waits, bounded, for the
@@ -18,20 +29,52 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 
 from bench.measure import BenchError
+from bench.procs import process_cpu_seconds
+from bench.topology import BenchTopology
 from spectask.devbroker import free_port
+from spectask.runtime.broker import Broker
+from spectask.runtime.config import RuntimeConfig
+from spectask.runtime.consumer import WorkerStats
+from spectask.runtime.heartbeat import Heartbeat
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 READY_SECONDS = 60.0
 MIN_SNAPSHOTS = 2
 SNAPSHOT_WAIT_SECONDS = 15.0  # several one-second refreshes, on a loaded machine
+HEARTBEAT_SAMPLES = 200  # publishes timed for the CPU of one (a few ms of CPU in all)
+
+
+async def heartbeat_publish_cpu_seconds(bench: BenchTopology) -> float:
+    """The CPU one WorkerHeartbeat publish costs: the runtime's Heartbeat, as a worker runs
+    it, publishing HEARTBEAT_SAMPLES times to the run's heartbeat route, in this process."""
+    broker = await Broker.connect(RuntimeConfig(), name="spectask-bench-heartbeat-cost")
+    async with broker:
+        heartbeat = Heartbeat(
+            broker,
+            bench.heartbeat,
+            worker_id="bench-heartbeat-cost",
+            task_types=[bench.process.task_type],
+            stats=WorkerStats(),
+            in_flight=lambda: 0,
+        )
+        channel = await broker.connection.channel(publisher_confirms=False)
+        exchange = await channel.get_exchange(bench.heartbeat.exchange, ensure=False)
+        began = time.process_time()
+        for _ in range(HEARTBEAT_SAMPLES):
+            await heartbeat._send(exchange)  # the publish itself, without the timer around it
+        spent = time.process_time() - began
+        await channel.close()
+    return spent / HEARTBEAT_SAMPLES
 
 
 async def _get_status(port: int, path: str) -> int:
@@ -124,6 +167,10 @@ class OpenDashboard:
             if self._reader is None or self._reader.done():
                 return
             await asyncio.sleep(0.1)  # the bound is the deadline; the event is the count
+
+    def cpu_seconds(self) -> float:
+        """CPU time the dashboard process has used so far (NaN where /proc is missing)."""
+        return math.nan if self._process is None else process_cpu_seconds(self._process.pid)
 
     def check(self) -> None:
         """Raise now if the dashboard died, rather than measuring a phase without it."""

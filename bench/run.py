@@ -11,6 +11,9 @@ side gets its own run-id-prefixed copy of the spec's queues (deleted at the end)
 Phases (`bench/phases.py`), each on fresh worker processes:
 - results W=1, 2, 4: pre-load `--tasks` tasks while the workers wait at a gate, release them,
   time until the collector has every result; worker CPU per task from /proc over that window;
+- results W=2 +dashboard: the same burst with a dashboard open and heartbeats; judged on the
+  dashboard's CPU share of the pipeline's (`bench/dashboard_open.py`), the ratio of ratios
+  against the plain W=2 burst printed beside it (`--only PHASE` runs one phase and its baseline);
 - paced: offer `--rate` tasks/s for `--seconds` (open loop) at W=2; p50 and p99 latency;
 - worker RSS: one worker, `--rss-tasks` tasks in tenths; RSS when ready, after the first tenth
   and at the end (flat = no leak).
@@ -100,6 +103,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"SVG chart (default {CHART}; with --quick, beside --output)",
     )
     parser.add_argument(
+        "--only",
+        action="append",
+        metavar="PHASE",
+        help="run only this phase (repeatable), with the phase it is compared to: "
+        "--only 'results W=2 +dashboard' runs it and 'results W=2'",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run for tests: one pair, 100-task bursts, 1 s paced, 1,000 RSS tasks",
@@ -107,11 +117,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.seconds, args.pairs, args.rss_tasks = 100, 1.0, 1, 1000
-    if args.chart is None:  # a smoke run never redraws the README's chart
-        args.chart = args.output.with_suffix(".svg") if args.quick else CHART
+    if args.chart is None:  # a smoke run or a part of the bench never redraws the README's
+        args.chart = args.output.with_suffix(".svg") if args.quick or args.only else CHART
     if args.pairs < 1 or args.tasks < 1 or args.rss_tasks < 1:
         parser.error("--pairs, --tasks and --rss-tasks must be >= 1")
     return args
+
+
+def selected(phases: list[Phase], only: list[str] | None) -> list[Phase]:
+    """The phases `--only` names, with their baselines, in their usual order (all: None)."""
+    if not only:
+        return phases
+    names = {phase.name for phase in phases}
+    unknown = sorted(set(only) - names)
+    if unknown:
+        raise BenchError(
+            f"no phase {', '.join(map(repr, unknown))}; the phases: "
+            + ", ".join(repr(phase.name) for phase in phases)
+        )
+    wanted = set(only) | {p.baseline for p in phases if p.name in only and p.baseline}
+    return [phase for phase in phases if phase.name in wanted]
 
 
 def order(phases: list[Phase], pairs: int) -> list[tuple[int, Phase, str]]:
@@ -168,7 +193,7 @@ async def bench(args: argparse.Namespace) -> int:
         prefetch=args.prefetch,
         timeout=args.timeout,
     )
-    phases = phase_list(args.workers, args.paced_workers, args.rate)
+    phases = selected(phase_list(args.workers, args.paced_workers, args.rate), args.only)
     load_start = os.getloadavg()
     print(
         f"spectask bench {settings.run_id} on {redact_url(settings.url)}, event loop "

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Protocol
 
 from bench import raw, spectask_side
-from bench.dashboard_open import OpenDashboard
+from bench.dashboard_open import OpenDashboard, heartbeat_publish_cpu_seconds
 from bench.measure import BenchError, ResultLog, Sample, now, offered_load, percentile
 from bench.phases import (
+    DASHBOARD_CPU_SHARE,
     OFFERED,
     P50,
     P99,
@@ -187,6 +188,9 @@ class Run:
     alive: Callable[[], None]
     workers: list[WorkerProcess]
     settings: Settings
+    dashboard: OpenDashboard | None = None
+    heartbeat_cpu_s: float | None = None
+    """The CPU of one heartbeat publish, when this side's workers send heartbeats."""
 
     def go(self) -> None:
         for worker in self.workers:
@@ -203,16 +207,44 @@ async def _burst(run: Run) -> dict[str, float]:
 
     worker_cpu = sum(worker.cpu_seconds() for worker in run.workers)
     own_cpu = time.process_time()
+    dashboard_cpu = run.dashboard.cpu_seconds() if run.dashboard else math.nan
     started = now()
     run.go()
     finished = await run.log.wait_for(burst, settings.timeout, check=run.alive)
     worker_cpu = sum(worker.cpu_seconds() for worker in run.workers) - worker_cpu
     own_cpu = time.process_time() - own_cpu
-    return {
+    values = {
         THROUGHPUT.key: len(burst) / (finished - started),
         WORKER_CPU.key: worker_cpu * 1e6 / len(burst),
         "submit_per_s": submit_rate,
         "collector_cpu_us": own_cpu * 1e6 / len(burst),
+    }
+    if run.dashboard is not None:
+        dashboard_cpu = run.dashboard.cpu_seconds() - dashboard_cpu
+        values |= dashboard_cost(
+            dashboard_cpu, worker_cpu + own_cpu, finished - started, run, RuntimeConfig()
+        )
+    return values
+
+
+def dashboard_cost(
+    dashboard_cpu: float, pipeline_cpu: float, seconds: float, run: Run, config: RuntimeConfig
+) -> dict[str, float]:
+    """The dashboard's CPU share of a burst (bench.dashboard_open): its process, plus the
+    heartbeats the workers sent in it (each one at start, then one every interval) times the
+    CPU of one, over the CPU the workers and the collector's process used meanwhile."""
+    heartbeats = 0.0
+    if run.heartbeat_cpu_s is not None:
+        heartbeats = len(run.workers) * (1 + seconds // config.heartbeat_interval)
+    heartbeat_cpu = heartbeats * (run.heartbeat_cpu_s or 0.0)
+    return {
+        "dashboard_cpu_s": dashboard_cpu,
+        "heartbeats": heartbeats,
+        "heartbeat_cpu_s": heartbeat_cpu,
+        "pipeline_cpu_s": pipeline_cpu,
+        DASHBOARD_CPU_SHARE: (dashboard_cpu + heartbeat_cpu) / pipeline_cpu
+        if pipeline_cpu > 0
+        else math.nan,
     }
 
 
@@ -290,11 +322,15 @@ async def run_phase(side: Side, phase: Phase, settings: Settings, pair: int) -> 
     async with contextlib.AsyncExitStack() as stack:
         dashboard = None
         try:
+            heartbeat_cpu = None
+            if phase.dashboard and side.heartbeat_args:  # before the dashboard and workers
+                heartbeat_cpu = await heartbeat_publish_cpu_seconds(bench)
             if phase.dashboard:  # opened before the workers, closed after them (every side)
                 dashboard = await stack.enter_async_context(OpenDashboard(settings.url))
             producer = await side.open_producer(settings.url, bench)
             workers = await _spawn_workers(side, phase, settings, pair)
-            run = Run(producer, log, _liveness(collector, workers, dashboard), workers, settings)
+            alive = _liveness(collector, workers, dashboard)
+            run = Run(producer, log, alive, workers, settings, dashboard, heartbeat_cpu)
             values = await PHASE_FUNCTIONS[phase.kind](run)
             if phase.dashboard and side.heartbeat_args:
                 await _check_heartbeats(settings, bench, workers)

@@ -12,15 +12,18 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bench import report
-from bench.measure import Sample
-from bench.phases import RAW, RAW_TRANSIENT, SPECTASK, Phase, phase_list
-from bench.run import order
+from bench.measure import BenchError, Sample
+from bench.phases import DASHBOARD_CPU_SHARE, RAW, RAW_TRANSIENT, SPECTASK, Phase, phase_list
+from bench.run import order, selected
+from bench.session import Run, dashboard_cost
 from bench.verdict import INCONCLUSIVE, PASS, UNDER, Bar, verdict
+from spectask.runtime.config import RuntimeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 AT_LEAST_ONE = Bar(1.0, "higher")
@@ -73,7 +76,7 @@ def test_pairwise_ratios_decide_even_when_the_medians_look_fine() -> None:
 
 
 def test_the_dashboard_effect_is_the_ratio_of_ratios_per_pair() -> None:
-    """Pair by pair: (spectask/raw with the dashboard) / (spectask/raw without it)."""
+    """Pair by pair: (spectask/raw with the dashboard) / (spectask/raw without it), shown."""
     phases = phase_list((2,), 2, 200.0)
     plain, dashboard = phases[0], phases[1]
     assert dashboard.dashboard and dashboard.baseline == plain.name and not plain.dashboard
@@ -82,13 +85,57 @@ def test_the_dashboard_effect_is_the_ratio_of_ratios_per_pair() -> None:
     samples += _samples(dashboard, key, [800.0, 900.0, 1000.0], [780.0, 900.0, 792.0])
     row = report.judge_effects(samples, phases)[dashboard.name][key]
     assert row["pairwise"] == pytest.approx([0.975, (900 / 900) / (990 / 900), 0.99])
-    assert row["verdict"] == INCONCLUSIVE  # pair 2 lost 9%, the others under 5%: straddles
-    samples = _samples(plain, key, [1000.0] * 3, [1000.0] * 3)
-    samples += _samples(dashboard, key, [1000.0] * 3, [900.0, 940.0, 800.0])
-    assert report.judge_effects(samples, phases)[dashboard.name][key]["verdict"] == UNDER
+    assert "verdict" not in row  # noise: the bar is judged on the CPU share
     assert "ratio of ratios" in "\n".join(
         report.render_effects(phases, report.judge_effects(samples, phases))
     )
+
+
+@pytest.mark.parametrize(
+    ("shares", "outcome"),
+    [
+        ([0.012], PASS),  # one pair is enough: each share is a bound on its own
+        ([0.012, 0.05, 0.03], PASS),
+        ([0.012, 0.07, 0.03], INCONCLUSIVE),
+        ([0.08, 0.07], UNDER),
+        ([math.nan], INCONCLUSIVE),  # a run that gave no share
+    ],
+)
+def test_the_dashboard_bar_is_judged_on_its_cpu_share(shares: list[float], outcome: str) -> None:
+    phases = phase_list((2,), 2, 200.0)
+    plain, dashboard = phases[0], phases[1]
+    key = plain.metrics[0].key
+    ones = [1000.0] * len(shares)
+    samples = _samples(plain, key, ones, ones) + _samples(dashboard, key, ones, ones)
+    for sample in samples:
+        if sample.phase == dashboard.name and sample.side == SPECTASK:
+            sample.extra[DASHBOARD_CPU_SHARE] = shares[sample.pair]
+    row = report.judge_effects(samples, phases)[dashboard.name][DASHBOARD_CPU_SHARE]
+    assert row["verdict"] == outcome and row["limit"] == 0.05
+    text = "\n".join(report.render_effects(phases, report.judge_effects(samples, phases)))
+    assert "dashboard CPU share" in text and f"{shares[0]:.1%}" in text
+
+
+def test_the_cpu_share_counts_the_dashboard_and_each_heartbeat() -> None:
+    """3.2 s of burst, 2 workers, a 1 s interval: 2 x (1 + 3) heartbeats at 1 ms each."""
+    run = Run(None, None, lambda: None, [None, None], None, None, 0.001)  # type: ignore[arg-type]
+    config = RuntimeConfig(heartbeat_interval=1.0)
+    cost = dashboard_cost(0.092, 4.0, 3.2, run, config)
+    assert cost["heartbeats"] == 8 and cost["heartbeat_cpu_s"] == pytest.approx(0.008)
+    assert cost[DASHBOARD_CPU_SHARE] == pytest.approx(0.1 / 4.0)
+    raw = replace(run, heartbeat_cpu_s=None)  # raw workers send none
+    assert dashboard_cost(0.092, 4.0, 3.2, raw, config)[DASHBOARD_CPU_SHARE] == pytest.approx(
+        0.092 / 4.0
+    )
+
+
+def test_only_runs_the_named_phases_and_their_baselines() -> None:
+    phases = phase_list((1, 2, 4), 2, 200.0)
+    picked = selected(phases, ["results W=2 +dashboard"])
+    assert [phase.name for phase in picked] == ["results W=2", "results W=2 +dashboard"]
+    assert selected(phases, None) == phases
+    with pytest.raises(BenchError, match="no phase 'W=9'"):
+        selected(phases, ["W=9"])
 
 
 def test_no_dashboard_phase_when_asked_for_none() -> None:
@@ -152,7 +199,15 @@ def test_quick_bench_prints_every_phase_and_a_verdict_per_bar(
     [dashboard] = [phase for phase in phases if phase.dashboard]
     effect = document["effects"][dashboard.name]["tasks_per_s"]
     assert len(effect["pairwise"]) == 1 and effect["pairwise"][0] > 0
-    assert effect["verdict"] == INCONCLUSIVE  # one pair
+    share = document["effects"][dashboard.name][DASHBOARD_CPU_SHARE]
+    assert len(share["pairwise"]) == 1 and 0 <= share["pairwise"][0] < 1
+    assert share["verdict"] in (PASS, UNDER)  # one pair gives a verdict here
+    [spectask_run] = [
+        s for s in document["samples"] if s["phase"] == dashboard.name and s["side"] == SPECTASK
+    ]
+    assert spectask_run["extra"]["heartbeats"] >= 2  # one per worker at least
+    assert spectask_run["extra"]["heartbeat_cpu_s"] > 0
+    assert "dashboard CPU share in results W=2 +dashboard" in out
     runs = [s for s in document["samples"] if s["phase"] == dashboard.name]
     assert {s["side"] for s in runs} == {RAW, SPECTASK, RAW_TRANSIENT}
     assert all(s["extra"]["dashboard_snapshots"] >= 2 for s in runs)

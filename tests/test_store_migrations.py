@@ -36,6 +36,7 @@ RELEASED = {
     4: "3b904e5d5afc73dcc2d19ce547212caf482210fa2878a6a19c46a44752a9c1bf",
     5: "783b4a522afe71e5c0cb44d7dad192f35c429916a580b87a8f0693a092b00a2e",
     6: "ee5182c6af9d1c48a2a1f4cbb031e6de32e8080a4cc86dc84a580aa2d14d6331",
+    7: "90a040801290e09abcadc9c5b5d4f4613283e6bf118c740f11416345391860a1",
 }
 # The schema_version table is created (IF NOT EXISTS) by every open: as frozen as a step.
 SCHEMA_VERSION_DIGEST = "7086e9b01b459d720d1dd29bb8726cdf664a576bbf1cb495906cd0f5c8396530"

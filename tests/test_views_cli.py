@@ -13,7 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from spectask.runtime.producer import batch_task_ids
 from spectask.store import TaskState, open_store
+from spectask.store.batches import list_tasks
 from spectask.store.observations import EventKind, Observation
 from tests.cli_support import spectask
 from tests.workqueue_support import WorkerProcess, reset_topology, submit, wait_ready
@@ -52,20 +54,22 @@ async def test_tasks_lists_by_batch_state_and_type(store_url: str) -> None:
     store = await open_store(store_url)
     now = datetime.now(UTC)
     batch = f"b{uuid.uuid4().hex[:6]}"
+    # two runs of the label (produce --batch B twice): one batch, as the dashboard lists it
+    ours = batch_task_ids(batch, 3) + batch_task_ids(batch, 2)
     try:
-        for n in range(5):
-            await store.apply(
-                Observation(f"{batch}-{n:06d}", EventKind.SUBMITTED, now, message_type="a.x")
-            )
+        for task_id in ours:
+            await store.apply(Observation(task_id, EventKind.SUBMITTED, now, message_type="a.x"))
         await store.apply(Observation("other-1", EventKind.SUBMITTED, now, message_type="b.y"))
+        # not ours though their ids start `B-`: batch `B-x`, and a hand-made id of no batch
+        for task_id in (*batch_task_ids(f"{batch}-x", 2), f"{batch}-000009"):
+            await store.apply(Observation(task_id, EventKind.SUBMITTED, now, message_type="a.x"))
         # a batch whose name is a prefix of ours' letters, and LIKE wildcards: not ours
         await store.apply(Observation(f"{batch}x-1", EventKind.SUBMITTED, now, message_type="a.x"))
         await store.apply(Observation("%_-1", EventKind.SUBMITTED, now, message_type="a.x"))
         await store.apply(
-            Observation(
-                f"{batch}-000001", EventKind.SUCCEEDED, now, message_type="a.x", result={"ok": 1}
-            )
+            Observation(ours[1], EventKind.SUCCEEDED, now, message_type="a.x", result={"ok": 1})
         )
+        by_store = await list_tasks(store, batch=batch, limit=100)
     finally:
         await store.close()
     env = {**os.environ, "STORE_URL": store_url}
@@ -75,8 +79,13 @@ async def test_tasks_lists_by_batch_state_and_type(store_url: str) -> None:
         assert done.returncode == 0, done.stderr
         return [task["task_id"] for task in json.loads(done.stdout)]
 
-    assert sorted(ids("--batch", batch)) == [f"{batch}-{n:06d}" for n in range(5)]
-    assert ids("--batch", batch, "--state", "succeeded") == [f"{batch}-000001"]
+    assert sorted(ids("--batch", batch)) == sorted(ours)
+    assert ids("--batch", batch) == [record.task_id for record in by_store]  # one query
+    assert ids("--batch", batch, "--state", "succeeded") == [ours[1]]
+    run = ours[0][: -len("000000")]
+    assert sorted(ids("--batch", batch, "--id", run)) == ours[:3]  # one run of the batch
+    assert sorted(ids("--batch", batch, "--id", batch[:3])) == sorted(ours)  # start of `B-`
+    assert ids("--batch", batch, "--id", "other") == []
     assert ids("--type", "b.y") == ["other-1"]
     assert ids("--id", "%_") == ["%_-1"]
     assert ids("--id", batch.upper()) == []  # ids are case-sensitive
@@ -84,7 +93,7 @@ async def test_tasks_lists_by_batch_state_and_type(store_url: str) -> None:
     assert ids("--id", "nothing-like-it") == []
     table = spectask(env, "tasks", "--batch", batch, "--state", "succeeded")
     assert table.returncode == 0, table.stderr
-    assert "succeeded" in table.stdout.lower() and f"{batch}-000001" in table.stdout
+    assert "succeeded" in table.stdout.lower() and ours[1] in table.stdout
     bad = spectask(env, "tasks", "--limit", "0")
     assert bad.returncode == 1 and bad.stderr.strip().startswith("error: --limit")
     assert "Traceback" not in bad.stderr

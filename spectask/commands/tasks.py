@@ -9,6 +9,7 @@ from spectask.collector import status_view
 from spectask.errors import ConfigError
 from spectask.protocol.models import TaskState
 from spectask.store import open_store
+from spectask.store.batches import list_tasks
 from spectask.store.records import TaskRecord
 from spectask.store.states import STORED_STATES
 from spectask.tables import format_table
@@ -17,7 +18,7 @@ STATES = [state.value.lower() for state in STORED_STATES]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch", help="only tasks of this batch (ids BATCH-<n>, see produce)")
+    parser.add_argument("--batch", help="only tasks of this batch (all runs of produce --batch B)")
     parser.add_argument("--id", dest="id_prefix", help="only ids that start with this")
     parser.add_argument("--state", choices=STATES, help="only tasks in this state")
     parser.add_argument("--type", dest="message_type", help="only this message type (a.b)")
@@ -79,15 +80,16 @@ async def run(args: argparse.Namespace) -> int:
         return await recount()
     if args.limit < 1 or args.offset < 0:
         raise ConfigError("--limit must be at least 1 and --offset at least 0")
-    prefix = f"{args.batch}-" if args.batch else args.id_prefix
     store = await open_store()
     try:
-        records = await store.list(
+        records = await list_tasks(
+            store,
             state=TaskState(args.state.upper()) if args.state else None,
             message_type=args.message_type,
+            batch=args.batch,
+            id_prefix=args.id_prefix,
             limit=args.limit,
             offset=args.offset,
-            id_prefix=prefix,
         )
     finally:
         await store.close()

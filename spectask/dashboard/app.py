@@ -45,6 +45,7 @@ from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.topology import SendRoute
 from spectask.store import TaskStore, open_store
+from spectask.store.batches import list_tasks
 from spectask.store.events import StoredEvent
 from spectask.store.states import STORED_STATES
 
@@ -256,15 +257,14 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     ) -> dict[str, Any]:
         if state is not None and state not in STATES:
             raise HTTPException(422, f"unknown state {state!r}; one of {', '.join(STATES)}")
-        if batch and q and not q.startswith(f"{batch}-"):
-            return {"tasks": [], "limit": limit, "offset": offset}  # no id of B starts so
-        records = await services.store.list(
+        records = await list_tasks(
+            services.store,
             state=STATES[state] if state else None,
             message_type=message_type or None,
+            batch=batch,
+            id_prefix=q,
             limit=limit,
             offset=offset,
-            id_prefix=q or None,
-            batch=batch or None,
         )
         return {"tasks": [_record_json(r) for r in records], "limit": limit, "offset": offset}
 

@@ -22,6 +22,7 @@ from spectask.queues import QueueReport, QueueSource
 from spectask.runtime.broker import Broker
 from spectask.runtime.topology import Topology
 from spectask.store import TaskStore
+from spectask.store.protocol import ChangeCursor
 from spectask.store.records import TaskRecord
 from spectask.workers import WorkerWatch
 
@@ -89,8 +90,7 @@ class Live:
         self._counts: dict[str, dict[str, int]] = {}
         self._counts_at = 0.0
         self._counts_ms = 0.0
-        self._cursor = datetime.now(UTC) - WINDOW
-        self._cursor_id = ""  # with _cursor: the last change read (ties in id order)
+        self._cursor = ChangeCursor(datetime.now(UTC) - WINDOW)
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
@@ -153,11 +153,10 @@ class Live:
         began = time.perf_counter()
         changed: list[TaskRecord] = []
         while True:
-            chunk = await self.store.changed_since(self._cursor, CHANGES_CHUNK, self._cursor_id)
+            page = await self.store.changed_since(self._cursor, CHANGES_CHUNK)
+            chunk, self._cursor = page.records, page.cursor
             for record in chunk:
                 self.history.add(record)
-            if chunk:
-                self._cursor, self._cursor_id = chunk[-1].updated_at, chunk[-1].task_id
             changed += chunk
             spent = (time.perf_counter() - began) * 1000
             if len(chunk) < CHANGES_CHUNK or spent >= CHANGES_BUDGET_MS:

@@ -188,6 +188,18 @@ _BATCH_INDEX_6 = (
     "CREATE INDEX tasks_by_batch ON tasks (batch, updated_at, task_id) WHERE batch IS NOT NULL"
 )
 
+# --- step 7: the transaction that wrote each row, for the change follower (PostgreSQL) -------
+# `updated_at` is stamped at statement time, so a transaction can commit after one that
+# stamped later: the dashboard's (updated_at, task_id) cursor would pass its row unseen.
+# Knowing each row's writer lets the follower re-read the rows of the transactions its last
+# read saw in progress (spectask.store.postgres, changed_since). Existing rows get xid 0 (a
+# constant default: no table rewrite), later ones their writer; SQLite serializes writers.
+_XID_POSTGRES_7 = (
+    "ALTER TABLE tasks ADD COLUMN xid xid8 NOT NULL DEFAULT '0'",
+    "ALTER TABLE tasks ALTER COLUMN xid SET DEFAULT pg_current_xact_id()",
+    "CREATE INDEX tasks_by_xid ON tasks (xid)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -224,6 +236,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         description="tasks.batch: the batch label, indexed with updated_at",
         sqlite=(_BATCH_6, _BATCH_FILL_SQLITE_6, _BATCH_INDEX_6),
         postgres=(_BATCH_6, _BATCH_FILL_POSTGRES_6, _BATCH_INDEX_6),
+    ),
+    Migration(
+        version=7,
+        description="tasks.xid: each row's writing transaction (PostgreSQL's change follower)",
+        sqlite=(),
+        postgres=_XID_POSTGRES_7,
     ),
 )
 

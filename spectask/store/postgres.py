@@ -36,7 +36,7 @@ from spectask.store.observations import (
     observation_from_event,
     observation_from_result,
 )
-from spectask.store.protocol import DEFAULT_LIST_LIMIT
+from spectask.store.protocol import DEFAULT_LIST_LIMIT, ChangeCursor, ChangePage
 from spectask.store.records import TaskRecord
 from spectask.store.retention import PRUNE_INTERVAL, PruneClock
 from spectask.store.states import (
@@ -61,15 +61,16 @@ _SELECT = f"SELECT {rows.SELECT_COLUMNS} FROM tasks"
 _WRITTEN = [column for column in rows.COLUMNS if column != "updated_at"]
 # the batch is written once, with the row: it follows from the id (spectask.store.batches)
 _INSERT = (
-    f"INSERT INTO tasks ({', '.join(_WRITTEN)}, batch, updated_at) "
+    f"INSERT INTO tasks ({', '.join(_WRITTEN)}, batch, xid, updated_at) "
     f"VALUES ({', '.join(f'%({column})s' for column in _WRITTEN)}, %(batch)s, "
-    "clock_timestamp()) "
+    "pg_current_xact_id(), clock_timestamp()) "
     "ON CONFLICT (task_id) DO NOTHING RETURNING updated_at"
 )
 _UPDATE = (
     "UPDATE tasks SET "
     + ", ".join(f"{column} = %({column})s" for column in _WRITTEN[1:])
-    + ", updated_at = clock_timestamp() WHERE task_id = %(task_id)s RETURNING updated_at"
+    + ", xid = pg_current_xact_id(), updated_at = clock_timestamp() "
+    "WHERE task_id = %(task_id)s RETURNING updated_at"
 )
 _INSERT_EVENT = "INSERT INTO task_events ({}) VALUES ({}) ON CONFLICT DO NOTHING".format(
     ", ".join(events.COLUMNS), ", ".join(f"%({column})s" for column in events.COLUMNS)
@@ -103,6 +104,29 @@ _FOLD_DELTAS = (
     "summed AS (SELECT message_type, state, SUM(n) AS n FROM moved GROUP BY message_type, state) "
     "INSERT INTO task_counts (message_type, state, n) SELECT message_type, state, n FROM summed "
     "ON CONFLICT (message_type, state) DO UPDATE SET n = task_counts.n + excluded.n"
+)
+# An apply's first statement: the task's row, locked, and the transaction's id, assigned here
+# if the row is new (nothing to lock), so every writer has its id before it stamps
+# updated_at (see changed_since).
+_LOCK = (
+    "SELECT pg_current_xact_id() AS writer, found.* FROM (VALUES (1)) AS one LEFT JOIN "
+    f"LATERAL ({_SELECT} WHERE task_id = %(id)s FOR UPDATE) AS found ON true"
+)
+# One statement, so one snapshot: the records after the cursor, those the transactions in
+# progress at the last read (`late`, from its snapshot) wrote behind it, and this read's own
+# snapshot. The ids go as values, not as pg_snapshot_xip() in the query: the planner then
+# sees they are rare (an unknown id was costed as the table's commonest one, the xid of a
+# bulk load or the migration's 0: a million rows, which switched on JIT, 180 ms a read).
+_CHANGES = (
+    "SELECT snap.snapshot, page.* FROM (SELECT pg_current_snapshot()::text AS snapshot) AS snap "
+    "LEFT JOIN LATERAL ("
+    f"(SELECT {rows.SELECT_COLUMNS}, false AS late FROM tasks "
+    "WHERE (updated_at, task_id) > (%(after)s, %(after_id)s) "
+    "ORDER BY updated_at, task_id LIMIT %(limit)s) UNION ALL "
+    f"(SELECT {rows.SELECT_COLUMNS}, true AS late FROM tasks "
+    "WHERE xid = ANY(%(late)s::text[]::xid8[]) "
+    "AND (updated_at, task_id) <= (%(after)s, %(after_id)s)) "
+    "ORDER BY updated_at, task_id LIMIT %(limit)s) AS page ON true"
 )
 # A lost insert race costs one more round; more than a few means something else is wrong.
 _APPLY_ROUNDS = 3
@@ -298,15 +322,50 @@ class PostgresTaskStore:
         return counts
 
     async def changed_since(
-        self, after: datetime, limit: int = DEFAULT_LIST_LIMIT, after_id: str = ""
-    ) -> builtins.list[TaskRecord]:
+        self, cursor: ChangeCursor, limit: int = DEFAULT_LIST_LIMIT
+    ) -> ChangePage:
+        """The changes after `cursor`, including late commits behind it.
+
+        Writers overlap here: `updated_at` is `clock_timestamp()` at the UPDATE, so a
+        transaction that stamps first can commit last, after a reader saw (and its cursor
+        passed) a row stamped later; read by (updated_at, task_id) alone, its row was never
+        seen until a full reload. The fix is PgQ's: every row carries its writer's
+        transaction id (`tasks.xid`, migration 7), each read returns its own snapshot, and
+        the next read also takes the rows behind the cursor written by the transactions
+        that snapshot had in progress (`pg_snapshot_xip`, a short list probed through
+        tasks_by_xid). Nothing else can land behind it: an apply gets its transaction id in
+        its first statement (_LOCK), before it stamps, so a transaction that had no id yet
+        at the last read stamps after every row that read could see, ahead of the cursor.
+        Each change is read once: a row found behind the cursor was invisible to every
+        earlier read. (More than `limit` late rows at once would move the cursor back and
+        read some records twice; never miss one.)
+
+        Chosen over re-reading a lookback window behind the cursor: that is correct only
+        while no transaction stays open longer than the window (a collector stalled between
+        its stamp and its commit, on a loaded machine, is not bounded), and it re-reads the
+        whole window every tick. This costs one index entry per row version, and a tick two
+        index probes more. Rows written past the store (a bulk load) are followed by their
+        stamps only.
+        """
         rows.check_page(limit, 0)
-        sql = (
-            f"{_SELECT} WHERE (updated_at, task_id) > (%(after)s, %(after_id)s) "
-            "ORDER BY updated_at, task_id LIMIT %(limit)s"
-        )
-        found = await self._fetch(sql, {"after": after, "after_id": after_id, "limit": limit})
-        return [rows.from_row(row) for row in found]
+        params = {
+            "after": cursor.updated_at,
+            "after_id": cursor.task_id,
+            "late": in_progress(cursor.horizon),
+            "limit": limit,
+        }
+        found = await self._fetch(_CHANGES, params)
+        snapshot = str(found[0]["snapshot"])
+        page = [row for row in found if row["task_id"] is not None]
+        records = [rows.from_row(row) for row in page]
+        ahead = [record for record, row in zip(records, page, strict=True) if not row["late"]]
+        if len(page) == limit and page[-1]["late"]:
+            last: TaskRecord | None = records[-1]  # more late rows than a page: step back
+        else:
+            last = ahead[-1] if ahead else None  # late rows are behind: the cursor stays
+        if last is None:
+            return ChangePage(records, replace(cursor, horizon=snapshot))
+        return ChangePage(records, ChangeCursor(last.updated_at, last.task_id, snapshot))
 
     async def counts_by_type(self) -> dict[str, dict[TaskState, int]]:
         found = await self._fetch(_COUNTS.format(where=""), {})
@@ -358,13 +417,19 @@ class PostgresTaskStore:
         await self._pool.close()
 
 
+def in_progress(snapshot: str | None) -> list[str]:
+    """The transaction ids a pg_snapshot's text (`xmin:xmax:xip,...`) has in progress."""
+    if snapshot is None:
+        return []
+    xip = snapshot.split(":")[2]
+    return xip.split(",") if xip else []
+
+
 async def _apply_once(conn: Connection, observation: Observation) -> TaskRecord | None:
     """One transaction's work; None if another collector inserted the task first."""
-    cursor = await conn.execute(
-        _SELECT + " WHERE task_id = %(id)s FOR UPDATE", {"id": observation.task_id}
-    )
+    cursor = await conn.execute(_LOCK, {"id": observation.task_id})
     found = await cursor.fetchone()
-    old = None if found is None else rows.from_row(found)
+    old = None if found is None or found["task_id"] is None else rows.from_row(found)
     new = advance(old, observation, now=datetime.now(UTC))
     if new is not old:
         if old is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -18,6 +19,26 @@ from spectask.store.records import TaskRecord
 from spectask.store.states import TaskState
 
 DEFAULT_LIST_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class ChangeCursor:
+    """Where a follower of the store's changes stands: pass `ChangeCursor(since)` first, then
+    each page's `cursor`. The last record read (`updated_at`, `task_id`: ties in id order)
+    and, on PostgreSQL, `horizon`: the snapshot of the last read, whose in-progress
+    transactions the next read looks for (see PostgresTaskStore.changed_since)."""
+
+    updated_at: datetime
+    task_id: str = ""
+    horizon: str | None = None
+
+
+@dataclass(frozen=True)
+class ChangePage:
+    """One read of the store's changes: the records, oldest first, and the cursor after them."""
+
+    records: list[TaskRecord]
+    cursor: ChangeCursor
 
 
 class TaskStore(Protocol):
@@ -69,16 +90,17 @@ class TaskStore(Protocol):
         ...
 
     async def changed_since(
-        self, after: datetime, limit: int = DEFAULT_LIST_LIMIT, after_id: str = ""
-    ) -> builtins.list[TaskRecord]:
-        """Records the store changed after the cursor (`after`, `after_id`), oldest first.
+        self, cursor: ChangeCursor, limit: int = DEFAULT_LIST_LIMIT
+    ) -> ChangePage:
+        """Up to `limit` records the store changed after `cursor`, oldest first, and the
+        cursor to pass next: a follower (the dashboard) reads each change once, through the
+        (updated_at, task_id) index, instead of scanning the table every second.
 
-        After means an `updated_at` (the store's own clock) later than `after`, or equal to
-        it with a task id after `after_id`: ties are read in id order. A follower (the
-        dashboard) passes the last record's `updated_at` and `task_id` to read each change
-        once, through the (updated_at, task_id) index, instead of scanning the table every
-        second; with `updated_at` alone, records sharing a timestamp across a page boundary
-        would be skipped.
+        After means an `updated_at` (the store's own clock) later than the cursor's, or equal
+        with a later task id (with `updated_at` alone, records sharing a timestamp across a
+        page boundary were skipped), plus, where a transaction can commit after a later
+        stamped one (PostgreSQL), what such late commits wrote behind the cursor. A record
+        that changes again is read again, as it is then.
         """
         ...
 

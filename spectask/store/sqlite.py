@@ -37,7 +37,7 @@ from spectask.store.observations import (
     observation_from_event,
     observation_from_result,
 )
-from spectask.store.protocol import DEFAULT_LIST_LIMIT
+from spectask.store.protocol import DEFAULT_LIST_LIMIT, ChangeCursor, ChangePage
 from spectask.store.records import TaskRecord
 from spectask.store.retention import PRUNE_INTERVAL, PruneClock
 from spectask.store.states import (
@@ -268,11 +268,21 @@ class SqliteTaskStore:
         return await self._run(self._counts_sync, message_type)
 
     async def changed_since(
-        self, after: datetime, limit: int = DEFAULT_LIST_LIMIT, after_id: str = ""
-    ) -> builtins.list[TaskRecord]:
+        self, cursor: ChangeCursor, limit: int = DEFAULT_LIST_LIMIT
+    ) -> ChangePage:
+        """The (updated_at, task_id) cursor alone is exact here: an apply stamps `updated_at`
+        after `BEGIN IMMEDIATE` has taken the database's one write lock and commits before
+        releasing it, so stamps grow in commit order (one machine's clock, as long as it is
+        not set back), and a reader's snapshot holds every commit up to some point: no commit
+        can land behind a cursor that a later one moved. PostgreSQL's writers overlap, see
+        PostgresTaskStore.changed_since."""
         rows.check_page(limit, 0)
         sql = f"{_SELECT} WHERE (updated_at, task_id) > (?, ?) ORDER BY updated_at, task_id LIMIT ?"
-        return await self._run(self._query, sql, (_encode_time(after), after_id, limit))
+        params = (_encode_time(cursor.updated_at), cursor.task_id, limit)
+        found = await self._run(self._query, sql, params)
+        if not found:
+            return ChangePage(found, cursor)
+        return ChangePage(found, ChangeCursor(found[-1].updated_at, found[-1].task_id))
 
     def _type_counts_sync(self) -> dict[str, dict[TaskState, int]]:
         sql = "SELECT message_type, state, n FROM task_counts"
