@@ -1,5 +1,10 @@
 """Running one handler with its time limit: async handlers on the loop, sync ones off it.
 
+The time limit of a handler on the loop or in a thread is kept by one sweep per runner
+(`Deadlines`), not a timeout scope per task: a task costs a dict entry (its deadline) in and
+out, and one periodic task cancels whatever has run past its deadline, within
+`DEADLINE_TICK_SECONDS` of it. The sweep runs only while handlers do.
+
 Sync (CPU-bound) handlers run off the event loop so AMQP heartbeats and other deliveries keep
 flowing while a long task computes. By default they run in a pool of child processes
 (`spectask.runtime.isolation`), where a time limit really stops the handler and a crash fails
@@ -52,6 +57,60 @@ class InvalidResultError(TypeError):
     """The handler returned something that is not a JSON object."""
 
 
+DEADLINE_TICK_SECONDS = 0.05
+"""How often the sweep looks for handlers past their time limit (so a limit fires up to this
+late); 20 checks a second cost a few microseconds each, against a timer per task."""
+
+
+class Deadlines:
+    """The running handlers' deadlines, and the one sweep that cancels those past theirs.
+
+    A handler past its deadline has its task cancelled, as `asyncio.timeout` would, and is
+    marked expired, so the runner tells that cancellation (a TaskTimeoutError) from any other
+    (a shutdown), which it passes on. The sweep starts with the first deadline and ends when
+    none is left, so an idle worker wakes for nothing.
+    """
+
+    __slots__ = ("_deadlines", "_expired", "_sweep", "tick")
+
+    def __init__(self, tick: float = DEADLINE_TICK_SECONDS) -> None:
+        self.tick = tick
+        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._sweep: asyncio.Task[None] | None = None
+
+    def enter(self, task: asyncio.Task[Any], time_limit: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._deadlines[task] = loop.time() + time_limit
+        if self._sweep is None:
+            self._sweep = loop.create_task(self._run())
+
+    def leave(self, task: asyncio.Task[Any]) -> bool:
+        """Forget `task`'s deadline; whether the sweep cancelled it for passing it."""
+        self._deadlines.pop(task, None)
+        if self._expired:
+            try:
+                self._expired.remove(task)
+            except KeyError:
+                return False
+            return True
+        return False
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        try:
+            while deadlines:
+                await asyncio.sleep(self.tick)
+                now = loop.time()
+                for task, deadline in list(deadlines.items()):
+                    if deadline <= now and task not in self._expired:
+                        self._expired.add(task)
+                        task.cancel()
+        finally:
+            self._sweep = None
+
+
 class _Mode(enum.Enum):
     LOOP = "loop"
     PROCESS = "process"
@@ -82,6 +141,7 @@ class HandlerRunner:
                 concurrency, to_json_object, progress_interval=progress_interval
             )
         self._modes: dict[Handler, _Mode] = {}
+        self.deadlines = Deadlines()
 
     @property
     def pool(self) -> ProcessPool | None:
@@ -100,26 +160,39 @@ class HandlerRunner:
                 dict[str, Any] | None,
                 await self._pool.run(sync_handler, payload, context, time_limit, signals),
             )
-        # asyncio.timeout, not wait_for: no extra task per message on the hot path.
-        scope = asyncio.timeout(time_limit)
+        # One sweep keeps every deadline (`Deadlines`): no timer or scope per task.
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines = self.deadlines
+        expired = False
         try:
             if mode is _Mode.LOOP:
                 context.raise_if_cancelled()
-                async with scope:
+                deadlines.enter(task, time_limit)
+                try:
                     result = await cast(Awaitable[HandlerResult], handler(payload, context))
+                finally:
+                    expired = deadlines.leave(task)
             else:
                 sync_call = cast(
                     Callable[[], HandlerResult], functools.partial(handler, payload, context)
                 )
-                async with self._threads, scope:
+                async with self._threads:
                     context.raise_if_cancelled()  # cancelled while it waited for a thread
-                    result = await asyncio.get_running_loop().run_in_executor(
-                        self._thread_pool(), sync_call
-                    )
-        except TimeoutError:
-            if not scope.expired():
-                raise  # the handler's own TimeoutError (a socket, say): an ordinary failure
+                    deadlines.enter(task, time_limit)  # the limit starts once a thread is free
+                    try:
+                        result = await asyncio.get_running_loop().run_in_executor(
+                            self._thread_pool(), sync_call
+                        )
+                    finally:
+                        expired = deadlines.leave(task)
+        except asyncio.CancelledError:
+            if not expired or task.uncancel() > 0:
+                raise  # a cancellation of ours, not the time limit (a shutdown): pass it on
             raise TaskTimeoutError(f"handler exceeded its time limit of {time_limit:g}s") from None
+        if expired and task.uncancel() == 0:
+            # the sweep cancelled it as it returned: in time after all, but over the limit
+            raise TaskTimeoutError(f"handler exceeded its time limit of {time_limit:g}s")
         return to_json_object(result)
 
     def _mode_of(self, handler: Handler) -> _Mode:

@@ -261,6 +261,11 @@ class WorkerOutcomes(Outcomes):
         )
         self._result_route = result_route
         self._log_tasks = log_tasks
+        # Which optional fields the spec's TaskResult has, read once: pydantic's
+        # `model_fields` is a property that builds its answer (~2 us a look-up, per result).
+        fields = result_route.model.model_fields
+        self._has_dead_reason = "dead_reason" in fields
+        self._has_digest = "task_digest" in fields
 
     def succeeded(
         self,
@@ -329,9 +334,9 @@ class WorkerOutcomes(Outcomes):
         }
         # The store records DEAD from this or the dead letter; a spec older than the field
         # gets the result without it (FAILED until the dead letter is stored, as before).
-        if dead_reason is not None and "dead_reason" in route.model.model_fields:
+        if dead_reason is not None and self._has_dead_reason:
             document["dead_reason"] = dead_reason.value
-        if context.digest and "task_digest" in route.model.model_fields:
+        if context.digest and self._has_digest:
             document["task_digest"] = context.digest
         # Built here from checked values (an id, an attempt from valid headers, the handler's
         # JSON object): serialized as the TaskResult schema has it, not validated again

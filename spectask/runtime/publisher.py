@@ -111,7 +111,9 @@ class Publisher:
             timestamp=message.timestamp,
         )
         try:
-            raw = await self._raw_channel()
+            raw = self._raw  # the open channel without a coroutine per publish
+            if raw is None or raw.is_closed:
+                raw = await self._raw_channel()
             await raw.basic_publish(
                 message.body,
                 exchange=message.exchange,

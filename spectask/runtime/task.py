@@ -23,9 +23,10 @@ reply that says why (`spectask.runtime.responder`). Every other ending is an out
 `started`/`progress` events (`spectask.runtime.events`).
 
 The per-task path is kept to what it always was: one dict lookup for the route, one
-validation, one TaskSignals and one TaskContext, one await into the runner (which keeps
-`asyncio.timeout`, no extra task), then the outcome's hops; the handler, its finish and the
-progress sink are bound once per route or service, not looked up per task.
+validation, one TaskSignals and one TaskContext, one await into the runner (whose time limit
+is a dict entry the runner's one sweep reads, no timer or extra task), then the outcome's
+hops; the handler, its finish and the progress sink are bound once per route or service, not
+looked up per task.
 """
 
 from __future__ import annotations
