@@ -16,7 +16,7 @@ class TaskHeaders(BaseModel):
         int | None,
         Field(
             alias="x-spectask-attempt",
-            description="1 for the first attempt (a JSON/AMQP integer, not a string). Written by spectask only: the worker that retries a task sets attempt + 1 when it sends it to its delay tier, and the value counts only on a delivery that came back from a delay tier (the broker's newest x-death record has reason `expired`). On a fresh submit it is ignored, whatever it says: every submitted task starts at attempt 1 with its policy's whole retry budget (a client cannot shrink it). A value that is not an integer in range is an invalid_headers dead letter.",
+            description="1 for the first attempt (a JSON/AMQP integer, not a string); absent means 1, and spectask's own producer leaves it out of a submit (one header less for every worker to decode). Written by spectask only: the worker that retries a task sets attempt + 1 when it sends it to its delay tier, and the value counts only on a delivery that came back from a delay tier (the broker's newest x-death record has reason `expired`). On a fresh submit it is ignored, whatever it says: every submitted task starts at attempt 1 with its policy's whole retry budget (a client cannot shrink it). A value that is not an integer in range is an invalid_headers dead letter.",
             ge=1,
             le=1000000,
         ),

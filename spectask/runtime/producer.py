@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel
 
 from spectask.errors import TaskValidationError
-from spectask.protocol.names import ATTEMPT_HEADER, SUBMITTED_AT_HEADER
+from spectask.protocol.names import SUBMITTED_AT_HEADER
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.publisher import OutgoingMessage, Publisher
 from spectask.runtime.submission import (
@@ -117,7 +117,8 @@ class TaskPublisher:
             message_id=new_task_id() if task_id is None else check_task_id(task_id),
             message_type=route.message_type,
             priority=self.resolve_priority(route, priority),
-            headers={ATTEMPT_HEADER: 1, SUBMITTED_AT_HEADER: now.isoformat()},
+            # no x-spectask-attempt: absent is attempt 1 (TaskHeaders), one header less to decode
+            headers={SUBMITTED_AT_HEADER: now.isoformat()},
             timestamp=now,
         )
 

@@ -245,8 +245,10 @@ class MemoryChannel:
         properties: Any = None,
         mandatory: bool = False,
         timeout: float | None = None,
+        wait: bool = True,
     ) -> None:
-        """aiormq's publish with wire properties (what `spectask.runtime.publisher` calls)."""
+        """aiormq's publish with wire properties (what `spectask.runtime.publisher` calls);
+        `wait` (for the socket write) means nothing in memory."""
         message = aio_pika.Message(
             body,
             headers=properties.headers,
