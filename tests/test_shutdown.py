@@ -46,9 +46,19 @@ def node() -> Iterator[LocalNode]:
 
 @pytest.fixture
 def up(node: LocalNode) -> LocalNode:
-    """The module's node, started again if an earlier test left it stopped."""
+    """The module's node, started again if an earlier test left it stopped, with every queue
+    of it running again: right after a restart the `spectask.cancellations` stream can still
+    be down, and a worker started then stops at once, rightly ("no node runs it"; CI saw it
+    on a loaded machine)."""
     node.start(timeout=120)
-    return node
+    deadline = time.monotonic() + WAIT
+    while True:
+        listed = node.ctl("list_queues", "--quiet", "--no-table-headers", "name", "state")
+        states = [line.split()[-1] for line in listed.stdout.splitlines() if line.strip()]
+        if all(state == "running" for state in states):
+            return node
+        assert time.monotonic() < deadline, f"queues not running after a restart: {listed.stdout}"
+        time.sleep(0.5)
 
 
 def started(tmp_path: Path, name: str, *args: str, **env: str) -> Command:

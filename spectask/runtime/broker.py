@@ -155,7 +155,10 @@ class Broker:
         """The process's shared confirmed publisher (one channel, many confirms in flight)."""
         if self._publisher is None:
             self._publisher = Publisher(
-                await self.channel(), self.config.confirm_timeout, naming=self.naming
+                await self.channel(),
+                self.config.confirm_timeout,
+                naming=self.naming,
+                reopen=self.channel,
             )
         return self._publisher
 

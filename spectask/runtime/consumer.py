@@ -69,6 +69,8 @@ MAX_REQUEUE_BACKOFF = 30.0
 REFUSED_RETRY_SECONDS = 0.5
 MAX_REFUSED_RETRY_SECONDS = 5.0
 REFUSED_HOLD_SECONDS = 60.0
+# ...and after this long on one channel, on a fresh one (`Publisher.renew`)
+RENEW_CHANNEL_AFTER_SECONDS = 3.0
 
 NextHops = tuple[OutgoingMessage, ...]
 
@@ -385,9 +387,29 @@ class DeliveryLoop:
                 )
             elif now - held_since + delay > REFUSED_HOLD_SECONDS:
                 raise error
+            elif now - held_since >= RENEW_CHANNEL_AFTER_SECONDS:
+                await self._renew_publish_channel(message, error)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_REFUSED_RETRY_SECONDS)
             hops = tuple(hop for hop, _ in refused)
+
+    async def _renew_publish_channel(self, message: IncomingMessage, error: Exception) -> None:
+        """A hop still refused after RENEW_CHANNEL_AFTER_SECONDS: go on on a fresh channel
+        (`Publisher.renew`: a channel can stay refused while the broker takes others)."""
+        publisher = self._publisher
+        assert publisher is not None
+        try:
+            renewed = await publisher.renew()
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError) as exc:
+            log.warning("could not open a new publish channel (%s); retrying on the old one", exc)
+            return
+        if renewed:
+            log.warning(
+                "task %s: the broker still refuses next hops on this channel (%s); "
+                "publishing on a new channel",
+                message.message_id,
+                error,
+            )
 
     async def _publish_once(self, hops: NextHops) -> list[tuple[OutgoingMessage, PublishError]]:
         """Publish each hop the way its result mode says; the ones the broker did not take.

@@ -7,6 +7,9 @@ dropped; a nack or a lost connection raises `PublishError`. Batches: `spectask.r
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +26,8 @@ from spectask.runtime.transport import UNROUTABLE, Channel, RawChannel
 Properties = spec.Basic.Properties
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 NOT_PERSISTENT = int(aio_pika.DeliveryMode.NOT_PERSISTENT)
+# `Publisher.renew`: at most one new channel in this many seconds
+RENEW_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +72,13 @@ class Publisher:
         *,
         naming: Naming | None = None,
         confirmed: bool = True,
+        reopen: Callable[[], Awaitable[Channel]] | None = None,
     ) -> None:
         self._channel = channel
+        # How `renew` opens a fresh channel (None: this publisher cannot renew its channel).
+        self._reopen = reopen
+        self._renewed_at = -math.inf
+        self._renewing = asyncio.Lock()
         # the process's names: the producer (`TaskPublisher`) names the spec's routes with it;
         # messages given here are published to exactly the exchange they name
         self.naming = naming or Naming()
@@ -79,6 +89,29 @@ class Publisher:
         # once its frames are written, transient and not mandatory (nobody hears a return).
         self._confirmed = confirmed
         self._raw: RawChannel | None = None
+
+    async def renew(self) -> bool:
+        """Publish on a fresh channel from now on; False if this publisher cannot, or did
+        within the last RENEW_SECONDS (many held deliveries ask at once: one renewal serves all).
+
+        Why: after a quorum queue's leader was killed (RabbitMQ 3.10), one channel opened in the
+        reconnect can go on nacking every publish for minutes while other channels on the same
+        node publish fine (tests/test_cluster.py saw 60-180 s of it). The old channel is
+        closed: a publish still waiting on it fails as not confirmed, and its caller retries.
+        """
+        if self._reopen is None:
+            return False
+        async with self._renewing:
+            now = time.monotonic()
+            if now - self._renewed_at < RENEW_SECONDS:
+                return False
+            self._renewed_at = now
+            old = self._channel
+            self._channel = await asyncio.wait_for(self._reopen(), self._confirm_timeout)
+            self._raw = None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.close(), RENEW_SECONDS)
+        return True
 
     async def _raw_channel(self) -> RawChannel:
         """The channel under aio-pika's robust one, looked up again only once it has closed
