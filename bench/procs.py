@@ -39,6 +39,21 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def local_broker_pid() -> int | None:
+    """The pid of the RabbitMQ node on this machine, if exactly one runs (else None).
+
+    The broker does about half of a pipeline's work on these machines, so a side that costs
+    the broker more is slower with the same worker CPU; with several nodes (a test suite's)
+    nobody can tell which one the bench uses, and the number is left out.
+    """
+    pids = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if comm.read_text().strip() == "beam.smp":
+                pids.append(int(comm.parent.name))
+    return pids[0] if len(pids) == 1 else None
+
+
 def process_rss_bytes(pid: int) -> float:
     """Resident set size of a process in bytes, from /proc/PID/statm (Linux); NaN elsewhere."""
     try:

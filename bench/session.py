@@ -36,7 +36,7 @@ from bench.phases import (
     Kind,
     Phase,
 )
-from bench.procs import WorkerProcess
+from bench.procs import WorkerProcess, local_broker_pid, process_cpu_seconds
 from bench.topology import (
     BenchTopology,
     bench_topology,
@@ -207,17 +207,22 @@ async def _burst(run: Run) -> dict[str, float]:
 
     worker_cpu = sum(worker.cpu_seconds() for worker in run.workers)
     own_cpu = time.process_time()
+    broker = local_broker_pid()
+    broker_cpu = process_cpu_seconds(broker) if broker is not None else math.nan
     dashboard_cpu = run.dashboard.cpu_seconds() if run.dashboard else math.nan
     started = now()
     run.go()
     finished = await run.log.wait_for(burst, settings.timeout, check=run.alive)
     worker_cpu = sum(worker.cpu_seconds() for worker in run.workers) - worker_cpu
     own_cpu = time.process_time() - own_cpu
+    if broker is not None:
+        broker_cpu = process_cpu_seconds(broker) - broker_cpu
     values = {
         THROUGHPUT.key: len(burst) / (finished - started),
         WORKER_CPU.key: worker_cpu * 1e6 / len(burst),
         "submit_per_s": submit_rate,
         "collector_cpu_us": own_cpu * 1e6 / len(burst),
+        "broker_cpu_us": broker_cpu * 1e6 / len(burst),
     }
     if run.dashboard is not None:
         dashboard_cpu = run.dashboard.cpu_seconds() - dashboard_cpu
