@@ -21,6 +21,8 @@ from typing import Any
 from aio_pika.connection import make_url
 from aio_pika.robust_connection import RobustConnection
 
+from spectask.runtime.deliveries import DeliveryChannel
+
 URL_SEPARATOR = ","
 # Between attempts when there are other nodes to try: aio-pika's 5 s is for one broker that
 # has to come back; a surviving node is there now (measured: 11 s to reach the third node at 5 s).
@@ -40,8 +42,11 @@ class FailoverConnection(RobustConnection):
     """A robust connection over `urls`, starting with `urls[start]` (see the module docstring).
 
     Connection options in a URL's query (heartbeat, TLS files) are read from the URL in use at
-    construction; give every node the same options.
+    construction; give every node the same options. Its channels hand consumers spectask's
+    light `Delivery` objects (`spectask.runtime.deliveries`).
     """
+
+    CHANNEL_CLASS = DeliveryChannel
 
     def __init__(self, urls: list[str], start: int, kwargs: dict[str, Any], **options: Any):
         self.urls = urls
