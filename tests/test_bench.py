@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -75,6 +76,35 @@ def test_pairwise_ratios_decide_even_when_the_medians_look_fine() -> None:
     assert row["sides"][RAW]["min"] == 900.0 and row["sides"][RAW]["max"] == 2000.0
 
 
+def test_a_ratio_over_a_raw_value_that_shows_as_zero_is_not_printed() -> None:
+    """RSS growth 1.5 MiB against raw's 0.02 (shown 0.0): "-", not "75.00", in the ratio column;
+    a real ratio (the burst row beside it) is still printed."""
+    phases = phase_list((2,), 2, 200.0)
+    rss = next(phase for phase in phases if phase.kind == "rss")
+    burst = phases[0]
+    growth = next(metric for metric in rss.metrics if metric.key == "rss_growth_mib")
+    samples = [
+        Sample(rss.name, RAW, 0, {growth.key: 0.02}, {}),
+        Sample(rss.name, SPECTASK, 0, {growth.key: 1.5}, {}),
+        *(
+            Sample(burst.name, side, pair, {"tasks_per_s": rate, "worker_cpu_us": 400.0}, {})
+            for side, rate in ((RAW, 1000.0), (SPECTASK, 1200.0), (RAW_TRANSIENT, 1300.0))
+            for pair in range(3)
+        ),
+    ]
+    judged = report.judge_all(samples, [burst, rss])
+    lines = report.render_table([burst, rss], judged)
+    header = re.split(r"\s{2,}", lines[0].strip())
+    ratio_column = header.index("spectask/raw")
+
+    def ratio_cell(label: str) -> str:
+        line = next(line for line in lines if label in line)
+        return re.split(r"\s{2,}", line.strip())[ratio_column]
+
+    assert ratio_cell("RSS growth") == "-"
+    assert ratio_cell("tasks/s") == "1.20"
+
+
 def test_the_dashboard_effect_is_the_ratio_of_ratios_per_pair() -> None:
     """Pair by pair: (spectask/raw with the dashboard) / (spectask/raw without it), shown."""
     phases = phase_list((2,), 2, 200.0)
@@ -118,7 +148,7 @@ def test_the_dashboard_bar_is_judged_on_its_cpu_share(shares: list[float], outco
 
 def test_the_cpu_share_counts_the_dashboard_and_each_heartbeat() -> None:
     """3.2 s of burst, 2 workers, a 1 s interval: 2 x (1 + 3) heartbeats at 1 ms each."""
-    run = Run(None, None, lambda: None, [None, None], None, None, 0.001)  # type: ignore[arg-type]
+    run = Run(None, None, lambda: None, [None, None], None, None, 0.001)  # type: ignore[arg-type, list-item]
     config = RuntimeConfig(heartbeat_interval=1.0)
     cost = dashboard_cost(0.092, 4.0, 3.2, run, config)
     assert cost["heartbeats"] == 8 and cost["heartbeat_cpu_s"] == pytest.approx(0.008)
