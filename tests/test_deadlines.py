@@ -34,6 +34,15 @@ async def waiter(payload: float, ctx: TaskContext) -> None:
     await asyncio.sleep(payload)
 
 
+async def swallows_cancellation(payload: float, ctx: TaskContext) -> dict[str, bool]:
+    """A handler that catches the limit's cancellation and returns as if all went well."""
+    try:
+        await asyncio.sleep(payload)
+    except asyncio.CancelledError:
+        return {"finished": False}
+    return {"finished": True}
+
+
 async def own_timeout(payload: float, ctx: TaskContext) -> None:
     raise TimeoutError("the handler's socket timed out")
 
@@ -56,6 +65,18 @@ async def test_a_thread_handler_past_its_limit_times_out() -> None:
     runner = HandlerRunner(1, "thread")
     with pytest.raises(TaskTimeoutError):
         await runner.run(blocking, 1.0, CONTEXT, 0.1)  # type: ignore[arg-type]
+    runner.close()
+
+
+async def test_a_handler_that_swallows_the_limits_cancellation_still_timed_out() -> None:
+    """Its late "result" is not a success: the task ran past its limit, so it is a timeout,
+    and the runner's own task is left with no cancellation pending."""
+    runner = HandlerRunner(1, "thread")
+    with pytest.raises(TaskTimeoutError, match=r"time limit of 0\.1s"):
+        await runner.run(swallows_cancellation, 30.0, CONTEXT, 0.1)  # type: ignore[arg-type]
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0
+    assert await runner.run(sleeper, 0.0, CONTEXT, 5.0) == {"slept": 0.0}  # type: ignore[arg-type]
     runner.close()
 
 

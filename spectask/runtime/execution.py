@@ -191,7 +191,8 @@ class HandlerRunner:
                 raise  # a cancellation of ours, not the time limit (a shutdown): pass it on
             raise TaskTimeoutError(f"handler exceeded its time limit of {time_limit:g}s") from None
         if expired and task.uncancel() == 0:
-            # the sweep cancelled it as it returned: in time after all, but over the limit
+            # the handler caught the sweep's cancellation and returned: over the limit all the
+            # same, so a timeout, not a success (tests/test_deadlines.py)
             raise TaskTimeoutError(f"handler exceeded its time limit of {time_limit:g}s")
         return to_json_object(result)
 
