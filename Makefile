@@ -133,7 +133,7 @@ lint: $(GENERATED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy spectask generated workloads bench main-producer.py main-worker.py main-collector.py \
-		main-dashboard.py
+		main-dashboard.py tests test_workqueue.py tools/measure_redelivered.py
 
 # The suite starts its own throwaway node when rabbitmq-server is installed; the broker policy
 # runs first so a machine without one gets it installed (or a clear error), never skipped tests.

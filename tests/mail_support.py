@@ -16,6 +16,7 @@ from aiosmtpd.controller import Controller
 from workloads import mail
 from workloads.mailsink import free_port
 from workloads.recipients import RecipientPolicy
+from workloads.smtp import SmtpSettings
 
 POLICY = RecipientPolicy(frozenset({"example.org"}))
 """The tests' allow-list: example.org only."""
@@ -60,7 +61,7 @@ def serving(handler: Inbox, **options: Any) -> Iterator[int]:
 
 
 def send_report(
-    smtp: mail.SmtpSettings,
+    smtp: SmtpSettings,
     out_dir: Path,
     to: Sequence[str],
     name: str = "e",

@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -73,10 +73,16 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'tasks.db'}"
 
 
-def judged(batch: Batch, fault: str, **kwargs: bool) -> Row:
-    """Finish the batch, add its row to the table, fail on a bad row."""
+def judged(
+    batch: Batch,
+    fault: str,
+    *,
+    producer_ok: bool = True,
+    settle: Callable[[set[str]], list[str]] | None = None,
+) -> Row:
+    """Finish the batch (`Batch.finish`'s checks), add its row to the table, fail on a bad row."""
     try:
-        row = batch.finish(fault, **kwargs)
+        row = batch.finish(fault, producer_ok=producer_ok, settle=settle)
     finally:
         batch.close()
     ROWS.append(row)

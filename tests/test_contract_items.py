@@ -97,10 +97,11 @@ def test_item_04_aggregation_records_must_hold_group_by_and_field() -> None:
     said = words(aggregate["description"])
     assert "Every record must contain both keys" in said
     assert aggregate["properties"]["records"]["minItems"] == 1
-    for records, template in [
+    cases: list[tuple[list[dict[str, Any]], str]] = [
         ([{"v": 1}], "record <i> has no '<group_by>' field to group by"),
         ([{"g": "a"}], "record <i> has no '<field>' field to aggregate"),
-    ]:
+    ]
+    for records, template in cases:
         assert template in said
         pattern = re.escape(template).replace("<i>", "0")
         pattern = pattern.replace("<group_by>", "g").replace("<field>", "v")
@@ -315,7 +316,7 @@ async def data_worker(broker: Broker, handler: Handler) -> AsyncIterator[None]:
 on_broker = pytest.mark.asyncio
 
 
-REFUSALS = [
+REFUSALS: list[tuple[bytes, dict[str, Any], str, str]] = [
     # (body, properties, the reason the caller reads, a piece of its message)
     (b'{"task_ids": []}', {"type": STATUS_REQUEST_MESSAGE_TYPE}, "schema_violation", "task_ids"),
     (b"{not json", {"type": STATUS_REQUEST_MESSAGE_TYPE}, "undecodable", "JSON"),

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -211,8 +212,8 @@ def compose_services() -> dict[str, dict[str, object]]:
 
 
 def compose_argv(service: str, key: str = "command") -> list[str]:
-    value = compose_services()[service][key]
-    argv = list(value["test"][1:]) if key == "healthcheck" else list(value)  # type: ignore[index]
+    value: Any = compose_services()[service][key]
+    argv = list(value["test"][1:]) if key == "healthcheck" else list(value)
     return [str(part).replace("$$", "$") for part in argv]
 
 

@@ -139,7 +139,7 @@ async def test_one_heartbeat_per_period_not_per_task(any_url: str) -> None:
             beats.append(beat.at)
         original(beat)
 
-    recount.board.add = counting  # type: ignore[method-assign]
+    recount.board.add = counting  # type: ignore[method-assign, assignment]
     await recount.start()
     try:
         await heard(recount, worker_id)

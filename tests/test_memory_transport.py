@@ -317,7 +317,7 @@ async def test_stream_offsets_read_the_log_without_removing_it(connection: Conne
     later = Inbox(ack=True)
     await stream.consume(later, arguments={"x-stream-offset": since})
     await channel.default_exchange.publish(message(b"3"), "s")
-    expected = {
+    expected: dict[str | int, list[bytes]] = {
         "first": [b"0", b"1", b"2", b"3"],
         "next": [b"3"],
         "last": [b"2", b"3"],

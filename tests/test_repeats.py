@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import aio_pika
@@ -44,7 +44,7 @@ def without_policy(routes: Sequence[ReceiveRoute]) -> list[ReceiveRoute]:
 
 
 @pytest.fixture
-def sink() -> AsyncIterator[MailSink]:
+def sink() -> Iterator[MailSink]:
     mail = MailSink(free_port())
     mail.start()
     yield mail

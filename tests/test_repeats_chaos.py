@@ -12,7 +12,6 @@ exactly one each is the mechanism's doing, not luck.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -44,8 +43,7 @@ TAP = "test.results-tap"
 @pytest.fixture
 def node() -> Iterator[LocalNode]:
     require_rabbitmq_installed()
-    with contextlib.contextmanager(throwaway_node)("spectask-repeats") as started:
-        yield started
+    yield from throwaway_node("spectask-repeats")
 
 
 def spawn(script: str, *args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

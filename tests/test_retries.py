@@ -21,13 +21,12 @@ from typing import Any
 import pytest
 
 from spectask.errors import PermanentTaskError
+from spectask.protocol.names import FIRST_FAILURE_HEADER, LAST_ERROR_HEADER
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
 from spectask.runtime.producer import TaskPublisher
 from spectask.runtime.retry import (
-    FIRST_FAILURE_HEADER,
-    LAST_ERROR_HEADER,
     MAX_LAST_ERROR_CHARS,
     backoff_delay,
     choose_tier,

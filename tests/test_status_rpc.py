@@ -57,7 +57,8 @@ async def test_states_over_rpc_duplicates_and_restart(any_url: str, store_url: s
             await publish_results(broker, [(ok, "succeeded"), (bad, "failed"), (ok, "succeeded")])
             views = await wait_states(client, expected)
             assert views[ok].result == {"mean": 2.0}
-            assert views[bad].error is not None and views[bad].error.type == "ValueError"
+            error = views[bad].error
+            assert error is not None and error.type == "ValueError"
             assert [view.task_id for view in (await client.get_status([unknown, ok])).tasks] == [
                 unknown,
                 ok,
@@ -177,8 +178,8 @@ async def test_queued_retrying_succeeded_and_dead(any_url: str, store_url: str) 
             assert seen[0] == "QUEUED" and "RETRYING" in seen and seen[-1] == "SUCCEEDED", seen
             assert views[flaky].attempts == 2 and views[flaky].result == {"attempt": 2}
             assert views[doomed].dead_reason == "permanent"
-            assert views[doomed].error is not None
-            assert "hopeless" in views[doomed].error.message
+            error = views[doomed].error
+            assert error is not None and "hopeless" in error.message
 
             # stale and duplicated news never moves a task backwards
             stale = [

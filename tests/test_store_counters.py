@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -24,7 +26,9 @@ from tests.store_support import OUTCOMES, Scenario, history
 fresh_url = backends.fresh_url  # the backends' fixture: an empty database of each kind
 
 
-def run_sql(url: str, statement: str, rows: list[tuple[object, ...]] | None = None) -> list:
+def run_sql(
+    url: str, statement: str, rows: Sequence[tuple[object, ...]] | None = None
+) -> list[tuple[Any, ...]]:
     """One statement with the plain driver (`?` marks), past the store."""
     if url.startswith("sqlite"):
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:

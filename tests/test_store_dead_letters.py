@@ -11,8 +11,7 @@ collector's own store handlers.
 from __future__ import annotations
 
 import asyncio
-import builtins
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -21,12 +20,12 @@ import pytest
 from generated import models
 from generated.collector import CollectorApp
 from generated.worker import WorkerApp
-from spectask.commands.collector import add_store_handlers
+from spectask.collector import add_store_handlers
 from spectask.errors import PermanentTaskError
 from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.context import TaskContext
-from spectask.store import EventKind, Observation, TaskRecord, TaskState, TaskStore, open_store
+from spectask.store import EventKind, Observation, TaskRecord, TaskStore, open_store
 from tests.runtime_support import running
 from tests.status_support import new_id, producer_client, purge_collector_copies
 
@@ -78,34 +77,13 @@ class GatedStore:
             "dead_letter", observation.task_id, lambda: self._store.apply(observation)
         )
 
-    async def apply_event(self, event: models.TaskEvent) -> TaskRecord:
-        return await self._store.apply_event(event)
-
     async def apply_result(self, result: models.TaskResult) -> TaskRecord:
         return await self._gate.write(
             "result", result.task_id, lambda: self._store.apply_result(result)
         )
 
-    async def get(self, task_id: str) -> TaskRecord | None:
-        return await self._store.get(task_id)
-
-    async def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskRecord]:
-        return await self._store.get_many(task_ids)
-
-    async def counts_by_state(self, message_type: str | None = None) -> dict[TaskState, int]:
-        return await self._store.counts_by_state(message_type)
-
-    async def list(
-        self,
-        state: TaskState | None = None,
-        message_type: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> builtins.list[TaskRecord]:
-        return await self._store.list(state, message_type, limit, offset)
-
-    async def close(self) -> None:
-        await self._store.close()
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 @asynccontextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -173,7 +174,7 @@ async def test_two_collectors_record_and_prune_at_once(store_url: str) -> None:
     base = f"pair-{uuid.uuid4().hex[:8]}"
     try:
         lives = {f"{base}-{n}": life(f"{base}-{n}", datetime.now(UTC)) for n in range(10)}
-        calls = [
+        calls: list[Awaitable[object]] = [
             (first if step % 2 else second).apply(observation)
             for steps in lives.values()
             for step, observation in enumerate(steps)

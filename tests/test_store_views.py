@@ -77,7 +77,7 @@ async def test_changes_sharing_a_timestamp_are_each_read_once_across_pages(
 
     class Stopped(datetime):
         @classmethod
-        def now(cls, tz: object = None) -> Stopped:  # type: ignore[override]
+        def now(cls, tz: object = None) -> Stopped:
             return cls.fromtimestamp(instant.timestamp(), UTC)
 
     monkeypatch.setattr("spectask.store.sqlite.datetime", Stopped)

@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from PIL import Image
@@ -225,7 +225,7 @@ def test_register_all_registers_nine_sync_handlers(settings: TaskSettings) -> No
 
             return register
 
-    handlers.register_all(RecordingApp(), settings)
+    handlers.register_all(cast(worker.WorkerApp, RecordingApp()), settings)
     assert set(registered) == set(OPERATIONS)
     body = {"title": "T", "series": [1.0, 2.0]}
     result = registered["report_chart"](

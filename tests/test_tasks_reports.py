@@ -17,6 +17,7 @@ from tests.mail_support import POLICY, Inbox, send_report, serving
 from workloads import mail, reports
 from workloads.errors import PermanentTaskError
 from workloads.mailsink import free_port
+from workloads.smtp import SmtpSettings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -145,19 +146,17 @@ def test_pdf_of_bad_series_is_permanent(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, mail.SmtpSettings]]:
+def inbox() -> Iterator[tuple[Inbox, SmtpSettings]]:
     handler = Inbox()
     with serving(handler) as port:
         yield (
             handler,
-            mail.SmtpSettings(
-                host="127.0.0.1", port=port, sender="reports@example.org", timeout=10
-            ),
+            SmtpSettings(host="127.0.0.1", port=port, sender="reports@example.org", timeout=10),
         )
 
 
 def test_report_is_emailed_with_the_pdf_attached(
-    inbox: tuple[Inbox, mail.SmtpSettings], tmp_path: Path
+    inbox: tuple[Inbox, SmtpSettings], tmp_path: Path
 ) -> None:
     handler, smtp = inbox
     result = mail.email_report(
@@ -195,7 +194,7 @@ def test_report_is_emailed_with_the_pdf_attached(
 
 
 def test_subject_comes_from_the_payload_and_cannot_inject_headers(
-    inbox: tuple[Inbox, mail.SmtpSettings], tmp_path: Path
+    inbox: tuple[Inbox, SmtpSettings], tmp_path: Path
 ) -> None:
     handler, smtp = inbox
     result = mail.email_report(
@@ -215,7 +214,7 @@ def test_subject_comes_from_the_payload_and_cannot_inject_headers(
 
 
 def test_every_recipient_refused_is_permanent(
-    inbox: tuple[Inbox, mail.SmtpSettings], tmp_path: Path
+    inbox: tuple[Inbox, SmtpSettings], tmp_path: Path
 ) -> None:
     handler, smtp = inbox
     handler.refuse["nobody@example.org"] = "550 5.1.1 No such user"
@@ -227,7 +226,7 @@ def test_every_recipient_refused_is_permanent(
 
 
 def test_some_recipients_refused_is_permanent_after_sending(
-    inbox: tuple[Inbox, mail.SmtpSettings], tmp_path: Path
+    inbox: tuple[Inbox, SmtpSettings], tmp_path: Path
 ) -> None:
     handler, smtp = inbox
     handler.refuse["nobody@example.org"] = "550 5.1.1 No such user"
@@ -236,9 +235,7 @@ def test_some_recipients_refused_is_permanent_after_sending(
     assert [recipients for _, recipients, _ in handler.messages] == [["ann@example.org"]]
 
 
-def test_temporary_refusal_is_transient(
-    inbox: tuple[Inbox, mail.SmtpSettings], tmp_path: Path
-) -> None:
+def test_temporary_refusal_is_transient(inbox: tuple[Inbox, SmtpSettings], tmp_path: Path) -> None:
     handler, smtp = inbox
     handler.refuse["busy@example.org"] = "450 4.2.1 Mailbox busy, try later"
     with pytest.raises(smtplib.SMTPRecipientsRefused) as raised:
@@ -247,7 +244,7 @@ def test_temporary_refusal_is_transient(
 
 
 def test_connection_refused_is_transient(tmp_path: Path) -> None:
-    smtp = mail.SmtpSettings(host="127.0.0.1", port=free_port(), timeout=5)
+    smtp = SmtpSettings(host="127.0.0.1", port=free_port(), timeout=5)
     with pytest.raises(ConnectionRefusedError):
         send_report(smtp, tmp_path, ["ann@example.org"], "e6")
 

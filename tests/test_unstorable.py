@@ -45,6 +45,7 @@ from spectask.runtime.broker import Broker
 from spectask.runtime.config import RuntimeConfig
 from spectask.runtime.consumer import WorkerStats
 from spectask.runtime.outcomes import DUPLICATE_ID_ERROR, UNSTORABLE_ERROR
+from spectask.runtime.transport import connect
 from spectask.store import (
     DuplicateTaskIdError,
     ErrorDetail,
@@ -60,7 +61,7 @@ from spectask.store import (
 )
 from spectask.store.postgres import PostgresTaskStore
 from spectask.store.sqlite import SqliteTaskStore
-from tests.runtime_support import POLL_SECONDS, connect, dead_letters_with, depth
+from tests.runtime_support import POLL_SECONDS, dead_letters_with, depth
 from tests.status_support import (
     collector_consuming,
     producer_client,
@@ -105,8 +106,8 @@ async def spied_collector(
     store = await open_store(store_url)
     spy = SpyStore(store)
     app = CollectorApp()
-    add_store_handlers(app, spy)  # type: ignore[arg-type]
-    app.collect_result(store_result(spy))  # type: ignore[arg-type]
+    add_store_handlers(app, spy)
+    app.collect_result(store_result(spy))
     stop = asyncio.Event()
     stats: list[WorkerStats] = []
     broker = await Broker.connect(RuntimeConfig(amqp_url=amqp_url), name="test-unstorable")

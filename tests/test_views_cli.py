@@ -7,6 +7,7 @@ import os
 import sqlite3
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -119,7 +120,7 @@ async def test_tasks_recount_counts_rows_written_past_the_store(store_url: str) 
         await store.close()
 
 
-def insert_rows(store_url: str, rows: list[tuple[object, ...]]) -> None:
+def insert_rows(store_url: str, rows: Sequence[tuple[object, ...]]) -> None:
     """Rows written past the store (a bulk load), with the plain driver."""
     statement = (
         "INSERT INTO tasks (task_id, message_type, state, attempts, updated_at) "

@@ -15,10 +15,12 @@ import asyncio
 import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from spectask.devbroker import LocalNode
 from tests.brokers import throwaway_node
 
 N = 2000
@@ -29,7 +31,7 @@ RUNS = 3
 async def publish_and_ack(url: str, queue_type: str) -> aio_pika.abc.AbstractConnection:
     connection = await aio_pika.connect(url)
     channel = await connection.channel(publisher_confirms=True)
-    arguments = {"x-queue-type": queue_type}
+    arguments: dict[str, Any] = {"x-queue-type": queue_type}
     acked = await channel.declare_queue(f"acked.{queue_type}", durable=True, arguments=arguments)
     parked = await channel.declare_queue(f"parked.{queue_type}", durable=True, arguments=arguments)
     for queue, count in ((acked, N), (parked, UNDELIVERED)):
@@ -72,6 +74,7 @@ async def drain(url: str, queue_type: str) -> dict[str, tuple[int, int]]:
 
 
 def main() -> None:
+    node: LocalNode
     with contextlib.contextmanager(throwaway_node)("measure-redelivered") as node:
         for queue_type in ("classic", "quorum"):
             for run in range(RUNS):
