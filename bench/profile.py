@@ -8,6 +8,9 @@ in (self time), and to the stages it is inside (inclusive): so "json/pydantic 12
 spent in those libraries, wherever called from. Shares times the worker's CPU µs/task (from
 /proc, over the timed window) give µs/task. A sampling profile of a few seconds is itself
 noisy: read shares to the nearest few percent, and the bench's own numbers for speed.
+
+`--result-mode` runs the spectask worker in that mode (`batched`, `none`); `none` is profiled
+against raw-transient, the raw side that does not confirm its results either.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/profile.py` too
 
 from bench.measure import BenchError, Sample
-from bench.phases import RAW, SPECTASK, WORKER_CPU, Phase
+from bench.phases import RAW, RAW_TRANSIENT, RESULT_MODES, SPECTASK, WORKER_CPU, Phase
 from bench.run import declare_run, delete_run
 from bench.session import BUILDERS, Settings, measure
 from spectask import eventloop
@@ -121,8 +124,11 @@ async def profile(args: argparse.Namespace) -> int:
     results = {}
     try:
         await declare_run(settings)
-        for side in (RAW, SPECTASK):
-            phase = Phase("profile W=1", "burst", 1, (side,), repeated=False)
+        baseline = RAW_TRANSIENT if args.result_mode == "none" else RAW
+        for side in (baseline, SPECTASK):
+            phase = Phase(
+                "profile W=1", "burst", 1, (side,), repeated=False, result_mode=args.result_mode
+            )
             sample = await measure(BUILDERS[side], phase, settings, 0)
             samples = folder / f"{side}-1-w1.txt"  # the worker id run_phase gives W=1
             own, inside, total = breakdown(samples)
@@ -143,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=30_000, help="tasks (default 30000)")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples/s (default 250)")
     parser.add_argument("--timeout", type=float, default=300.0, help="deadline of every wait")
+    parser.add_argument(
+        "--result-mode",
+        choices=RESULT_MODES,
+        default=RESULT_MODES[0],
+        help="the spectask worker's result mode (none: against raw-transient)",
+    )
     args = parser.parse_args(argv)
     try:
         return eventloop.run(profile(args))

@@ -130,9 +130,14 @@ class Publisher:
         confirm, `mandatory` and the return as an error): building an `aio_pika.Message` per
         publish cost ~25 us, its properties alone ~2. Only the properties a message has are
         sent (no priority 0, no empty headers table): fewer bytes for every reader to decode.
-        On a confirm channel the publish does not also wait for its frames to be written
-        (aiormq's `wait`, a second future and wake-up per publish): the confirm comes after
-        the write anyway. Without confirms that write is all there is to wait for.
+        The publish never waits for its frames to be written (aiormq's `wait`: a second future
+        per publish, and the writer drains the socket after each one while the channel's lock
+        is held). On a confirm channel the confirm comes after the write anyway. Without
+        confirms (result mode `none`) the wait bought only the knowledge that the bytes
+        reached the kernel, and cost one loop turn per publish, so the acks behind the
+        results could not go out together. The frames still leave in order: one writer
+        queue per connection, so a result is on the wire before the ack sent after it, and
+        the consumer's prefetch bounds how many can queue (their acks queue behind them).
         """
         durable = self._confirmed and not message.reply
         properties = Properties(
@@ -159,7 +164,7 @@ class Publisher:
                 properties=properties,
                 mandatory=durable,
                 timeout=self._confirm_timeout,
-                wait=not self._confirmed,
+                wait=False,
             )
         except TimeoutError:
             raise not_confirmed(
